@@ -1,0 +1,24 @@
+"""Backend names to implementations, imported lazily so a host needs only the runtimes it uses."""
+
+from __future__ import annotations
+
+import importlib
+
+from hil.devices.backend import Backend
+from hil.errors import ConfigError
+
+# name -> "module:Class" (modules under hil.devices)
+BACKENDS = {
+    "torch-cpu": "hil.devices.torch_cpu:TorchCpuBackend",
+    "torch-cuda": "hil.devices.torch_cuda:TorchCudaBackend",
+    "tflite": "hil.devices.tflite_backend:TfliteBackend",
+}
+
+
+def make_backend(name: str) -> Backend:
+    try:
+        spec = BACKENDS[name]
+    except KeyError:
+        raise ConfigError(f"unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})") from None
+    module, cls = spec.split(":")
+    return getattr(importlib.import_module(module), cls)()

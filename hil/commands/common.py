@@ -1,0 +1,40 @@
+"""Options and output helpers shared by command groups."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from hil.inventory import DEFAULT_INVENTORY
+from hil.store import DB_ENV
+
+
+def add_inventory_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inventory", "-i", default=DEFAULT_INVENTORY, metavar="FILE",
+                   help=f"inventory file (default: {DEFAULT_INVENTORY})")
+
+
+def add_db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=None, metavar="PATH",
+                   help=f"measurement store: an SQLite file (default: ${DB_ENV} or ./hil.db)")
+
+
+def add_json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print only JSON on stdout")
+
+
+def emit(obj: dict[str, Any], as_json: bool, text: str | None = None) -> None:
+    """JSON on stdout with --json; otherwise the human text (or pretty JSON)."""
+    if as_json or text is None:
+        json.dump(obj, sys.stdout, indent=None if as_json else 2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def progress_enabled(as_json: bool) -> bool:
+    """Progress bars go to stderr, and only when someone is watching."""
+    return sys.stderr.isatty() and not as_json

@@ -1,0 +1,45 @@
+"""Errors a user can cause and fix. The CLI prints them as one line and exits non-zero, no traceback.
+
+Anything else that escapes is a bug in hil and is allowed its traceback.
+"""
+
+from __future__ import annotations
+
+
+class HilError(Exception):
+    """A user-facing error: bad input, a missing resource, an unreachable device."""
+
+    exit_code = 2
+
+
+class ConfigError(HilError):
+    """Invalid inventory, search space, option or file."""
+
+
+class StoreError(HilError):
+    """The measurement store can't be opened, or its schema is unknown."""
+
+
+class MissingEntryError(HilError, KeyError):
+    """A LUT lookup for a key that was never measured. Never silently defaulted."""
+
+    def __init__(self, key: str, device: str = "", hint: str = "") -> None:
+        self.key = key
+        where = f" on device {device!r}" if device else ""
+        msg = f"no LUT entry for key {key!r}{where}"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # KeyError would print the repr
+        return self.args[0]
+
+
+class DeviceError(HilError):
+    """A device failed: unreachable, refused, crashed, or lacks the runtime a workload needs."""
+
+    exit_code = 3
+
+    def __init__(self, device: str, message: str) -> None:
+        self.device = device
+        super().__init__(f"device {device!r}: {message}")

@@ -1,0 +1,176 @@
+"""The measurement protocol of MEASUREMENT.md: settings, statistics, records, and the host-clock timer.
+
+This module is imported by the remote agent too (it is pushed to targets), so it depends only on
+the standard library: no numpy, no hil imports beyond itself.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Explicit error kinds, as TVM's measurement reports them: a failed workload is a record, not a crash.
+ERROR_KINDS = ("build_error", "run_error", "timeout", "unsupported", "device_error")
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """Parameters of the timing protocol. They are part of the fingerprint class of every record."""
+
+    warmup_runs: int = 10
+    warmup_s: float = 0.2
+    min_repeats: int = 30
+    min_time_s: float = 0.5
+    max_time_s: float = 10.0
+    # A timed run groups invocations until it lasts at least this long (TVM's min_repeat_ms).
+    min_run_ms: float = 1.0
+    cv_threshold: float = 0.05
+    max_attempts: int = 3
+    threads: int = 1
+    batch: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> MeasureSettings:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of per-invocation times, in milliseconds."""
+
+    n: int
+    number: int  # invocations grouped into one timed run
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    p10_ms: float
+    p90_ms: float
+    iqr_ms: float
+    cv: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _quantile(sorted_xs: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), on a sorted list."""
+    if not sorted_xs:
+        raise ValueError("quantile of no samples")
+    pos = (len(sorted_xs) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+
+
+def summarize(samples_ms: list[float], number: int = 1) -> Stats:
+    """Statistics of per-invocation latencies (each sample already divided by `number`)."""
+    xs = sorted(float(x) for x in samples_ms)
+    n = len(xs)
+    if n == 0:
+        raise ValueError("no samples to summarize")
+    mean = sum(xs) / n
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
+    return Stats(
+        n=n,
+        number=number,
+        median_ms=_quantile(xs, 0.5),
+        mean_ms=mean,
+        std_ms=std,
+        min_ms=xs[0],
+        p10_ms=_quantile(xs, 0.1),
+        p90_ms=_quantile(xs, 0.9),
+        iqr_ms=_quantile(xs, 0.75) - _quantile(xs, 0.25),
+        cv=std / mean if mean > 0 else 0.0,
+    )
+
+
+def time_host(
+    run: Callable[[], Any],
+    settings: MeasureSettings,
+    sync: Callable[[], None] | None = None,
+    clock: Callable[[], int] = time.perf_counter_ns,
+) -> Stats:
+    """Time `run` with a host clock following the protocol: warm up, group, repeat, summarize.
+
+    `sync` is called before each clock read where the work is asynchronous (e.g. a GPU stream).
+    """
+    wait = sync or (lambda: None)
+
+    # Warm-up: at least warmup_runs and at least warmup_s; also tells us how long one call takes.
+    t_start = clock()
+    runs = 0
+    while True:
+        run()
+        runs += 1
+        wait()
+        elapsed = (clock() - t_start) / 1e9
+        if runs >= settings.warmup_runs and elapsed >= settings.warmup_s:
+            break
+        if elapsed > settings.max_time_s:
+            break
+    per_call_ms = max(elapsed * 1e3 / runs, 1e-6)
+    number = max(1, math.ceil(settings.min_run_ms / per_call_ms))
+
+    samples: list[float] = []
+    t_begin = clock()
+    while True:
+        wait()
+        t0 = clock()
+        for _ in range(number):
+            run()
+        wait()
+        t1 = clock()
+        samples.append((t1 - t0) / 1e6 / number)
+        total = (t1 - t_begin) / 1e9
+        enough = len(samples) >= settings.min_repeats and total >= settings.min_time_s
+        if enough or (total >= settings.max_time_s and len(samples) >= 3):
+            break
+    return summarize(samples, number)
+
+
+@dataclass
+class Measurement:
+    """One attempt at timing one workload on one device: the raw record the store keeps forever.
+
+    `ok` is False for a failed attempt; then `error_kind` is one of ERROR_KINDS and `stats` is None.
+    `metrics` holds what a target reports beyond time (cycles, energy_uj, dram_bytes, ...).
+    """
+
+    device: str
+    key: str
+    workload: dict[str, Any]
+    fingerprint: dict[str, Any]
+    provenance: str  # "measured" on hardware, "simulated" on RTL
+    stats: Stats | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    ok: bool = True
+    noisy: bool = False  # CV above the protocol's threshold
+    error_kind: str = ""
+    error: str = ""
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def latency_ms(self) -> float:
+        if self.stats is None:
+            raise ValueError(f"failed measurement of {self.key} has no latency")
+        return self.stats.median_ms
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stats"] = self.stats.to_json() if self.stats else None
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Measurement:
+        d = dict(d)
+        st = d.get("stats")
+        d["stats"] = Stats(**st) if st else None
+        return cls(**d)

