@@ -12,9 +12,10 @@ from hil.target import Target
 
 
 def settings_for(device: Device, base: MeasureSettings | None = None, batch: int | None = None) -> MeasureSettings:
-    """Protocol settings for a device: the inventory's threads and batch over the defaults."""
+    """Protocol settings for a device: the inventory's threads, batch and precision over the defaults."""
     s = base or MeasureSettings()
-    return replace(s, threads=device.threads, batch=batch if batch is not None else device.batch)
+    return replace(s, threads=device.threads, batch=batch if batch is not None else device.batch,
+                   precision=device.precision)
 
 
 def _load(spec: str) -> type:

@@ -31,6 +31,9 @@ class MeasureSettings:
     max_attempts: int = 3
     threads: int = 1
     batch: int = 1
+    # Numeric precision the backend builds the workload in (the inventory's `precision:`); backends
+    # that build only one (torch-cpu) ignore it and record the one they use.
+    precision: str = "float32"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
