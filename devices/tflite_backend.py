@@ -1,0 +1,201 @@
+"""tflite backend: `.tflite` models timed with the LiteRT interpreter (the phone path).
+
+Where the model comes from depends on where the backend runs:
+- in-process (`LocalTarget`), the host converts workloads itself (`ConverterCache` in
+  `tflite_convert`, imported only then: tensorflow is a host-side dependency);
+- in the remote agent on a phone or any SSH host, the host built the models beforehand
+  (`host_artifacts`), the SSH target pushed them over SFTP, and the agent hands their remote paths
+  to `use_artifacts` before measuring. The target needs LiteRT only (`ai-edge-litert`, or the older
+  `tflite-runtime` where that is all it has).
+
+Threads (`num_threads`, default 1 like the phone figures in the literature) and CPU affinity are
+applied and recorded in the fingerprint. LiteRT's default op resolver applies the XNNPACK delegate
+on CPU, as the Android and iOS interpreters do by default; that is what we time.
+
+Agent-side code: standard library, numpy (which LiteRT itself needs) and the runtime.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from hil.devices.backend import MeasureFailure
+from hil.devices.host_info import affinity
+
+from hil.measure import MeasureSettings, Stats, time_host
+from hil.workload import Workload
+
+# Runtime packages in order of preference: module to import, its distribution name.
+RUNTIMES: tuple[tuple[str, str], ...] = (
+    ("ai_edge_litert", "ai-edge-litert"),
+    ("tflite_runtime", "tflite-runtime"),
+)
+
+
+class ModelSource(Protocol):
+    """Where `.tflite` files come from: converted on this host, or pushed here by the host."""
+
+    def model_path(self, w: Workload, precision: str = "float32", batch: int = 1) -> Path: ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    interpreter: type
+    module: str
+    package: str
+    version: str
+
+
+def load_runtime(candidates: Sequence[tuple[str, str]] = RUNTIMES) -> Runtime | None:
+    """The first TFLite interpreter that imports, or None when this host has none."""
+    for module, package in candidates:
+        try:
+            interp = importlib.import_module(f"{module}.interpreter")
+        except ImportError:
+            continue
+        top = importlib.import_module(module)
+        return Runtime(interp.Interpreter, module, package, str(getattr(top, "__version__", "unknown")))
+    return None
+
+
+class PushedModels:
+    """Models the host pushed to this target: (workload key, precision, batch) -> path here."""
+
+    def __init__(self) -> None:
+        self._paths: dict[tuple[str, str, int], Path] = {}
+
+    def add(self, key: str, precision: str, batch: int, path: str | Path) -> None:
+        self._paths[(key, precision, batch)] = Path(path)
+
+    def model_path(self, w: Workload, precision: str = "float32", batch: int = 1) -> Path:
+        try:
+            path = self._paths[(w.key, precision, batch)]
+        except KeyError:
+            raise MeasureFailure(
+                "build_error", f"no {precision} batch-{batch} model of {w.key} was pushed to this target"
+            ) from None
+        if not path.is_file():
+            raise MeasureFailure("build_error", f"the pushed model of {w.key} is missing here: {path}")
+        return path
+
+
+class TfliteBackend:
+    name = "tflite"
+
+    def __init__(
+        self,
+        models: ModelSource | None = None,
+        runtimes: Sequence[tuple[str, str]] = RUNTIMES,
+    ) -> None:
+        self._models = models
+        self._runtime_candidates = tuple(runtimes)
+        self._runtime: Runtime | None = None
+        self._pushed: PushedModels | None = None
+
+    # --- where models come from ---------------------------------------------------------------
+
+    @property
+    def models(self) -> ModelSource:
+        if self._models is None:
+            from hil.devices.tflite_convert import ConverterCache
+
+            self._models = ConverterCache()
+        return self._models
+
+    def host_artifacts(self, workload: Workload, settings: MeasureSettings) -> dict[str, Path]:
+        """Host side: the files the target needs to time `workload` (converted now if not cached)."""
+        return {"model": self.models.model_path(workload, settings.precision, settings.batch)}
+
+    def use_artifacts(self, workload: Workload, settings: MeasureSettings, paths: dict[str, str]) -> None:
+        """Target side: the host pushed `host_artifacts(workload, settings)` to these paths."""
+        if self._pushed is None:
+            self._pushed = PushedModels()
+            self._models = self._pushed
+        self._pushed.add(workload.key, settings.precision, settings.batch, paths["model"])
+
+    # --- the runtime ----------------------------------------------------------------------------
+
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = load_runtime(self._runtime_candidates)
+        if self._runtime is None:
+            wanted = " or ".join(pkg for _, pkg in self._runtime_candidates)
+            raise MeasureFailure(
+                "unsupported",
+                f"no TFLite runtime on this target ({os.uname().nodename}): install {wanted} "
+                "(pip install 'ai-edge-litert')",
+            )
+        return self._runtime
+
+    def runtime_info(self, settings: MeasureSettings) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "threads": settings.threads,
+            "affinity": affinity(),
+            "precision": settings.precision,
+            # AUTO = builtin kernels with the default XNNPACK delegate, as on a phone
+            "op_resolver": "AUTO",
+        }
+        try:
+            rt = self.runtime()
+            info.update(runtime=rt.module, package=rt.package, version=rt.version)
+        except MeasureFailure as e:
+            info.update(runtime=None, error=str(e))
+        if self._pushed is None:  # in-process: the models are this host's conversions
+            info["converter"] = self.converter_version()
+        return info
+
+    def converter_version(self) -> str:
+        """The host converter's identity (part of the fingerprint class: it decides the models)."""
+        try:
+            return str(getattr(self.models, "version", "unknown"))
+        except MeasureFailure:  # no converter here: every build fails, and says why
+            return "unavailable"
+
+    # --- timing ---------------------------------------------------------------------------------
+
+    def _interpreter(self, path: Path, workload: Workload, settings: MeasureSettings) -> Any:
+        rt = self.runtime()
+        try:
+            interp = rt.interpreter(model_path=str(path), num_threads=settings.threads)
+            interp.allocate_tensors()
+        except Exception as e:  # the runtime refuses the model (an op it lacks, a bad file)
+            raise MeasureFailure(
+                "unsupported", f"{rt.package} {rt.version} cannot load the {settings.precision} model of "
+                f"{workload.key}: {type(e).__name__}: {' '.join(str(e).split())[:400]}"
+            ) from None
+        return interp
+
+    def measure_one(self, workload: Workload, settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
+        import numpy as np
+
+        self.runtime()  # a target without LiteRT fails before any conversion work
+        path = self.models.model_path(workload, settings.precision, settings.batch)
+        interp = self._interpreter(path, workload, settings)
+        rng = np.random.default_rng(0)
+        for d in interp.get_input_details():
+            dtype = np.dtype(d["dtype"])
+            if dtype.kind == "f":
+                x = rng.standard_normal(tuple(d["shape"])).astype(dtype)
+            else:
+                info = np.iinfo(dtype)
+                x = rng.integers(info.min, info.max, size=tuple(d["shape"]), endpoint=True, dtype=dtype)
+            interp.set_tensor(d["index"], x)
+        try:
+            interp.invoke()
+        except Exception as e:
+            msg = f"LiteRT failed to run {workload.key}: {type(e).__name__}: {e}"
+            raise MeasureFailure("run_error", msg) from None
+        stats = time_host(interp.invoke, settings)
+        inp = interp.get_input_details()[0]
+        metrics = {
+            "model_bytes": path.stat().st_size,
+            "model": path.name,
+            "input_dtype": np.dtype(inp["dtype"]).name,
+            "input_shape": [int(d) for d in inp["shape"]],
+        }
+        return stats, metrics
