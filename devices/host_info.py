@@ -5,6 +5,7 @@ Agent-side code: standard library only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
@@ -37,10 +38,9 @@ def affinity() -> list[int]:
 def set_affinity(cpus: list[int] | None) -> list[int]:
     """Pin this process to `cpus` where the OS allows; returns the affinity in force."""
     if cpus:
-        try:
+        # Not every OS (or container) lets us pin; the affinity in force is what gets recorded.
+        with contextlib.suppress(AttributeError, OSError):
             os.sched_setaffinity(0, set(cpus))
-        except (AttributeError, OSError):
-            pass
     return affinity()
 
 

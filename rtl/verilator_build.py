@@ -73,10 +73,13 @@ class HarnessSpec:
     main_cpp: Path
     parameters: Mapping[str, int]  # -G overrides of the top module
     extra_flags: Sequence[str] = ()
+    # C++ headers the main includes (e.g. rtl/harness/hil_harness.h): hashed, and their folders
+    # put on the compiler's include path.
+    headers: Sequence[Path] = ()
 
     def digest(self) -> str:
         h = hashlib.sha256()
-        for p in [*self.sources, self.main_cpp]:
+        for p in [*self.sources, self.main_cpp, *self.headers]:
             h.update(Path(p).name.encode())
             h.update(Path(p).read_bytes())
         h.update(repr(sorted(self.parameters.items())).encode())
@@ -103,6 +106,8 @@ def build_harness(spec: HarnessSpec, jobs: int | None = None) -> Path:
             "-o", str(work / "harness"), "-j", str(jobs or os.cpu_count() or 1),
             "-CFLAGS", "-std=c++20 -O2", *spec.extra_flags,
         ]
+        for inc in sorted({str(Path(h).resolve().parent) for h in spec.headers}):
+            args += ["-CFLAGS", f"-I{inc}"]
         args += [f"-G{k}={int(v)}" for k, v in spec.parameters.items()]
         args += [str(Path(s).resolve()) for s in spec.sources] + [str(Path(spec.main_cpp).resolve())]
         proc = subprocess.run(args, capture_output=True, text=True, env=env, check=False)

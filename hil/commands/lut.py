@@ -1,0 +1,215 @@
+"""`hil lut build|show|export`."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any
+
+from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_enabled
+from hil.errors import ConfigError
+from hil.measure import MeasureSettings
+
+
+def add_space_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--space", required=True, help="search space, e.g. proxyless-mobile")
+    p.add_argument("--resolution", type=int, default=None, help="input resolution (space default: 224)")
+    p.add_argument("--width", type=float, default=None, help="width multiplier (default 1.0)")
+    p.add_argument("--bits", default=None, help="bitwidth range for quantized spaces, e.g. 2..8")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default: the device's)")
+
+
+def space_from_args(args: argparse.Namespace) -> Any:
+    from hil.lut_builder.spaces import make_space
+
+    opts: dict[str, Any] = {"resolution": args.resolution, "width": args.width, "bits": args.bits}
+    return make_space(args.space, **opts)
+
+
+def add_protocol_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("measurement protocol (MEASUREMENT.md defaults)")
+    d = MeasureSettings()
+    g.add_argument("--min-repeats", type=int, default=d.min_repeats)
+    g.add_argument("--min-time", type=float, default=d.min_time_s, metavar="S")
+    g.add_argument("--warmup-runs", type=int, default=d.warmup_runs)
+    g.add_argument("--warmup-time", type=float, default=d.warmup_s, metavar="S")
+    g.add_argument("--cv-threshold", type=float, default=d.cv_threshold)
+    g.add_argument("--max-attempts", type=int, default=d.max_attempts)
+
+
+def protocol_from_args(args: argparse.Namespace) -> MeasureSettings:
+    for name in ("min_repeats", "warmup_runs", "max_attempts"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.min_time < 0 or args.warmup_time < 0 or not 0 < args.cv_threshold < 10:
+        raise ConfigError("--min-time and --warmup-time must be >= 0 and --cv-threshold within (0, 10)")
+    return replace(
+        MeasureSettings(), min_repeats=args.min_repeats, min_time_s=args.min_time,
+        warmup_runs=args.warmup_runs, warmup_s=args.warmup_time, cv_threshold=args.cv_threshold,
+        max_attempts=args.max_attempts,
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("lut", help="build, show and export latency lookup tables")
+    s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    b = s.add_parser("build", help="measure the workloads of a search space on devices (resumable)")
+    b.add_argument("--device", "-d", action="append", default=[], help="device (repeat for several)")
+    b.add_argument("--all", action="store_true", help="every device of the inventory")
+    add_space_args(b)
+    add_protocol_args(b)
+    b.add_argument("--seed", type=int, default=None, help="seed of the randomized measurement order")
+    b.add_argument("--calibration-nets", type=int, default=10, metavar="N",
+                   help="whole networks measured after the blocks to fit the per-network calibration "
+                        "(0: none; see docs/LATENCY_MODEL.md)")
+    add_inventory_arg(b)
+    add_db_arg(b)
+    add_json_arg(b)
+    b.set_defaults(func=_build)
+
+    for action, helptext in (("show", "print a LUT"), ("export", "write a LUT to a file")):
+        x = s.add_parser(action, help=helptext)
+        x.add_argument("--device", "-d", required=True)
+        add_space_args(x)
+        add_db_arg(x)
+        if action == "export":
+            x.add_argument("--format", required=True, choices=["proxyless-yaml", "csv", "parquet"])
+            x.add_argument("-o", "--output", required=True, metavar="FILE")
+            x.set_defaults(func=_export)
+        else:
+            add_json_arg(x)
+            x.set_defaults(func=_show)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from hil.farm import open_target, settings_for
+    from hil.inventory import load_inventory
+    from hil.lut_builder.build import build_devices
+    from hil.store import open_store
+
+    inv = load_inventory(args.inventory)
+    names = list(inv.devices) if args.all else args.device
+    if not names:
+        raise ConfigError("name at least one --device (or --all)")
+    for n in names:
+        inv.device(n)  # unknown device: error before anything is opened
+    if args.batch is not None and args.batch < 1:
+        raise ConfigError("--batch must be at least 1")
+    space = space_from_args(args)
+    protocol = protocol_from_args(args)
+    store = open_store(args.db)
+    bar = _progress_bar(len(space.workloads()) * len(names), args.json)
+
+    def progress(device: str, m: Any) -> None:
+        if bar is not None:
+            bar.set_postfix_str(f"{device}: {m.key[:48]}", refresh=False)
+            bar.update(1)
+
+    try:
+        results = build_devices(
+            store,
+            {n: (lambda n=n: open_target(inv, n)) for n in names},
+            space,
+            lambda n: settings_for(inv.device(n), protocol, args.batch),
+            progress,
+            seed=args.seed,
+            calibration_nets=args.calibration_nets,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+        store.close()
+    summary = _summary(results, space, store.path)
+    lines = [
+        f"{r['device']}: {r['status']}, {r['entries']}/{r['total']} entries "
+        f"({r['measured']} measured, {r['reused']} reused, {r['failed']} failed), "
+        f"median CV {_pct(r['median_cv'])}, {r['wall_s']:.1f} s"
+        + (f"; errors: {r['errors'][-1]}" if r["errors"] else "")
+        for r in summary["devices"]
+    ]
+    emit(summary, args.json, "\n".join(lines))
+    return 0 if all(r["status"] == "ok" for r in summary["devices"]) else 3
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _summary(results: list[Any], space: Any, db: str) -> dict[str, Any]:
+    devs = [r.to_json() for r in results]
+    cvs = [r.median_cv for r in results if r.median_cv is not None]
+    one = devs[0]
+    return {
+        "space": space.name,
+        "options": space.options(),
+        "db": db,
+        # single-device fields at top level; per-device detail under "devices"
+        "entries": one["entries"] if len(devs) == 1 else sum(d["entries"] for d in devs),
+        "total": one["total"] if len(devs) == 1 else sum(d["total"] for d in devs),
+        "measured": sum(d["measured"] for d in devs),
+        "reused": sum(d["reused"] for d in devs),
+        "failed": sum(d["failed"] for d in devs),
+        "wall_s": max(d["wall_s"] for d in devs),
+        "median_cv": sorted(cvs)[len(cvs) // 2] if cvs else None,
+        "devices": devs,
+    }
+
+
+def _progress_bar(total: int, as_json: bool) -> Any:
+    if not progress_enabled(as_json):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="wl", desc="measuring", dynamic_ncols=True)
+
+
+def _load_lut(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    from hil.latency import select_class
+    from hil.store import open_store
+
+    space = space_from_args(args)
+    keys = [w.key for w in space.workloads()]
+    store = open_store(args.db)
+    cls = select_class(store, args.device, keys)
+    lut = store.lut(cls.fp_class)
+    entries = {k: lut[k] for k in keys if k in lut}
+    store.close()
+    return space, cls, entries
+
+
+def _rows(entries: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, m in entries.items():
+        st = m.stats
+        rows.append({
+            "key": key, "latency_ms": st.median_ms, "n": st.n, "mean_ms": st.mean_ms, "std_ms": st.std_ms,
+            "min_ms": st.min_ms, "p10_ms": st.p10_ms, "p90_ms": st.p90_ms, "iqr_ms": st.iqr_ms, "cv": st.cv,
+            "noisy": m.noisy, "provenance": m.provenance, "attempt": m.attempt, **{
+                f"metric_{k}": v for k, v in m.metrics.items() if isinstance(v, (int, float))},
+        })
+    return rows
+
+
+def _show(args: argparse.Namespace) -> int:
+    space, cls, entries = _load_lut(args)
+    rows = _rows(entries)
+    total = len(space.workloads())
+    out = {"device": args.device, "space": space.name, "options": space.options(), "fingerprint_class": cls.fp_class,
+           "fingerprint": cls.fingerprint_class, "entries": len(rows), "total": total, "rows": rows}
+    text = [f"{args.device} / {space.name} {space.options()}: {len(rows)}/{total} entries, class {cls.fp_class}"]
+    text += [f"  {r['latency_ms']:10.4f} ms  cv {100 * r['cv']:5.2f}%{' NOISY' if r['noisy'] else ''}  {r['key']}"
+             for r in sorted(rows, key=lambda r: r["key"])]
+    emit(out, args.json, "\n".join(text))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from hil.lut_builder.export import export_lut
+
+    space, cls, entries = _load_lut(args)
+    meta = {"device": args.device, "space": space.name, "options": space.options(),
+            "fingerprint_class": cls.fp_class, "fingerprint": cls.fingerprint_class}
+    written = export_lut(_rows(entries), meta, args.format, args.output)
+    print(f"wrote {len(entries)} entries to {', '.join(written)}")
+    return 0

@@ -1,0 +1,126 @@
+"""LatencyModel: latency of a workload, an architecture, or the expectation over architecture choices.
+
+A LUT maps workload keys to the accepted median latency (ms) of one fingerprint class. A missing key
+is an error naming the key, never a silent default (ProxylessNAS's public code returned 200 ms).
+
+Summing isolated block latencies misses what a whole network adds: per-network framework overhead
+and the colder caches a block meets when its neighbours ran before it. `NetworkCalibration` models
+that as `measured ≈ scale · Σ blocks + offset`, fitted on whole networks measured on the same
+target (see hil/validate.py and docs/LATENCY_MODEL.md) and stored with the LUT; it is identity until
+fitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hil.errors import MissingEntryError, StoreError
+from hil.store import LutClass, Store
+from hil.workload import Workload
+
+CALIBRATION_MODEL = "network-calibration"
+
+
+@dataclass(frozen=True)
+class NetworkCalibration:
+    scale: float = 1.0
+    offset_ms: float = 0.0
+    fitted_on: int = 0  # networks the fit used (0: identity, not fitted)
+
+    def apply(self, block_sum_ms: Any) -> Any:
+        return self.scale * block_sum_ms + self.offset_ms
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def fit(cls, sums_ms: Sequence[float], measured_ms: Sequence[float]) -> NetworkCalibration:
+        """Least squares on relative error: minimizes Σ ((scale·s + offset − m) / m)²."""
+        import numpy as np
+
+        s = np.asarray(sums_ms, dtype=float)
+        m = np.asarray(measured_ms, dtype=float)
+        if len(s) < 2:
+            raise ValueError("need at least two networks to fit a calibration")
+        a = np.stack([s / m, 1.0 / m], axis=1)
+        (scale, offset), *_ = np.linalg.lstsq(a, np.ones_like(m), rcond=None)
+        return cls(float(scale), float(offset), len(s))
+
+
+def select_class(store: Store, device: str, keys: Iterable[str] | None = None) -> LutClass:
+    """The fingerprint class of `device` whose LUT covers the most of `keys` (latest on a tie)."""
+    classes = [c for c in store.classes(device) if not _is_drift_only(store, c)]
+    if not classes:
+        raise StoreError(f"no LUT for device {device!r} in {store.path}: run `hil lut build --device {device}` first")
+    if keys is None:
+        return classes[-1]
+    wanted = set(keys)
+    best = max(enumerate(classes), key=lambda ic: (len(wanted & set(store.lut(ic[1].fp_class))), ic[0]))
+    return best[1]
+
+
+def _is_drift_only(store: Store, c: LutClass) -> bool:
+    return all(k.startswith("drift:") for k in store.lut(c.fp_class)) if c.entries else True
+
+
+class LatencyModel:
+    """Latency predictions from one LUT (one device, one fingerprint class)."""
+
+    def __init__(
+        self,
+        table: Mapping[str, float],
+        device: str = "",
+        fp_class: str = "",
+        calibration: NetworkCalibration | None = None,
+    ) -> None:
+        self.table = dict(table)
+        self.device = device
+        self.fp_class = fp_class
+        self.calibration = calibration or NetworkCalibration()
+
+    @classmethod
+    def from_store(cls, store: Store, device: str, fp_class: str | None = None,
+                   keys: Iterable[str] | None = None) -> LatencyModel:
+        if fp_class is None:
+            fp_class = select_class(store, device, keys).fp_class
+        table = {k: m.latency_ms for k, m in store.lut(fp_class).items() if not k.startswith("drift:")}
+        params = store.load_model(fp_class, CALIBRATION_MODEL)
+        cal = NetworkCalibration(params["scale"], params["offset_ms"], params["fitted_on"]) if params else None
+        return cls(table, device, fp_class, cal)
+
+    def latency(self, w: Workload | str) -> float:
+        """Latency of one workload (ms). Raises MissingEntryError naming the key."""
+        key = w if isinstance(w, str) else w.key
+        try:
+            return self.table[key]
+        except KeyError:
+            raise MissingEntryError(key, self.device, "build the LUT for this space and options") from None
+
+    def block_sum(self, layers: Iterable[Workload | str]) -> float:
+        return sum(self.latency(w) for w in layers)
+
+    def network(self, layers: Iterable[Workload | str]) -> float:
+        """Predicted end-to-end latency of a network given its layers (ms), calibrated."""
+        return float(self.calibration.apply(self.block_sum(layers)))
+
+    def expected(
+        self,
+        fixed: Iterable[Workload],
+        candidates: Sequence[Sequence[Workload | None]],
+        probs: Sequence[Any],
+    ) -> Any:
+        """E[latency] = fixed + Σ_blocks Σ_ops p_op · LUT(op) (ProxylessNAS), calibrated.
+
+        `candidates[b][i]` is op i of block b (None for the zero op, latency 0); `probs[b]` its
+        probabilities: floats or a torch tensor (the result is then differentiable in them).
+        """
+        total: Any = self.block_sum(fixed)
+        for ops, p in zip(candidates, probs, strict=True):
+            lat = [0.0 if op is None else self.latency(op) for op in ops]
+            if hasattr(p, "new_tensor"):  # torch: keep the graph
+                total = total + (p * p.new_tensor(lat)).sum()
+            else:
+                total = total + sum(pi * li for pi, li in zip(p, lat, strict=True))
+        return self.calibration.apply(total)
