@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 from hil.devices.backend import MeasureFailure
 from hil.devices.host_info import affinity
-
 from hil.measure import MeasureSettings, Stats, time_host
 from hil.workload import Workload
 

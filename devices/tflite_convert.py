@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from hil.devices.backend import MeasureFailure
-
 from hil.workload import ConvLayer, Linear, Logits, MBConv, Network, Workload, canonical_json
 
 # Bump when the Keras build of a workload changes: it is part of every cache key and fingerprint.
@@ -209,7 +208,9 @@ def convert(w: Workload, precision: str = "float32", batch: int = 1) -> bytes:
     with _convert_lock, tempfile.TemporaryDirectory(prefix="hil-tflite-") as tmp:
         try:
             # Through a SavedModel, so variables are frozen into constants and BN folds away.
-            model.export(tmp, format="tf_saved_model", verbose=False)
+            # The signature pins the batch; inferred, it would be None, which the converter makes 1.
+            spec = tf.TensorSpec(input_shape(w, batch), tf.float32)
+            model.export(tmp, format="tf_saved_model", verbose=False, input_signature=[spec])
             conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
             if precision == "float16":
                 conv.optimizations = [tf.lite.Optimize.DEFAULT]
