@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from hil.errors import DeviceError, HilError
+from hil.errors import ConfigError, DeviceError, HilError
+from hil.lease import LeaseBusyError, hold
 from hil.lut_builder.spaces import SearchSpace
 from hil.measure import Measurement, MeasureSettings
 from hil.store import Store
@@ -34,7 +35,7 @@ class DeviceBuild:
     """What happened on one device."""
 
     device: str
-    status: str = "pending"  # ok | incomplete | failed | quarantined | interrupted
+    status: str = "pending"  # ok | incomplete | failed | quarantined | busy | interrupted
     fingerprint_class: str = ""
     entries: int = 0  # keys with an accepted measurement now
     total: int = 0  # keys the space needs
@@ -163,22 +164,30 @@ def build_devices(
     backoff_s: float = 1.0,
     seed: int | None = None,
     calibration_nets: int = 0,
+    lease_timeout_for: Callable[[str], float] | None = None,
 ) -> list[DeviceBuild]:
-    """Build on several devices at once, one worker per device.
+    """Build on several devices at once, one worker per device, each holding its device's lease.
 
     A device that fails (DeviceError: unreachable, agent died) is retried with exponential backoff;
     the rerun measures only what is still missing. After `retries` failures it is quarantined and
-    the others go on.
+    the others go on. A device leased by someone else is waited for (`lease_timeout_for(name)`
+    seconds, default 600) and then reported `busy`, not retried: it is healthy, just taken.
     """
     results = {name: DeviceBuild(name) for name in factories}
 
     def work(name: str) -> None:
         res = results[name]
+        lease_timeout = lease_timeout_for(name) if lease_timeout_for else 600.0
         for attempt in range(retries + 1):
             target: Target | None = None
             try:
                 target = factories[name]()
-                build_on_target(store, target, space, settings_for(name), progress, seed, res, calibration_nets)
+                with hold(target, lease_timeout):
+                    build_on_target(store, target, space, settings_for(name), progress, seed, res, calibration_nets)
+                return
+            except (LeaseBusyError, ConfigError) as e:  # neither is cured by trying again
+                res.errors.append(str(e))
+                res.status = "busy" if isinstance(e, LeaseBusyError) else "failed"
                 return
             except HilError as e:
                 res.errors.append(str(e))

@@ -115,6 +115,7 @@ def _build(args: argparse.Namespace) -> int:
             progress,
             seed=args.seed,
             calibration_nets=args.calibration_nets,
+            lease_timeout_for=lambda n: inv.device(n).lease_timeout_s,
         )
     finally:
         if bar is not None:
