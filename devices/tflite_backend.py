@@ -6,7 +6,9 @@ Where the model comes from depends on where the backend runs:
 - in the remote agent on a phone or any SSH host, the host built the models beforehand
   (`host_artifacts`), the SSH target pushed them over SFTP, and the agent hands their remote paths
   to `use_artifacts` before measuring. The target needs LiteRT only (`ai-edge-litert`, or the older
-  `tflite-runtime` where that is all it has).
+  `tflite-runtime` where that is all it has). Beside each model goes its sidecar (`meta`: which
+  converter made it); a conversion that failed on the host goes as a `failure` file instead, so it
+  becomes that workload's failed record and the rest of the build goes on.
 
 Threads (`num_threads`, default 1 like the phone figures in the literature) and CPU affinity are
 applied and recorded in the fingerprint. LiteRT's default op resolver applies the XNNPACK delegate
@@ -17,8 +19,11 @@ Agent-side code: standard library, numpy (which LiteRT itself needs) and the run
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,25 +67,68 @@ def load_runtime(candidates: Sequence[tuple[str, str]] = RUNTIMES) -> Runtime | 
     return None
 
 
+@dataclass(frozen=True)
+class _Pushed:
+    path: Path | None
+    meta: dict[str, Any]
+    failure: tuple[str, str] | None  # (kind, message) of a host-side build that failed
+
+
 class PushedModels:
-    """Models the host pushed to this target: (workload key, precision, batch) -> path here."""
+    """Models the host pushed to this target: (workload key, precision, batch) -> what arrived here."""
 
     def __init__(self) -> None:
-        self._paths: dict[tuple[str, str, int], Path] = {}
+        self._entries: dict[tuple[str, str, int], _Pushed] = {}
 
-    def add(self, key: str, precision: str, batch: int, path: str | Path) -> None:
-        self._paths[(key, precision, batch)] = Path(path)
+    def add(self, key: str, precision: str, batch: int, paths: dict[str, str]) -> None:
+        meta = _read_json(paths["meta"]) if "meta" in paths else {}
+        failure = None
+        if "failure" in paths:
+            f = _read_json(paths["failure"])
+            failure = (str(f.get("kind", "build_error")), str(f.get("message", "the host's build failed")))
+        path = Path(paths["model"]) if "model" in paths else None
+        self._entries[(key, precision, batch)] = _Pushed(path, meta, failure)
 
-    def model_path(self, w: Workload, precision: str = "float32", batch: int = 1) -> Path:
+    def _entry(self, w: Workload, precision: str, batch: int) -> _Pushed:
         try:
-            path = self._paths[(w.key, precision, batch)]
+            return self._entries[(w.key, precision, batch)]
         except KeyError:
             raise MeasureFailure(
                 "build_error", f"no {precision} batch-{batch} model of {w.key} was pushed to this target"
             ) from None
-        if not path.is_file():
-            raise MeasureFailure("build_error", f"the pushed model of {w.key} is missing here: {path}")
-        return path
+
+    def model_path(self, w: Workload, precision: str = "float32", batch: int = 1) -> Path:
+        e = self._entry(w, precision, batch)
+        if e.failure is not None:
+            raise MeasureFailure(*e.failure)
+        if e.path is None or not e.path.is_file():
+            raise MeasureFailure("build_error", f"the pushed model of {w.key} is missing here: {e.path}")
+        return e.path
+
+    def converter(self, w: Workload, precision: str, batch: int) -> str | None:
+        conv = self._entry(w, precision, batch).meta.get("converter")
+        return str(conv) if conv is not None else None
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise MeasureFailure("build_error", f"unreadable artifact {path}: {e}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _write_failure(root: Path, failure: MeasureFailure) -> Path:
+    """A host-side build failure as a small file, so it reaches the target like a model would."""
+    body = json.dumps({"kind": failure.kind, "message": str(failure)}, sort_keys=True).encode()
+    folder = root / "failures"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(body).hexdigest()[:24]}.json"
+    if not path.is_file():
+        tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+        tmp.write_bytes(body)
+        os.replace(tmp, path)
+    return path
 
 
 class TfliteBackend:
@@ -107,15 +155,28 @@ class TfliteBackend:
         return self._models
 
     def host_artifacts(self, workload: Workload, settings: MeasureSettings) -> dict[str, Path]:
-        """Host side: the files the target needs to time `workload` (converted now if not cached)."""
-        return {"model": self.models.model_path(workload, settings.precision, settings.batch)}
+        """Host side: the files the target needs to time `workload` (converted now if not cached).
+
+        A conversion that fails does not stop the build: its error travels as a `failure` file and
+        becomes that workload's failed record on the target, naming the device and the workload.
+        """
+        try:
+            model = self.models.model_path(workload, settings.precision, settings.batch)
+        except MeasureFailure as e:
+            root = Path(getattr(self.models, "root", tempfile.gettempdir()))
+            return {"failure": _write_failure(root, e)}
+        files = {"model": model}
+        meta = model.with_suffix(".json")
+        if meta.is_file():
+            files["meta"] = meta
+        return files
 
     def use_artifacts(self, workload: Workload, settings: MeasureSettings, paths: dict[str, str]) -> None:
         """Target side: the host pushed `host_artifacts(workload, settings)` to these paths."""
         if self._pushed is None:
             self._pushed = PushedModels()
             self._models = self._pushed
-        self._pushed.add(workload.key, settings.precision, settings.batch, paths["model"])
+        self._pushed.add(workload.key, settings.precision, settings.batch, paths)
 
     # --- the runtime ----------------------------------------------------------------------------
 
@@ -147,6 +208,11 @@ class TfliteBackend:
         if self._pushed is None:  # in-process: the models are this host's conversions
             info["converter"] = self.converter_version()
         return info
+
+    def _converter(self, workload: Workload, settings: MeasureSettings) -> str | None:
+        if self._pushed is not None:
+            return self._pushed.converter(workload, settings.precision, settings.batch)
+        return self.converter_version()
 
     def converter_version(self) -> str:
         """The host converter's identity (part of the fingerprint class: it decides the models)."""
@@ -192,6 +258,7 @@ class TfliteBackend:
         stats = time_host(interp.invoke, settings)
         inp = interp.get_input_details()[0]
         metrics = {
+            "converter": self._converter(workload, settings),
             "model_bytes": path.stat().st_size,
             "model": path.name,
             "input_dtype": np.dtype(inp["dtype"]).name,

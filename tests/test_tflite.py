@@ -162,21 +162,44 @@ def test_target_without_litert_says_so_per_workload(cache: ConverterCache) -> No
     assert "ai-edge-litert" in ms[0].error
 
 
+def _push(files: dict[str, Path], remote: Path) -> dict[str, str]:
+    """What the SSH target does over SFTP: copy each host artifact to the target, hand over the paths."""
+    remote.mkdir(exist_ok=True)
+    out = {}
+    for name, local in files.items():
+        dst = remote / f"{name}-{local.name}"
+        dst.write_bytes(local.read_bytes())
+        out[name] = str(dst)
+    return out
+
+
 def test_pushed_artifacts_path_as_the_agent_uses_it(cache: ConverterCache, tmp_path: Path) -> None:
     host = TfliteBackend(cache)
     settings = replace(QUICK, precision="int8")
     arts = host.host_artifacts(SKIP, settings)
-    remote = tmp_path / "pushed.tflite"
-    remote.write_bytes(arts["model"].read_bytes())
+    assert set(arts) == {"model", "meta"}
 
     agent_side = TfliteBackend()
-    agent_side.use_artifacts(SKIP, settings, {"model": str(remote)})
+    agent_side.use_artifacts(SKIP, settings, _push(arts, tmp_path / "remote"))
     stats, metrics = agent_side.measure_one(SKIP, settings)
     assert stats.median_ms > 0 and metrics["input_dtype"] == "int8"
+    assert metrics["converter"] == cache.version  # from the pushed sidecar
     assert "converter" not in agent_side.runtime_info(settings)  # the host's, not the agent's, to say
     with pytest.raises(MeasureFailure) as e:  # never pushed: no silent conversion on the target
         agent_side.measure_one(DOWN, settings)
     assert e.value.kind == "build_error" and DOWN.key in str(e.value)
+
+
+def test_a_host_side_build_failure_reaches_the_target_as_a_record(cache: ConverterCache, tmp_path: Path) -> None:
+    bad = MBConv((8, 8, 16), (4, 4, 16), 3, 3, 2, 1)  # identity skip across a shape change
+    arts = TfliteBackend(cache).host_artifacts(bad, QUICK)
+    assert set(arts) == {"failure"}
+    agent_side = TfliteBackend()
+    agent_side.use_artifacts(bad, QUICK, _push(arts, tmp_path / "remote"))
+    agent_side.use_artifacts(STEM, QUICK, _push(TfliteBackend(cache).host_artifacts(STEM, QUICK), tmp_path / "r2"))
+    ms = list(LocalTarget("phone", agent_side).measure([bad, STEM], QUICK))
+    assert (ms[0].ok, ms[0].error_kind) == (False, "build_error") and bad.key in ms[0].error
+    assert ms[1].ok  # the rest goes on
 
 
 def test_a_model_the_runtime_cannot_load_is_a_clear_record(tmp_path: Path) -> None:
