@@ -13,6 +13,15 @@ from hil.workload import Workload
 AGENT_VERSION = "1"
 
 
+def protocol_class(settings: MeasureSettings) -> dict[str, Any]:
+    """The protocol parameters that shape a measurement. The noise policy (CV threshold, attempts,
+    time cap) decides what is re-measured, not how one measurement is taken, so it stays out."""
+    d = settings.to_json()
+    for policy in ("cv_threshold", "max_attempts", "max_time_s"):
+        d.pop(policy)
+    return d
+
+
 def fingerprint(device: str, backend: Backend, settings: MeasureSettings) -> dict[str, Any]:
     """The fingerprint of measurements taken here; shared by the local target and the remote agent."""
     return {
@@ -22,7 +31,7 @@ def fingerprint(device: str, backend: Backend, settings: MeasureSettings) -> dic
             "host": host_class(),
             "runtime": backend.runtime_info(settings),
             "batch": settings.batch,
-            "protocol": settings.to_json(),
+            "protocol": protocol_class(settings),
             "agent_version": AGENT_VERSION,
         },
         "state": host_state(),

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hil.errors import HilError
+from hil.errors import HilError, StoreError
 from hil.latency import CALIBRATION_MODEL, LatencyModel, NetworkCalibration
 from hil.measure import Measurement, MeasureSettings
 from hil.store import Store
@@ -148,6 +148,23 @@ def _median(xs: Sequence[float]) -> float:
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
+def lut_class(store: Store, target: Target, settings: MeasureSettings) -> str:
+    """The fingerprint class these settings measure in, which must already hold a LUT."""
+    fp = target.describe(settings)
+    cls = fingerprint_class(fp)
+    known = [c for c in store.classes(target.name) if c.entries]
+    if any(c.fp_class == cls for c in known):
+        return cls
+    if not known:
+        raise StoreError(f"no LUT for device {target.name!r} in {store.path}: run `hil lut build` first")
+    other = known[-1].fingerprint_class
+    diff = sorted(k for k in set(other) | set(fp["class"]) if other.get(k) != fp["class"].get(k))
+    raise StoreError(
+        f"no LUT for device {target.name!r} measured under these conditions (fingerprint class {cls}); "
+        f"the store's LUTs differ in: {', '.join(diff)} — pass the same --batch and protocol options as the build"
+    )
+
+
 def validate(
     store: Store,
     target: Target,
@@ -157,7 +174,7 @@ def validate(
     seed: int = 0,
     progress: Callable[[Measurement], None] | None = None,
 ) -> ValidationReport:
-    cls = fingerprint_class(target.describe(settings))
+    cls = lut_class(store, target, settings)
     model = LatencyModel.from_store(store, target.name, cls)
     cal_params = store.load_model(cls, CALIBRATION_MODEL) or {}
     held_out = set(cal_params.get("networks", []))

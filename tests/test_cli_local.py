@@ -1,0 +1,116 @@
+"""The foundation end to end through the real CLI on the local CPU: build, resume, show, export, validate."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.hilcli import FAST, ROOT, assert_user_error, hil
+
+SPACE = ["--space", "proxyless-mobile", "--resolution", "32"]
+
+
+def keys_in(db) -> list[str]:
+    con = sqlite3.connect(db)
+    try:
+        return [r[0] for r in con.execute("SELECT key FROM measurements WHERE key NOT LIKE 'drift:%' AND ok=1")]
+    except sqlite3.OperationalError:  # the store is being created right now
+        return []
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_build_resume_show_export_validate(tmp_path):
+    db = tmp_path / "hil.db"
+    # --cv-threshold 10: nothing counts as noisy, so each key is measured exactly once (checkable)
+    args = ["lut", "build", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--cv-threshold", "9",
+            "--calibration-nets", "0"]
+    # 1. start a build, kill it hard once some records are committed
+    proc = subprocess.Popen([sys.executable, "-m", "hil", *args, "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if db.exists() and len(keys_in(db)) >= 10:
+            break
+    assert proc.poll() is None, "the build finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = keys_in(db)
+    assert 10 <= len(done_before) < 70
+    # 2. rerun: measures only what is missing, nothing twice
+    p = hil(*args, "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["entries"] == 70 and out["total"] == 70
+    assert out["reused"] == len(set(done_before))
+    assert out["measured"] == 70 - len(set(done_before))
+    all_keys = keys_in(db)
+    assert sorted(all_keys) == sorted(set(all_keys)) and len(all_keys) == 70
+    for field in ("entries", "measured", "reused", "wall_s", "median_cv"):
+        assert field in out
+    # 3. a third run reuses everything
+    again = json.loads(hil(*args, "--json").stdout)
+    assert again["measured"] == 0 and again["reused"] == 70
+
+    # 4. show and export
+    shown = json.loads(hil("lut", "show", "-d", "local-cpu", *SPACE, "--db", str(db), "--json").stdout)
+    assert shown["entries"] == 70 and shown["fingerprint"]["runtime"]["threads"] == 1
+    y = tmp_path / "lut.yaml"
+    assert hil("lut", "export", "-d", "local-cpu", *SPACE, "--db", str(db), "--format", "proxyless-yaml",
+               "-o", str(y)).returncode == 0
+    table = yaml.safe_load(y.read_text())
+    assert len(table) == 70 and set(next(iter(table.values()))) == {"count", "mean", "var"}
+    assert json.loads((tmp_path / "lut.yaml.fingerprint.json").read_text())["device"] == "local-cpu"
+    for fmt, name in (("csv", "lut.csv"), ("parquet", "lut.parquet")):
+        assert hil("lut", "export", "-d", "local-cpu", *SPACE, "--db", str(db), "--format", fmt,
+                   "-o", str(tmp_path / name)).returncode == 0
+    df = pd.read_parquet(tmp_path / "lut.parquet")
+    assert len(df) == 70 and (df["latency_ms"] > 0).all()
+    assert df.set_index("key")["latency_ms"].to_dict() == pytest.approx(
+        {k: v["mean"] for k, v in table.items()})
+
+    # 5. calibrate + validate end to end, with the plot
+    assert hil(*args[:-2], "--calibration-nets", "3").returncode == 0
+    png = tmp_path / "v.png"
+    p = hil("validate", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--samples", "4", "--json",
+            "--plot", str(png))
+    assert p.returncode == 0, p.stderr
+    v = json.loads(p.stdout)
+    for field in ("n", "mape", "rmspe", "rmse_ms", "within_5pct", "within_10pct", "kendall_tau"):
+        assert field in v
+    assert v["n"] == 4 and v["calibration"]["fitted_on"] == 3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the validation networks are stored measurements too (measured twice each)
+    nets = [k for k in keys_in(db) if k.startswith("network-")]
+    assert len(nets) == 3 + 2 * 4
+
+
+def test_bad_inputs_are_one_line_errors_and_leave_the_store_alone(tmp_path):
+    db = tmp_path / "keep.db"
+    inv_bad = tmp_path / "bad.yaml"
+    inv_bad.write_text("devices:\n  local-cpu: {backend: torch-cpu\n")
+    build = ["lut", "build", *SPACE, "--db", str(db), *FAST]
+    assert_user_error(hil(*build, "-d", "local-cpu", "--inventory", str(inv_bad)), "bad.yaml", "malformed YAML")
+    assert_user_error(hil(*build, "-d", "phone-9"), "unknown device 'phone-9'")
+    assert_user_error(hil("lut", "build", "-d", "local-cpu", "--space", "nope", "--db", str(db)),
+                      "unknown search space 'nope'")
+    assert_user_error(hil("lut", "build", "-d", "local-cpu", "--space", "proxyless-mobile", "--resolution",
+                          "-5", "--db", str(db)), "resolution")
+    assert not db.exists()  # nothing created by failed commands
+    text = tmp_path / "text.db"
+    text.write_text("not a database " * 200)
+    before = text.read_bytes()
+    assert_user_error(hil(*build, "-d", "local-cpu", "--db", str(text)), "text.db")
+    assert text.read_bytes() == before
+    assert_user_error(hil("lut", "show", "-d", "local-cpu", *SPACE, "--db", str(tmp_path / "empty.db")),
+                      "no LUT for device 'local-cpu'")

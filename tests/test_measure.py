@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from hil.measure import Measurement, MeasureSettings, summarize, time_host
+
+
+def test_summary_matches_numpy():
+    rng = np.random.default_rng(0)
+    xs = list(rng.gamma(4.0, 0.5, size=101))
+    s = summarize(xs)
+    assert s.n == 101
+    assert s.median_ms == pytest.approx(np.median(xs))
+    assert s.mean_ms == pytest.approx(np.mean(xs))
+    assert s.std_ms == pytest.approx(np.std(xs, ddof=1))
+    assert s.p10_ms == pytest.approx(np.percentile(xs, 10))
+    assert s.p90_ms == pytest.approx(np.percentile(xs, 90))
+    assert s.iqr_ms == pytest.approx(np.percentile(xs, 75) - np.percentile(xs, 25))
+    assert s.cv == pytest.approx(np.std(xs, ddof=1) / np.mean(xs))
+    assert s.min_ms == min(xs)
+
+
+def test_summary_of_nothing_is_an_error():
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+class FakeClock:
+    """A deterministic clock: each call of the timed function advances it by `step_ns`.
+
+    The protocol's logic (warm-up, grouping, stopping rules) is what is under test here, not time.
+    """
+
+    def __init__(self, step_ns: int) -> None:
+        self.t = 0
+        self.step = step_ns
+        self.calls = 0
+
+    def now(self) -> int:
+        return self.t
+
+    def run(self) -> None:
+        self.calls += 1
+        self.t += self.step
+
+
+def test_protocol_groups_fast_calls_and_reaches_minimums():
+    c = FakeClock(step_ns=100_000)  # 0.1 ms per call: below min_run_ms, so calls are grouped
+    s = MeasureSettings(warmup_runs=10, warmup_s=0.01, min_repeats=30, min_time_s=0.05, min_run_ms=1.0)
+    st = time_host(c.run, s, clock=c.now)
+    assert st.number == 10  # 1 ms / 0.1 ms
+    assert st.n >= 30
+    assert st.n * st.number * 0.1e-3 >= 0.05  # min total time reached
+    assert st.median_ms == pytest.approx(0.1)
+    assert st.cv == pytest.approx(0.0)
+
+
+def test_protocol_stops_at_max_time_for_slow_work():
+    c = FakeClock(step_ns=2_000_000_000)  # 2 s per call
+    s = MeasureSettings(min_repeats=30, min_time_s=0.5, max_time_s=10.0)
+    st = time_host(c.run, s, clock=c.now)
+    assert st.number == 1
+    assert 3 <= st.n < 30
+
+
+def test_measurement_json_round_trip():
+    st = summarize([1.0, 2.0, 3.0])
+    m = Measurement("d", "k", {"kind": "x"}, {"class": {}, "state": {}}, "measured", st, {"cycles": 5})
+    assert Measurement.from_json(m.to_json()) == m
