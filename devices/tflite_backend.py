@@ -236,9 +236,9 @@ class TfliteBackend:
         return interp
 
     def measure_one(self, workload: Workload, settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
+        self.runtime()  # a target without LiteRT fails before any conversion work (or numpy import)
         import numpy as np
 
-        self.runtime()  # a target without LiteRT fails before any conversion work
         path = self.models.model_path(workload, settings.precision, settings.batch)
         interp = self._interpreter(path, workload, settings)
         rng = np.random.default_rng(0)
