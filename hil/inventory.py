@@ -46,6 +46,7 @@ class RtlConfig(_Strict):
 
     accelerator: Literal["bitfusion-spatial", "bismo-edge", "bismo-cloud"] | str
     overrides: dict[str, int | float] = Field(default_factory=dict, description="parameter overrides")
+    workers: int = Field(1, ge=1, le=64, description="parallel simulation processes (cores to use)")
 
 
 class Device(_Strict):

@@ -34,6 +34,8 @@ class SearchSpace(Protocol):
 # CLI name -> "module:factory"; factories take keyword options only.
 SPACES: dict[str, str] = {
     "proxyless-mobile": "hil.lut_builder.spaces.proxyless:ProxylessMobileSpace",
+    "mobilenet-v1-layers": "hil.lut_builder.spaces.quant_layers:mobilenet_v1_layers",
+    "mobilenet-v2-layers": "hil.lut_builder.spaces.quant_layers:mobilenet_v2_layers",
 }
 
 

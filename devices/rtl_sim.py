@@ -1,0 +1,121 @@
+"""The rtl-sim target: a Verilator simulation of our accelerator RTL, behind the Target seam.
+
+Each workload is run through the native harness of the configured accelerator (BISMO or Bit
+Fusion) with the device's batch; the latency is the RTL's own cycle counter at the configured clock,
+and the record carries cycles, energy, DRAM bytes and utilizations as metrics, with
+`provenance: simulated`. Simulation is deterministic, so each record is one run (n = 1, CV = 0).
+
+Several harness processes (`rtl.workers` in the inventory) run workloads in parallel; Python only
+waits on their pipes, so they use as many cores as there are workers.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from hil.devices.backend import MeasureFailure
+from hil.errors import HilError
+from hil.inventory import Device
+from hil.measure import Measurement, MeasureSettings, Stats
+from hil.workload import Gemm, Network, QuantLayer, Workload
+
+PROTOCOL = {"kind": "cycle-accurate RTL simulation", "runs": 1}
+
+
+def _stats(latency_ms: float) -> Stats:
+    return Stats(n=1, number=1, median_ms=latency_ms, mean_ms=latency_ms, std_ms=0.0, min_ms=latency_ms,
+                 p10_ms=latency_ms, p90_ms=latency_ms, iqr_ms=0.0, cv=0.0)
+
+
+class RtlSimTarget:
+    provenance = "simulated"
+
+    def __init__(self, name: str, device: Device) -> None:
+        assert device.rtl is not None
+        self.name = name
+        self.device = device
+        self.preset = device.rtl.accelerator
+        self.overrides = dict(device.rtl.overrides)
+        self.workers = max(1, int(device.rtl.workers))
+        self._pool: list[Any] = []
+        self._describe: dict[str, Any] | None = None
+
+    def _accelerator(self) -> Any:
+        from hil.rtl.presets import make_accelerator
+
+        return make_accelerator(self.preset, **self.overrides)
+
+    def _first(self) -> Any:
+        if not self._pool:
+            self._pool.append(self._accelerator())
+        return self._pool[0]
+
+    def describe(self, settings: MeasureSettings) -> dict[str, Any]:
+        if self._describe is None:
+            self._describe = self._first().describe()
+        return {
+            "class": {"device": self.name, "backend": "rtl-sim", "accelerator": self._describe,
+                      "batch": settings.batch, "protocol": PROTOCOL},
+            "state": {},
+        }
+
+    def _one(self, acc: Any, w: Workload, batch: int) -> tuple[Stats, dict[str, Any]]:
+        if isinstance(w, QuantLayer):
+            r = acc.layer(w, batch)
+        elif isinstance(w, Gemm):
+            r = acc.time_gemm(w.m, w.k, w.n, w.wbits, w.abits, w.wsigned, w.asigned)
+        elif isinstance(w, Network) and all(isinstance(x, QuantLayer) for x in w.layers):
+            if not hasattr(acc, "network"):
+                raise MeasureFailure("unsupported", f"{self.preset} cannot simulate whole networks yet")
+            r = acc.network(list(w.layers), batch)
+        else:
+            raise MeasureFailure("unsupported", f"rtl-sim runs quantized layers, GEMMs and networks of them, "
+                                                f"not {w.kind!r}")
+        return _stats(r.latency_ms), r.to_json()
+
+    def measure(self, workloads: Sequence[Workload], settings: MeasureSettings) -> Iterator[Measurement]:
+        fp = self.describe(settings)
+        while len(self._pool) < min(self.workers, len(workloads)):
+            self._pool.append(self._accelerator())
+        todo: queue.Queue[Workload | None] = queue.Queue()
+        for w in workloads:
+            todo.put(w)
+        done: queue.Queue[Measurement | BaseException] = queue.Queue()
+
+        def work(acc: Any) -> None:
+            while True:
+                try:
+                    w = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    stats, metrics = self._one(acc, w, settings.batch)
+                    done.put(Measurement(self.name, w.key, w.to_json(), fp, self.provenance, stats, metrics))
+                except MeasureFailure as e:
+                    done.put(Measurement(self.name, w.key, w.to_json(), fp, self.provenance, None, ok=False,
+                                         error_kind=e.kind, error=str(e)))
+                except HilError as e:  # unsupported bits, does not fit, cycle limit: the workload's fault
+                    done.put(Measurement(self.name, w.key, w.to_json(), fp, self.provenance, None, ok=False,
+                                         error_kind="run_error", error=str(e)))
+                except BaseException as e:  # a dead harness: stop this worker, report once
+                    done.put(e)
+                    return
+
+        threads = [threading.Thread(target=work, args=(acc,), daemon=True) for acc in self._pool]
+        for t in threads:
+            t.start()
+        remaining = len(workloads)
+        while remaining:
+            item = done.get()
+            if isinstance(item, BaseException):
+                raise item
+            remaining -= 1
+            yield item
+
+    def close(self) -> None:
+        for acc in self._pool:
+            acc.close()
+        self._pool.clear()
