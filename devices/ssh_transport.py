@@ -26,7 +26,7 @@ from pathlib import Path
 
 import paramiko
 
-from hil.errors import DeviceError
+from hil.errors import ConfigError, DeviceError
 from hil.inventory import SshConfig
 
 # Remote paths that reach a command line (the Python interpreter, the agent's directory) must match
@@ -34,13 +34,21 @@ from hil.inventory import SshConfig
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+@%=:,-]+$")
 
 
-class HostKeyError(DeviceError):
+class DeviceConfigError(DeviceError, ConfigError):
+    """A device refuses us for a reason only a change of configuration fixes (host key, user key, the
+    target's runtime): a build does not retry it."""
+
+
+class HostKeyError(DeviceConfigError):
     """The server's host key is not the one known_hosts vouches for."""
 
-    def __init__(self, device: str, message: str, entry: str, offered: paramiko.PKey, known_hosts: Path) -> None:
+    def __init__(
+        self, device: str, message: str, entry: str, offered: paramiko.PKey, known_hosts: Path, known: tuple[str, ...]
+    ) -> None:
         self.entry = entry
         self.offered = offered
         self.known_hosts = known_hosts
+        self.known = known  # descriptions of the keys known_hosts holds for the entry
         super().__init__(device, message)
 
 
@@ -97,7 +105,7 @@ def _verify_host_key(device: str, cfg: SshConfig, offered: paramiko.PKey, label:
             device,
             f"{label} {entry} is not in {path}; it offers {describe_key(offered)}. "
             f"Check that fingerprint with the host's owner, then run: hil farm trust {device}",
-            entry, offered, path,
+            entry, offered, path, (),
         )
     if any(k.asbytes() == offered.asbytes() for k in known.values()):
         return
@@ -107,7 +115,7 @@ def _verify_host_key(device: str, cfg: SshConfig, offered: paramiko.PKey, label:
         f"HOST KEY CHANGED for {label} {entry}: it offers {describe_key(offered)}, but {path} has {was}. "
         "Someone may be intercepting the connection, or the host was reinstalled; if the change is "
         f"expected, remove the old entry (ssh-keygen -R '{entry}' -f {path}) and run: hil farm trust {device}",
-        entry, offered, path,
+        entry, offered, path, tuple(describe_key(k) for k in known.values()),
     )
 
 
@@ -131,20 +139,20 @@ def user_keys(device: str, cfg: SshConfig) -> list[paramiko.PKey]:
         try:
             return [paramiko.PKey.from_path(path)]
         except FileNotFoundError:
-            raise DeviceError(device, f"key file {path} not found") from None
+            raise DeviceConfigError(device, f"key file {path} not found") from None
         except paramiko.PasswordRequiredException:
-            raise DeviceError(
+            raise DeviceConfigError(
                 device, f"key file {path} is passphrase-protected: load it into ssh-agent (ssh-add {path}) "
                 "and remove key_file from the inventory",
             ) from None
         except (OSError, paramiko.SSHException, ValueError) as e:
-            raise DeviceError(device, f"key file {path}: not a usable private key ({e})") from None
+            raise DeviceConfigError(device, f"key file {path}: not a usable private key ({e})") from None
     try:
         keys = list(paramiko.Agent().get_keys())
     except paramiko.SSHException as e:
-        raise DeviceError(device, f"cannot talk to the ssh-agent: {e}") from None
+        raise DeviceConfigError(device, f"cannot talk to the ssh-agent: {e}") from None
     if not keys:
-        raise DeviceError(
+        raise DeviceConfigError(
             device, "no ssh.key_file in the inventory and no keys in an ssh-agent "
             "(SSH_AUTH_SOCK unset, or `ssh-add` not run)",
         )
@@ -210,7 +218,7 @@ class SshConnection:
 def safe_remote_path(device: str, what: str, path: str) -> str:
     """Reject a remote path that could mean anything to a shell (it is also quoted where used)."""
     if not _SAFE_PATH.match(path) or ".." in path.split("/"):
-        raise DeviceError(
+        raise DeviceConfigError(
             device, f"{what} {path!r} may contain only letters, digits and _ . / + @ % = : , - (no '..')"
         )
     return path
@@ -269,7 +277,7 @@ def _authenticate(device: str, cfg: SshConfig, t: paramiko.Transport, label: str
         if t.is_authenticated():
             return
     source = f"key file {os.path.expanduser(cfg.key_file)}" if cfg.key_file else f"{len(keys)} ssh-agent key(s)"
-    raise DeviceError(device, f"{where} refused our user key ({source}); is its public key in authorized_keys?")
+    raise DeviceConfigError(device, f"{where} refused our user key ({source}); is its public key in authorized_keys?")
 
 
 def jump_config(cfg: SshConfig) -> SshConfig | None:
@@ -366,3 +374,31 @@ def record_host_key(path: Path, entry: str, key: paramiko.PKey) -> None:
                 if r.read(1) != b"\n":
                     f.write("\n")
         f.write(f"{entry} {key.get_name()} {key.get_base64()}\n")
+
+
+def forget_host_key(path: Path, entry: str) -> int:
+    """Remove every line of a known_hosts file that names `entry` (plain or hashed); returns how many."""
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines(keepends=True):
+        parsed = None
+        if line.strip() and not line.lstrip().startswith("#"):
+            with contextlib.suppress(Exception):  # a line paramiko cannot parse is kept as it is
+                parsed = paramiko.hostkeys.HostKeyEntry.from_line(line)
+        if parsed is not None and any(_names(h, entry) for h in parsed.hostnames):
+            dropped += 1
+            continue
+        kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return dropped
+
+
+def _names(pattern: str, entry: str) -> bool:
+    if pattern.startswith("|1|"):
+        salt = pattern.split("|")[2]
+        return paramiko.HostKeys.hash_host(entry, salt) == pattern
+    return pattern == entry
