@@ -1,0 +1,139 @@
+"""`hil train` (a base model on Fashion-MNIST, to a checkpoint) and `hil eval` (a checkpoint)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import torch
+
+from hil.commands.common import add_json_arg, emit, progress_enabled
+from hil.errors import ConfigError
+from hil.optimizers.data import DATA_ENV, fashion_mnist
+from hil.optimizers.models import MODELS, make_model
+from hil.optimizers.train import TrainConfig, evaluate, load_model, model_meta, pick_device, save_checkpoint, train
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a base model on Fashion-MNIST and report its test accuracy")
+    p.add_argument("--model", required=True, choices=list(MODELS), help="network family")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier, 0.1..4.0 (default 1.0)")
+    p.add_argument("--arch", default=None,
+                   help="proxyless only: 21 comma-separated block ops, e.g. 3x3_MBConv6,zero,...")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    p.add_argument("--out", default=None, metavar="FILE",
+                   help="checkpoint (safetensors; resume state goes to FILE.state.pt) "
+                        "(default: ./<model>-w<width>.safetensors)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.1, help="peak learning rate of the cosine schedule")
+    p.add_argument("--weight-decay", type=float, default=4e-5)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="random crop + horizontal flip (default on)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from FILE.state.pt when it exists (default on)")
+    p.add_argument("--stem-stride", type=int, default=None, choices=(1, 2),
+                   help="stride of the first conv (default 1 for 32x32 inputs)")
+    p.add_argument("--train-limit", type=int, default=None, metavar="N",
+                   help="train on the first N training images only (quick runs)")
+    _add_common(p)
+    p.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint on the Fashion-MNIST test (or val) split")
+    e.add_argument("checkpoint", metavar="FILE", help="a checkpoint written by `hil train`")
+    e.add_argument("--split", choices=("test", "val"), default="test")
+    _add_common(e)
+    e.set_defaults(func=_eval)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of training and of the train/val split")
+    p.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
+    p.add_argument("--test-limit", type=int, default=None, metavar="N",
+                   help="score the first N val and test images only")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help=f"Fashion-MNIST IDX files (default: ${DATA_ENV} or the Debian package's folder)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    add_json_arg(p)
+
+
+def _setup(args: argparse.Namespace) -> torch.device:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    return pick_device(args.device)
+
+
+def _log(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    if args.json:
+        return None
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
+def _train(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    device = _setup(args)
+    options: dict[str, Any] = {"width": args.width, "stem_stride": args.stem_stride}
+    if args.model == "proxyless":
+        options["arch"] = args.arch
+    elif args.arch is not None:
+        raise ConfigError(f"--arch applies to --model proxyless, not {args.model}")
+    spec = make_model(args.model, **options)
+    for name, value in (("--train-limit", args.train_limit), ("--test-limit", args.test_limit)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be positive, got {value}")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                      augment=args.augment, seed=args.seed)
+    data = fashion_mnist(args.data_dir, val_size=args.val_size, seed=args.seed, size=spec.options["input_size"],
+                         train_limit=args.train_limit, val_limit=args.test_limit, test_limit=args.test_limit)
+    out = args.out or f"{spec.name}-w{spec.options['width']:g}.safetensors"
+    meta = {**model_meta(spec), "data": data.describe(), "train": {k: getattr(cfg, k) for k in
+                                                                  ("epochs", "batch_size", "lr", "seed")}}
+    model = spec.build()
+    progress = progress_enabled(args.json)
+    result = train(model, data, cfg, device=device, checkpoint=out, meta=meta, resume=args.resume,
+                   progress=progress, log=_log(args))
+    test = evaluate(model, data.test, device=device, progress=progress)
+    last = result.history[-1] if result.history else None
+    val_acc = last.val_acc if last else None
+    save_checkpoint(out, model, {**meta, "epoch": result.epochs, "val_acc": val_acc, "test_acc": test.accuracy})
+    wall = time.perf_counter() - t0
+    times = result.epoch_times
+    report = {
+        "model": spec.name, "options": spec.options, "macs": spec.macs, "params": spec.params,
+        "epochs": result.epochs, "epochs_run": len(times), "resumed_from": result.resumed_from,
+        "test_acc": test.accuracy, "test_loss": test.loss, "val_acc": val_acc,
+        "epoch_s": times, "wall_s": wall, "device": str(device), "threads": torch.get_num_threads(),
+        "data": data.describe(), "checkpoint": out,
+    }
+    per_epoch = f", {sum(times) / len(times):.1f} s/epoch" if times else ""
+    text = (f"{spec.name} width {spec.options['width']:g}: {result.epochs} epoch(s), test accuracy "
+            f"{100 * test.accuracy:.2f}% on {test.n} images{per_epoch}, {wall:.0f} s in all on {device}\n"
+            f"checkpoint: {out}")
+    emit(report, args.json, text)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    device = _setup(args)
+    model, spec, meta = load_model(args.checkpoint, device=device)
+    # The val split must be the one the model was trained against: take its seed and size from the meta.
+    split = meta.get("data", {})
+    seed = split.get("split_seed", args.seed) if args.split == "val" else args.seed
+    val_size = split.get("val_size", args.val_size) if args.split == "val" else args.val_size
+    data = fashion_mnist(args.data_dir, val_size=val_size, seed=seed, size=spec.options["input_size"],
+                         test_limit=args.test_limit, val_limit=args.test_limit)
+    result = evaluate(model, getattr(data, args.split), device=device, progress=progress_enabled(args.json))
+    report = {"checkpoint": args.checkpoint, "model": spec.name, "options": spec.options,
+              "epoch": meta.get("epoch"), "split": args.split, "n": result.n,
+              f"{args.split}_acc": result.accuracy, f"{args.split}_loss": result.loss,
+              "macs": spec.macs, "params": spec.params, "device": str(device),
+              "wall_s": time.perf_counter() - t0}
+    text = (f"{args.checkpoint}: {spec.name} width {spec.options['width']:g}, epoch {meta.get('epoch')}: "
+            f"{args.split} accuracy {100 * result.accuracy:.2f}% on {result.n} images")
+    emit(report, args.json, text)
+    return 0
