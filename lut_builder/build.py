@@ -48,6 +48,7 @@ class DeviceBuild:
     median_cv: float | None = None
     drift: float | None = None  # reference latency last / first in this run
     calibration: dict[str, Any] | None = None  # per-network calibration fitted after the blocks
+    substituted_by: str | None = None  # the device that stood in for an absent one
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -78,6 +79,8 @@ def build_on_target(
     t0 = time.perf_counter()
     workloads = {w.key: w for w in space.workloads()}
     res.total = len(workloads)
+    if getattr(target, "substitute_for", None) == res.device:
+        res.substituted_by = target.name
     first_try = not res.fingerprint_class
     fp = target.describe(settings)
     cls = fingerprint_class(fp)
