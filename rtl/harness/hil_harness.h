@@ -1,0 +1,594 @@
+// Shared native Verilator harness: a DRAM model, a binary pipe protocol and the clock loop.
+//
+// Design-agnostic. An accelerator's main is three lines:
+//
+//     #include "Vmy_top.h"
+//     #include "hil_harness.h"
+//     int main(int argc, char** argv) { return hil::harness_main<Vmy_top>(argc, argv); }
+//
+// provided the top module follows the port convention in rtl/harness/README.md (clk, rst,
+// reg_* register bus, mem_rd_* / mem_wr_* DRAM port, done). A design with other ports can use
+// hil::Dram and hil::serve() directly with its own Device class.
+//
+// The protocol (README.md) runs over the process's original stdout; fd 1 is redirected to stderr
+// at start so that $display output can never corrupt it.
+
+#pragma once
+
+#include <verilated.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+namespace hil {
+
+constexpr uint32_t kProtocolVersion = 1;
+
+// ---------------------------------------------------------------------------------------------
+// Signal <-> bytes. Verilator maps ports of <= 64 bits to integers and wider ones to VlWide<N>
+// (little-endian 32-bit words), so a port's byte width is sizeof its C++ type when the width is
+// 32, 64 or a multiple of 32 bits.
+
+template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+inline void sig_load(const T& sig, uint8_t* dst, size_t n) {
+    uint64_t v = static_cast<uint64_t>(sig);
+    for (size_t i = 0; i < n && i < sizeof(T); ++i) dst[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+template <std::size_t N>
+inline void sig_load(const VlWide<N>& sig, uint8_t* dst, size_t n) {
+    std::memcpy(dst, sig.data(), std::min(n, N * sizeof(EData)));
+}
+template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+inline void sig_store(T& sig, const uint8_t* src, size_t n) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < n && i < sizeof(T); ++i) v |= static_cast<uint64_t>(src[i]) << (8 * i);
+    sig = static_cast<T>(v);
+}
+template <std::size_t N>
+inline void sig_store(VlWide<N>& sig, const uint8_t* src, size_t n) {
+    std::memcpy(sig.data(), src, std::min(n, N * sizeof(EData)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// DRAM model: byte-addressed storage behind one read and one write channel of `beat` bytes.
+// Bandwidth is a token bucket of `bytes_per_cycle` shared by reads and writes (one DRAM behind
+// both AXI-like channels); each channel moves at most one beat per cycle. Reads return in order
+// `latency` cycles after acceptance (data is read at acceptance); writes are posted and visible
+// at once. At most `max_outstanding` reads may be in flight.
+
+struct DramConfig {
+    uint64_t size = 256ull << 20;
+    double bytes_per_cycle = 8.0;
+    uint32_t latency = 32;
+    uint32_t max_outstanding = 256;
+};
+
+enum StatIndex : uint32_t {
+    kStatCycles = 0,      // clock cycles run since the harness started (or was reset)
+    kStatRdBeats,         // read beats accepted
+    kStatWrBeats,         // write beats accepted
+    kStatRdBytes,         // bytes read (beats x beat width)
+    kStatWrBytes,         // bytes written (strobed bytes only)
+    kStatRdBwStall,       // cycles a read request waited for bandwidth
+    kStatWrBwStall,       // cycles a write request waited for bandwidth
+    kStatRdOutstandingStall,  // cycles a read request waited because max_outstanding were in flight
+    kStatCount
+};
+
+class Dram {
+  public:
+    Dram(const DramConfig& cfg, uint32_t beat) : cfg_(cfg), beat_(beat), mem_(cfg.size, 0) {}
+
+    uint32_t beat() const { return beat_; }
+    const DramConfig& config() const { return cfg_; }
+    void set_timing(double bytes_per_cycle, uint32_t latency, uint32_t max_outstanding) {
+        cfg_.bytes_per_cycle = bytes_per_cycle;
+        cfg_.latency = std::max<uint32_t>(1, latency);
+        cfg_.max_outstanding = std::max<uint32_t>(1, max_outstanding);
+    }
+    uint8_t* data() { return mem_.data(); }
+    uint64_t size() const { return mem_.size(); }
+    const uint64_t* stats() const { return stats_; }
+    void clear_stats() { std::fill(std::begin(stats_), std::end(stats_), 0); }
+    bool failed() const { return !error_.empty(); }
+    const std::string& error() const { return error_; }
+    void clear_error() { error_.clear(); }
+
+    // --- per-cycle sequence: begin_cycle, rsp_head, grant, accept_*, pop_rsp, end_cycle ---
+    void begin_cycle() {
+        credit_ = std::min(credit_ + cfg_.bytes_per_cycle,
+                           std::max(cfg_.bytes_per_cycle, static_cast<double>(beat_)));
+    }
+    // The response presented this cycle, or nullptr.
+    struct Rsp {
+        uint64_t due;
+        uint32_t id;
+        std::vector<uint8_t> data;
+    };
+    const Rsp* rsp_head() const {
+        if (rsp_.empty() || rsp_.front().due > now_) return nullptr;
+        return &rsp_.front();
+    }
+    // Which of the requesting channels may fire this cycle. Alternates priority when the
+    // bandwidth credit covers only one beat.
+    std::pair<bool, bool> grant(bool rd_valid, bool wr_valid) {
+        bool rd_ok = rd_valid && rsp_.size() < cfg_.max_outstanding;
+        if (rd_valid && !rd_ok) ++stats_[kStatRdOutstandingStall];
+        double need = beat_;
+        bool rd = false, wr = false;
+        if (rd_ok && wr_valid) {
+            if (credit_ >= 2 * need) {
+                rd = wr = true;
+            } else if (credit_ >= need) {
+                (prefer_write_ ? wr : rd) = true;
+            }
+        } else if (rd_ok) {
+            rd = credit_ >= need;
+        } else if (wr_valid) {
+            wr = credit_ >= need;
+        }
+        if (rd_ok && !rd) ++stats_[kStatRdBwStall];
+        if (wr_valid && !wr) ++stats_[kStatWrBwStall];
+        if (rd && wr) prefer_write_ = !prefer_write_;
+        else if (rd) prefer_write_ = true;
+        else if (wr) prefer_write_ = false;
+        return {rd, wr};
+    }
+    void accept_read(uint64_t addr, uint32_t id) {
+        credit_ -= beat_;
+        ++stats_[kStatRdBeats];
+        stats_[kStatRdBytes] += beat_;
+        Rsp r{now_ + cfg_.latency, id, std::vector<uint8_t>(beat_, 0)};
+        if (check(addr, "read")) std::memcpy(r.data.data(), &mem_[addr], beat_);
+        rsp_.push_back(std::move(r));
+    }
+    void accept_write(uint64_t addr, const uint8_t* data, const uint8_t* strb) {
+        credit_ -= beat_;
+        ++stats_[kStatWrBeats];
+        if (!check(addr, "write")) return;
+        for (uint32_t i = 0; i < beat_; ++i) {
+            if ((strb[i / 8] >> (i % 8)) & 1) {
+                mem_[addr + i] = data[i];
+                ++stats_[kStatWrBytes];
+            }
+        }
+    }
+    void pop_rsp() { rsp_.pop_front(); }
+    void end_cycle() {
+        ++now_;
+        ++stats_[kStatCycles];
+    }
+    void reset_channels() {
+        rsp_.clear();
+        credit_ = 0;
+    }
+
+    // Host access (memory images); returns an error message or "".
+    std::string host_range(uint64_t addr, uint64_t n) const {
+        if (addr > mem_.size() || n > mem_.size() - addr) {
+            return "host access [" + std::to_string(addr) + ", +" + std::to_string(n) +
+                   ") is outside the DRAM model (" + std::to_string(mem_.size()) + " bytes)";
+        }
+        return "";
+    }
+
+  private:
+    bool check(uint64_t addr, const char* what) {
+        if (addr % beat_ != 0 || addr > mem_.size() || mem_.size() - addr < beat_) {
+            if (error_.empty()) {
+                error_ = std::string("accelerator ") + what + " at DRAM address " + std::to_string(addr) +
+                         (addr % beat_ ? " is not aligned to the " + std::to_string(beat_) + "-byte beat"
+                                       : " is outside the DRAM model (" + std::to_string(mem_.size()) +
+                                             " bytes)") +
+                         " at cycle " + std::to_string(now_);
+            }
+            return false;
+        }
+        return true;
+    }
+
+    DramConfig cfg_;
+    uint32_t beat_;
+    std::vector<uint8_t> mem_;
+    std::deque<Rsp> rsp_;
+    double credit_ = 0;
+    bool prefer_write_ = false;
+    uint64_t now_ = 0;
+    uint64_t stats_[kStatCount] = {};
+    std::string error_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// What the protocol drives. StdDevice<Top> implements it for the standard port convention.
+
+class Device {
+  public:
+    virtual ~Device() = default;
+    virtual void write_reg(uint32_t index, uint32_t value) = 0;  // one clock cycle
+    virtual uint32_t read_reg(uint32_t index) = 0;                // combinational, no clock
+    virtual void step(uint64_t cycles) = 0;
+    // Clock until done is high (checked after each rising edge) or `max_cycles`; cycles run.
+    virtual uint64_t run_until_done(uint64_t max_cycles, bool* done) = 0;
+    virtual void reset(uint32_t cycles) = 0;
+    virtual Dram& dram() = 0;
+};
+
+template <class Top>
+class StdDevice final : public Device {
+  public:
+    StdDevice(const DramConfig& cfg, int argc, char** argv)
+        : ctx_(new VerilatedContext),
+          dram_(cfg, static_cast<uint32_t>(sizeof(decltype(std::declval<Top&>().mem_wr_data)))) {
+        ctx_->commandArgs(argc, argv);
+        top_.reset(new Top{ctx_.get()});
+        wbuf_.resize(dram_.beat());
+        sbuf_.resize((dram_.beat() + 7) / 8);
+        top_->clk = 0;
+        top_->reg_wr_en = 0;
+        top_->mem_rd_req_ready = 0;
+        top_->mem_wr_ready = 0;
+        top_->mem_rd_rsp_valid = 0;
+        reset(4);
+    }
+    ~StdDevice() override { top_->final(); }
+
+    void write_reg(uint32_t index, uint32_t value) override {
+        top_->reg_addr = index;
+        top_->reg_wdata = value;
+        top_->reg_wr_en = 1;
+        tick();
+        top_->reg_wr_en = 0;
+    }
+    uint32_t read_reg(uint32_t index) override {
+        top_->reg_addr = index;
+        top_->eval();
+        return static_cast<uint32_t>(top_->reg_rdata);
+    }
+    void step(uint64_t cycles) override {
+        for (uint64_t i = 0; i < cycles && !dram_.failed(); ++i) tick();
+    }
+    uint64_t run_until_done(uint64_t max_cycles, bool* done) override {
+        uint64_t n = 0;
+        *done = false;
+        while (n < max_cycles && !dram_.failed()) {
+            tick();
+            ++n;
+            if (top_->done) {
+                *done = true;
+                break;
+            }
+        }
+        return n;
+    }
+    void reset(uint32_t cycles) override {
+        dram_.reset_channels();
+        top_->rst = 1;
+        for (uint32_t i = 0; i < std::max<uint32_t>(cycles, 1); ++i) tick();
+        top_->rst = 0;
+        top_->eval();
+    }
+    Dram& dram() override { return dram_; }
+
+  private:
+    void tick() {
+        dram_.begin_cycle();
+        const Dram::Rsp* rsp = dram_.rsp_head();
+        if (rsp) {
+            top_->mem_rd_rsp_valid = 1;
+            top_->mem_rd_rsp_id = rsp->id;
+            sig_store(top_->mem_rd_rsp_data, rsp->data.data(), dram_.beat());
+        } else {
+            top_->mem_rd_rsp_valid = 0;
+        }
+        top_->clk = 0;
+        top_->eval();
+        const bool rd_valid = top_->mem_rd_req_valid;
+        const bool wr_valid = top_->mem_wr_valid;
+        auto [rd, wr] = dram_.grant(rd_valid, wr_valid);
+        top_->mem_rd_req_ready = rd;
+        top_->mem_wr_ready = wr;
+        if (rd) dram_.accept_read(static_cast<uint64_t>(top_->mem_rd_req_addr), top_->mem_rd_req_id);
+        if (wr) {
+            sig_load(top_->mem_wr_data, wbuf_.data(), wbuf_.size());
+            sig_load(top_->mem_wr_strb, sbuf_.data(), sbuf_.size());
+            dram_.accept_write(static_cast<uint64_t>(top_->mem_wr_addr), wbuf_.data(), sbuf_.data());
+        }
+        if (rsp && top_->mem_rd_rsp_ready) dram_.pop_rsp();
+        top_->clk = 1;
+        top_->eval();
+        dram_.end_cycle();
+    }
+
+    std::unique_ptr<VerilatedContext> ctx_;
+    std::unique_ptr<Top> top_;
+    Dram dram_;
+    std::vector<uint8_t> wbuf_, sbuf_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Binary protocol over pipes (little-endian; see README.md).
+
+enum Op : uint8_t {
+    kOpWriteReg = 0x01,
+    kOpReadReg = 0x02,
+    kOpWriteMem = 0x03,
+    kOpReadMem = 0x04,
+    kOpRun = 0x05,
+    kOpStep = 0x06,
+    kOpStats = 0x07,
+    kOpSetDram = 0x08,
+    kOpWriteRegs = 0x09,
+    kOpReadRegs = 0x0A,
+    kOpReset = 0x0B,
+    kOpClearStats = 0x0C,
+    kOpQuit = 0x0F,
+};
+
+class Pipe {
+  public:
+    Pipe(int in_fd, int out_fd) : in_(in_fd), out_(out_fd) {}
+    bool read(void* dst, size_t n) {
+        auto* p = static_cast<uint8_t*>(dst);
+        while (n) {
+            if (rpos_ == rlen_) {
+                flush();
+                ssize_t got = ::read(in_, rbuf_, sizeof rbuf_);
+                if (got < 0 && errno == EINTR) continue;
+                if (got <= 0) return false;
+                rpos_ = 0;
+                rlen_ = static_cast<size_t>(got);
+            }
+            size_t k = std::min(n, rlen_ - rpos_);
+            std::memcpy(p, rbuf_ + rpos_, k);
+            rpos_ += k;
+            p += k;
+            n -= k;
+        }
+        return true;
+    }
+    template <typename T>
+    bool get(T* v) { return read(v, sizeof(T)); }
+    void write(const void* src, size_t n) {
+        const auto* p = static_cast<const uint8_t*>(src);
+        wbuf_.insert(wbuf_.end(), p, p + n);
+        if (wbuf_.size() > (1u << 20)) flush();
+    }
+    template <typename T>
+    void put(T v) { write(&v, sizeof(T)); }
+    void flush() {
+        size_t off = 0;
+        while (off < wbuf_.size()) {
+            ssize_t k = ::write(out_, wbuf_.data() + off, wbuf_.size() - off);
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) std::exit(3);  // the client went away
+            off += static_cast<size_t>(k);
+        }
+        wbuf_.clear();
+    }
+
+  private:
+    int in_, out_;
+    uint8_t rbuf_[1 << 16];
+    size_t rpos_ = 0, rlen_ = 0;
+    std::vector<uint8_t> wbuf_;
+};
+
+inline void reply_error(Pipe& p, const std::string& msg) {
+    p.put<uint8_t>(1);
+    p.put<uint32_t>(static_cast<uint32_t>(msg.size()));
+    p.write(msg.data(), msg.size());
+}
+
+// An accelerator-side DRAM error (bad address) fails the command that ran the clock; the error
+// is cleared so the client can inspect state, but the run's results are not to be trusted.
+inline bool reply_if_dram_failed(Pipe& p, Device& dev) {
+    if (!dev.dram().failed()) return false;
+    reply_error(p, dev.dram().error());
+    dev.dram().clear_error();
+    return true;
+}
+
+// Serve requests until QUIT or end of input. Returns the process exit code.
+inline int serve(Device& dev, Pipe& p) {
+    p.write("HILH", 4);
+    p.put<uint32_t>(kProtocolVersion);
+    p.put<uint32_t>(dev.dram().beat());
+    p.put<uint64_t>(dev.dram().size());
+    p.flush();
+    std::vector<uint8_t> buf;
+    uint8_t op;
+    while (p.get(&op)) {
+        switch (op) {
+            case kOpWriteReg: {
+                uint32_t idx, val;
+                if (!p.get(&idx) || !p.get(&val)) return 2;
+                dev.write_reg(idx, val);
+                if (!reply_if_dram_failed(p, dev)) p.put<uint8_t>(0);
+                break;
+            }
+            case kOpReadReg: {
+                uint32_t idx;
+                if (!p.get(&idx)) return 2;
+                uint32_t v = dev.read_reg(idx);
+                p.put<uint8_t>(0);
+                p.put<uint32_t>(v);
+                break;
+            }
+            case kOpWriteRegs: {
+                uint32_t n;
+                if (!p.get(&n)) return 2;
+                for (uint32_t i = 0; i < n; ++i) {
+                    uint32_t idx, val;
+                    if (!p.get(&idx) || !p.get(&val)) return 2;
+                    dev.write_reg(idx, val);
+                }
+                if (!reply_if_dram_failed(p, dev)) p.put<uint8_t>(0);
+                break;
+            }
+            case kOpReadRegs: {
+                uint32_t n;
+                if (!p.get(&n)) return 2;
+                std::vector<uint32_t> vals(n);
+                for (uint32_t i = 0; i < n; ++i) {
+                    uint32_t idx;
+                    if (!p.get(&idx)) return 2;
+                    vals[i] = dev.read_reg(idx);
+                }
+                p.put<uint8_t>(0);
+                p.write(vals.data(), vals.size() * sizeof(uint32_t));
+                break;
+            }
+            case kOpWriteMem: {
+                uint64_t addr, n;
+                if (!p.get(&addr) || !p.get(&n)) return 2;
+                std::string err = dev.dram().host_range(addr, n);
+                if (err.empty()) {
+                    if (!p.read(dev.dram().data() + addr, n)) return 2;
+                    p.put<uint8_t>(0);
+                } else {
+                    buf.resize(1 << 16);  // drain the payload so the stream stays in sync
+                    for (uint64_t left = n; left;) {
+                        uint64_t k = std::min<uint64_t>(left, buf.size());
+                        if (!p.read(buf.data(), k)) return 2;
+                        left -= k;
+                    }
+                    reply_error(p, err);
+                }
+                break;
+            }
+            case kOpReadMem: {
+                uint64_t addr, n;
+                if (!p.get(&addr) || !p.get(&n)) return 2;
+                std::string err = dev.dram().host_range(addr, n);
+                if (!err.empty()) {
+                    reply_error(p, err);
+                    break;
+                }
+                p.put<uint8_t>(0);
+                p.write(dev.dram().data() + addr, n);
+                break;
+            }
+            case kOpRun: {
+                uint64_t max_cycles;
+                if (!p.get(&max_cycles)) return 2;
+                bool done = false;
+                uint64_t n = dev.run_until_done(max_cycles, &done);
+                if (reply_if_dram_failed(p, dev)) break;
+                p.put<uint8_t>(0);
+                p.put<uint8_t>(done ? 1 : 0);
+                p.put<uint64_t>(n);
+                break;
+            }
+            case kOpStep: {
+                uint64_t n;
+                if (!p.get(&n)) return 2;
+                dev.step(n);
+                if (!reply_if_dram_failed(p, dev)) p.put<uint8_t>(0);
+                break;
+            }
+            case kOpStats: {
+                p.put<uint8_t>(0);
+                p.put<uint32_t>(kStatCount);
+                p.write(dev.dram().stats(), kStatCount * sizeof(uint64_t));
+                break;
+            }
+            case kOpClearStats: {
+                dev.dram().clear_stats();
+                p.put<uint8_t>(0);
+                break;
+            }
+            case kOpSetDram: {
+                double bpc;
+                uint32_t lat, outstanding;
+                if (!p.get(&bpc) || !p.get(&lat) || !p.get(&outstanding)) return 2;
+                if (!(bpc > 0)) {
+                    reply_error(p, "DRAM bytes_per_cycle must be > 0");
+                    break;
+                }
+                dev.dram().set_timing(bpc, lat, outstanding);
+                p.put<uint8_t>(0);
+                break;
+            }
+            case kOpReset: {
+                uint32_t cycles;
+                if (!p.get(&cycles)) return 2;
+                dev.reset(cycles);
+                dev.dram().clear_error();
+                p.put<uint8_t>(0);
+                break;
+            }
+            case kOpQuit:
+                p.put<uint8_t>(0);
+                p.flush();
+                return 0;
+            default:
+                reply_error(p, "unknown protocol op " + std::to_string(op));
+                p.flush();
+                return 2;
+        }
+        // Responses are flushed when the next request has to be read (Pipe::read), so a client
+        // may pipeline requests.
+    }
+    p.flush();
+    return 0;
+}
+
+// Command line: --mem-bytes N --bytes-per-cycle F --latency N --max-outstanding N
+inline bool parse_dram_args(int argc, char** argv, DramConfig* cfg, std::string* err) {
+    for (int i = 1; i < argc; ++i) {
+        std::string a = argv[i];
+        if (a.rfind("+", 0) == 0) continue;  // Verilator plusargs
+        if (i + 1 >= argc) {
+            *err = "missing value for " + a;
+            return false;
+        }
+        const char* v = argv[++i];
+        char* end = nullptr;
+        if (a == "--mem-bytes") cfg->size = std::strtoull(v, &end, 10);
+        else if (a == "--bytes-per-cycle") cfg->bytes_per_cycle = std::strtod(v, &end);
+        else if (a == "--latency") cfg->latency = static_cast<uint32_t>(std::strtoul(v, &end, 10));
+        else if (a == "--max-outstanding") cfg->max_outstanding = static_cast<uint32_t>(std::strtoul(v, &end, 10));
+        else {
+            *err = "unknown option " + a;
+            return false;
+        }
+        if (!end || *end) {
+            *err = "bad value for " + a + ": " + v;
+            return false;
+        }
+    }
+    if (!(cfg->bytes_per_cycle > 0) || cfg->latency < 1 || cfg->max_outstanding < 1 || cfg->size == 0) {
+        *err = "DRAM model needs bytes-per-cycle > 0, latency >= 1, max-outstanding >= 1, mem-bytes > 0";
+        return false;
+    }
+    return true;
+}
+
+template <class Top>
+int harness_main(int argc, char** argv) {
+    // The protocol owns the original stdout; everything else printing to fd 1 goes to stderr.
+    int proto_out = ::dup(1);
+    ::dup2(2, 1);
+    DramConfig cfg;
+    std::string err;
+    if (!parse_dram_args(argc, argv, &cfg, &err)) {
+        std::fprintf(stderr, "harness: %s\n", err.c_str());
+        return 2;
+    }
+    StdDevice<Top> dev(cfg, argc, argv);
+    Pipe pipe(0, proto_out);
+    return serve(dev, pipe);
+}
+
+}  // namespace hil
