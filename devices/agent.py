@@ -11,7 +11,7 @@ field `type`).
                       host, capabilities}
                      (a bundle that does not verify: the launcher answers bundle_ok false and
                       bundle_problem, and exits; it is never half-used)
-    open      {device, backend, cpus, idle_timeout_s}        -> opened {runtime}
+    open      {device, backend, cpus, idle_timeout_s}        -> opened {backend, host_artifacts}
     describe  {settings}                                      -> fingerprint {fingerprint}
     measure   {id, settings, workloads: [...], artifacts: {workload key: {name: remote path}}}
               (artifacts go to the backend's use_artifacts(workload, settings, paths) first)
@@ -161,14 +161,15 @@ class Agent:
         try:
             backend = make_backend(name)
         except ImportError as e:
-            raise AgentError("backend_unavailable", f"backend {name!r} cannot load on this Python: {e}") from None
+            raise AgentError("backend_unavailable", str(e)) from None
         except HilError as e:
             raise AgentError("backend_unavailable", str(e)) from None
         self.backend = backend
         self.device = str(req["device"])
         cpus = req.get("cpus")
         self.cpus = [int(c) for c in cpus] if cpus else None
-        self.send({"type": "opened", "backend": name})
+        # The host builds files for this backend only if it says so: spares the host its runtime import.
+        self.send({"type": "opened", "backend": name, "host_artifacts": hasattr(backend, "host_artifacts")})
 
     def _target(self) -> Any:
         from hil.devices.local import LocalTarget

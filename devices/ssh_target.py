@@ -28,7 +28,7 @@ from typing import Any
 
 import paramiko
 
-from hil.devices.agent import LAUNCHER
+from hil.devices.agent import LAUNCHER, LEASE_HEARTBEAT_S
 from hil.devices.agent_bundle import Bundle, make_bundle, push_bundle, push_file
 from hil.devices.registry import BACKENDS
 from hil.devices.ssh_transport import DeviceConfigError, SshConnection, connect, safe_remote_path
@@ -215,6 +215,37 @@ class AgentSession:
         self.request({"op": "ping"}, "pong")
         return (time.perf_counter() - t0) * 1e3
 
+    # -- the device's lease, held by this agent on the target ----------------------------------
+
+    def acquire_lease(self, holder: Holder, timeout_s: float, on_wait: Callable[[Holder | None], None]) -> None:
+        self.send({"op": "lease", "holder": holder, "timeout_s": timeout_s})
+        told = False
+        while True:
+            # while it waits the agent sends a heartbeat every LEASE_HEARTBEAT_S
+            msg = self.recv(timeout=max(self.cfg.command_timeout_s, 3 * LEASE_HEARTBEAT_S))
+            kind = msg.get("type")
+            if kind == "leased":
+                return
+            if kind == "lease_wait":
+                if not told:
+                    on_wait(msg.get("holder"))
+                    told = True
+                continue
+            if kind == "error" and msg.get("kind") == "lease_busy":
+                raise LeaseBusyError(self.device, msg.get("holder"), float(msg.get("waited_s") or timeout_s))
+            if kind == "error":
+                raise AgentError(self.device, str(msg.get("kind")), str(msg.get("message")), msg)
+            raise DeviceError(self.device, f"unexpected {kind!r} from the agent while leasing")
+
+    def release_lease(self) -> None:
+        if self.channel is None or not self.conn.alive():
+            return  # the agent is gone, and its lease with it
+        with contextlib.suppress(DeviceError):
+            self.request({"op": "release"}, "released")
+
+    def lease_holder(self) -> Holder | None:
+        return self.request({"op": "lease_info"}, "lease_info").get("holder")
+
     # -- shutting down -------------------------------------------------------------------------
 
     def _close_channel(self) -> None:
@@ -250,12 +281,13 @@ class SshTarget:
         self._artifact_cache: dict[str, str] = {}
         self._host_artifacts: Callable[[Workload, MeasureSettings], dict[str, Path]] | None = None
         try:
-            self.session.request(
+            opened = self.session.request(
                 {"op": "open", "device": name, "backend": device.backend, "cpus": device.cpus,
                  "idle_timeout_s": device.ssh.idle_timeout_s},
                 "opened", starting=True,
             )
-            self._host_artifacts = self._backend_hook()
+            if opened.get("host_artifacts"):
+                self._host_artifacts = self._backend_hook()
         except AgentError as e:
             self.session.close()
             if e.kind == "backend_unavailable":
@@ -267,21 +299,15 @@ class SshTarget:
             self.session.close()
             raise
 
-    def _backend_hook(self) -> Callable[[Workload, MeasureSettings], dict[str, Path]] | None:
-        """The backend's host side, `host_artifacts(workload, settings)`, if it has one."""
-        spec = BACKENDS.get(self.device.backend)
-        if spec is None:
-            return None
-        module, cls = spec.split(":")
+    def _backend_hook(self) -> Callable[[Workload, MeasureSettings], dict[str, Path]]:
+        """The backend's host side, `host_artifacts(workload, settings)` (the agent said it has one)."""
+        module, cls = BACKENDS[self.device.backend].split(":")
         try:
             klass = getattr(importlib.import_module(module), cls)
-        except ImportError:
-            # The runtime lives on the target; a host without it has nothing to build for it.
-            return None
-        if not hasattr(klass, "host_artifacts"):
-            return None
-        host_side = klass()  # a backend's constructor loads no runtime (registry contract)
-        return host_side.host_artifacts
+        except ImportError as e:
+            raise DeviceConfigError(self.name, f"backend {self.device.backend!r} needs files built on this host, "
+                                    f"but {module} does not import here: {e}") from None
+        return klass().host_artifacts  # a backend's constructor loads no runtime (registry contract)
 
     @property
     def hello(self) -> dict[str, Any]:
@@ -345,32 +371,13 @@ class SshTarget:
     # -- the lease, held by the agent on the device --------------------------------------------
 
     def acquire_lease(self, holder: Holder, timeout_s: float, on_wait: Callable[[Holder | None], None]) -> None:
-        self.session.send({"op": "lease", "holder": holder, "timeout_s": timeout_s})
-        told = False
-        while True:
-            msg = self.session.recv()
-            kind = msg.get("type")
-            if kind == "leased":
-                return
-            if kind == "lease_wait":
-                if not told:
-                    on_wait(msg.get("holder"))
-                    told = True
-                continue
-            if kind == "error" and msg.get("kind") == "lease_busy":
-                raise LeaseBusyError(self.name, msg.get("holder"), float(msg.get("waited_s") or timeout_s))
-            if kind == "error":
-                raise AgentError(self.name, str(msg.get("kind")), str(msg.get("message")), msg)
-            raise DeviceError(self.name, f"unexpected {kind!r} from the agent while leasing")
+        self.session.acquire_lease(holder, timeout_s, on_wait)
 
     def release_lease(self) -> None:
-        if self.session.channel is None or not self.session.conn.alive():
-            return  # the agent is gone, and its lease with it
-        with contextlib.suppress(DeviceError):
-            self.session.request({"op": "release"}, "released")
+        self.session.release_lease()
 
     def lease_holder(self) -> Holder | None:
-        return self.session.request({"op": "lease_info"}, "lease_info").get("holder")
+        return self.session.lease_holder()
 
     def ping(self) -> float:
         return self.session.ping()

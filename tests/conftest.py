@@ -5,12 +5,12 @@ from __future__ import annotations
 # ---- device farm over SSH: real OpenSSH servers on loopback (tests/sshd.py) -------------------
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.sshd import SshdHost, keygen, sshd_missing
+from tests.sshd import SshdFactory, SshdHost, keygen, sshd_missing
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +37,7 @@ def ssh_farm(tmp_path_factory: pytest.TempPathFactory, ssh_user_key: Path) -> It
 
 
 @pytest.fixture
-def sshd_factory(tmp_path: Path, ssh_user_key: Path) -> Iterator[Callable[[str], SshdHost]]:
+def sshd_factory(tmp_path: Path, ssh_user_key: Path) -> Iterator[SshdFactory]:
     """Fresh sshd hosts for one test (started and trusted); stopped by pid at the end."""
     made: list[SshdHost] = []
 

@@ -16,8 +16,12 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
@@ -200,3 +204,14 @@ class SshdHost:
             "command_timeout_s": 120,
             **extra,
         }
+
+
+def write_inventory(path: Path, devices: dict[str, dict[str, Any]], local: bool | dict[str, Any] = True) -> Path:
+    """An inventory file with the given devices and `local-cpu` (with `local`'s fields; none if False)."""
+    extra = local if isinstance(local, dict) else {}
+    base = {"local-cpu": {"backend": "torch-cpu", "threads": 1, **extra}} if local is not False else {}
+    path.write_text(yaml.safe_dump({"version": 1, "devices": {**base, **devices}}, sort_keys=False))
+    return path
+
+
+SshdFactory = Callable[[str], SshdHost]  # the `sshd_factory` fixture: name -> a started, trusted host

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from hil.devices.agent_bundle import make_bundle
@@ -29,10 +30,10 @@ from hil.devices.ssh_transport import (
 )
 from hil.errors import ConfigError, DeviceError
 from hil.farm import open_target
-from hil.inventory import Device, SshConfig, parse_inventory
+from hil.inventory import Device, Inventory, SshConfig, parse_inventory
 from hil.measure import MeasureSettings
 from hil.workload import ConvLayer, Linear, MBConv
-from tests.sshd import SshdHost, free_port, keygen
+from tests.sshd import SshdFactory, SshdHost, free_port, keygen
 
 QUICK = MeasureSettings(warmup_runs=2, warmup_s=0.0, min_repeats=5, min_time_s=0.02, max_time_s=2.0)
 SMALL = [MBConv((8, 8, 16), (8, 8, 16), 3, 3, 1, 1), Linear(32, 10)]
@@ -42,13 +43,11 @@ def _device(host: SshdHost, python: str = sys.executable, backend: str = "torch-
     return Device.model_validate({"backend": backend, "ssh": host.ssh_section(python, **ssh)})
 
 
-def _inv(name: str, dev: Device):
+def _inv(name: str, dev: Device) -> Inventory:
     return parse_inventory({"devices": {name: dev.model_dump()}}, "test")
 
 
-def _pubkey(path: Path):
-    import paramiko
-
+def _pubkey(path: Path) -> paramiko.PKey:
     return paramiko.PKey.from_path(path)
 
 
@@ -66,7 +65,7 @@ def test_connects_with_key_and_sets_tcp_nodelay(ssh_farm: dict[str, SshdHost]) -
         conn.close()
 
 
-def test_unknown_host_key_is_refused_with_its_fingerprint(sshd_factory) -> None:
+def test_unknown_host_key_is_refused_with_its_fingerprint(sshd_factory: SshdFactory) -> None:
     h = sshd_factory("u")
     h.known_hosts.write_text("")
     fp = key_fingerprint(_pubkey(h.host_key))
@@ -77,7 +76,7 @@ def test_unknown_host_key_is_refused_with_its_fingerprint(sshd_factory) -> None:
     assert not list(h.workdir.glob("agent-*")), "nothing may be pushed to an untrusted host"
 
 
-def test_changed_host_key_is_refused_showing_both_keys(sshd_factory, tmp_path: Path) -> None:
+def test_changed_host_key_is_refused_showing_both_keys(sshd_factory: SshdFactory, tmp_path: Path) -> None:
     h = sshd_factory("c")
     other = keygen(tmp_path / "impostor")
     kind, b64 = Path(f"{other}.pub").read_text().split()[:2]
@@ -158,7 +157,7 @@ def test_jump_host_reaches_device_and_is_checked_too(ssh_farm: dict[str, SshdHos
         open_target(_inv("dev-j2", dev), "dev-j2")
 
 
-def test_scan_record_and_forget_host_keys(sshd_factory) -> None:
+def test_scan_record_and_forget_host_keys(sshd_factory: SshdFactory) -> None:
     h = sshd_factory("s")
     cfg = SshConfig(**h.ssh_section(sys.executable))
     h.known_hosts.write_text("# a comment stays\n")
