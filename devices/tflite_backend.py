@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,11 @@ from hil.devices.backend import MeasureFailure
 from hil.devices.host_info import affinity
 from hil.measure import MeasureSettings, Stats, time_host
 from hil.workload import Workload
+
+# "wall": the protocol's host clock. "thread": CPU time of the calling thread, which with one
+# interpreter thread is the work of the invocation without the time the OS gave to other processes:
+# a diagnostic for shared hosts (docs/TFLITE.md), recorded in the fingerprint class.
+CLOCKS = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
 
 # Runtime packages in order of preference: module to import, its distribution name.
 RUNTIMES: tuple[tuple[str, str], ...] = (
@@ -138,7 +144,11 @@ class TfliteBackend:
         self,
         models: ModelSource | None = None,
         runtimes: Sequence[tuple[str, str]] = RUNTIMES,
+        clock: str = "wall",
     ) -> None:
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
+        self.clock = clock
         self._models = models
         self._runtime_candidates = tuple(runtimes)
         self._runtime: Runtime | None = None
@@ -199,6 +209,7 @@ class TfliteBackend:
             "precision": settings.precision,
             # AUTO = builtin kernels with the default XNNPACK delegate, as on a phone
             "op_resolver": "AUTO",
+            "clock": self.clock,
         }
         try:
             rt = self.runtime()
@@ -237,6 +248,9 @@ class TfliteBackend:
 
     def measure_one(self, workload: Workload, settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
         self.runtime()  # a target without LiteRT fails before any conversion work (or numpy import)
+        if self.clock == "thread" and settings.threads != 1:
+            raise MeasureFailure("unsupported", "the thread-CPU clock times one interpreter thread only "
+                                 f"(threads is {settings.threads}): {workload.key}")
         import numpy as np
 
         path = self.models.model_path(workload, settings.precision, settings.batch)
@@ -255,7 +269,7 @@ class TfliteBackend:
         except Exception as e:
             msg = f"LiteRT failed to run {workload.key}: {type(e).__name__}: {e}"
             raise MeasureFailure("run_error", msg) from None
-        stats = time_host(interp.invoke, settings)
+        stats = time_host(interp.invoke, settings, clock=CLOCKS[self.clock])
         inp = interp.get_input_details()[0]
         metrics = {
             "converter": self._converter(workload, settings),

@@ -210,3 +210,16 @@ def test_a_model_the_runtime_cannot_load_is_a_clear_record(tmp_path: Path) -> No
     (m,) = LocalTarget("tfl-local", backend).measure([SKIP], QUICK)
     assert not m.ok and m.error_kind == "unsupported"
     assert SKIP.key in m.error and "ai-edge-litert" in m.error
+
+
+def test_thread_cpu_clock_is_recorded_and_needs_one_thread(cache: ConverterCache) -> None:
+    wall = LocalTarget("tfl-local", TfliteBackend(cache))
+    cpu = LocalTarget("tfl-local", TfliteBackend(cache, clock="thread"))
+    assert fingerprint_class(wall.describe(QUICK)) != fingerprint_class(cpu.describe(QUICK))
+    assert cpu.describe(QUICK)["class"]["runtime"]["clock"] == "thread"
+    one, two = cpu.measure([SKIP], QUICK), cpu.measure([SKIP], replace(QUICK, threads=2))
+    (m1,), (m2,) = list(one), list(two)
+    assert m1.ok and m1.stats is not None and m1.stats.median_ms > 0
+    assert (m2.ok, m2.error_kind) == (False, "unsupported") and "threads" in m2.error
+    with pytest.raises(ValueError):
+        TfliteBackend(clock="sundial")
