@@ -23,7 +23,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -88,7 +87,18 @@ enum StatIndex : uint32_t {
 
 class Dram {
   public:
-    Dram(const DramConfig& cfg, uint32_t beat) : cfg_(cfg), beat_(beat), mem_(cfg.size, 0) {}
+    // calloc: untouched pages stay unmapped, so a large DRAM costs only what is written.
+    Dram(const DramConfig& cfg, uint32_t beat)
+        : cfg_(cfg), beat_(beat), size_(cfg.size), mem_(static_cast<uint8_t*>(std::calloc(cfg.size, 1))) {
+        if (!mem_) {
+            std::fprintf(stderr, "harness: cannot allocate %llu bytes of DRAM\n",
+                         static_cast<unsigned long long>(cfg.size));
+            std::exit(2);
+        }
+    }
+    ~Dram() { std::free(mem_); }
+    Dram(const Dram&) = delete;
+    Dram& operator=(const Dram&) = delete;
 
     uint32_t beat() const { return beat_; }
     const DramConfig& config() const { return cfg_; }
@@ -97,8 +107,8 @@ class Dram {
         cfg_.latency = std::max<uint32_t>(1, latency);
         cfg_.max_outstanding = std::max<uint32_t>(1, max_outstanding);
     }
-    uint8_t* data() { return mem_.data(); }
-    uint64_t size() const { return mem_.size(); }
+    uint8_t* data() { return mem_; }
+    uint64_t size() const { return size_; }
     const uint64_t* stats() const { return stats_; }
     void clear_stats() { std::fill(std::begin(stats_), std::end(stats_), 0); }
     bool failed() const { return !error_.empty(); }
@@ -114,16 +124,17 @@ class Dram {
     struct Rsp {
         uint64_t due;
         uint32_t id;
-        std::vector<uint8_t> data;
+        const uint8_t* data;
     };
-    const Rsp* rsp_head() const {
-        if (rsp_.empty() || rsp_.front().due > now_) return nullptr;
-        return &rsp_.front();
+    const Rsp* rsp_head() {
+        if (rsp_count_ == 0 || rsp_due_[rsp_head_] > now_) return nullptr;
+        head_ = Rsp{rsp_due_[rsp_head_], rsp_id_[rsp_head_], &rsp_data_[size_t(rsp_head_) * beat_]};
+        return &head_;
     }
     // Which of the requesting channels may fire this cycle. Alternates priority when the
     // bandwidth credit covers only one beat.
     std::pair<bool, bool> grant(bool rd_valid, bool wr_valid) {
-        bool rd_ok = rd_valid && rsp_.size() < cfg_.max_outstanding;
+        bool rd_ok = rd_valid && rsp_count_ < cfg_.max_outstanding;
         if (rd_valid && !rd_ok) ++stats_[kStatRdOutstandingStall];
         double need = beat_;
         bool rd = false, wr = false;
@@ -149,9 +160,14 @@ class Dram {
         credit_ -= beat_;
         ++stats_[kStatRdBeats];
         stats_[kStatRdBytes] += beat_;
-        Rsp r{now_ + cfg_.latency, id, std::vector<uint8_t>(beat_, 0)};
-        if (check(addr, "read")) std::memcpy(r.data.data(), &mem_[addr], beat_);
-        rsp_.push_back(std::move(r));
+        if (rsp_count_ == rsp_due_.size()) grow();
+        uint32_t slot = (rsp_head_ + rsp_count_) % rsp_due_.size();
+        rsp_due_[slot] = now_ + cfg_.latency;
+        rsp_id_[slot] = id;
+        uint8_t* dst = &rsp_data_[size_t(slot) * beat_];
+        if (check(addr, "read")) std::memcpy(dst, &mem_[addr], beat_);
+        else std::memset(dst, 0, beat_);
+        ++rsp_count_;
     }
     void accept_write(uint64_t addr, const uint8_t* data, const uint8_t* strb) {
         credit_ -= beat_;
@@ -164,32 +180,53 @@ class Dram {
             }
         }
     }
-    void pop_rsp() { rsp_.pop_front(); }
+    void pop_rsp() {
+        rsp_head_ = (rsp_head_ + 1) % rsp_due_.size();
+        --rsp_count_;
+    }
     void end_cycle() {
         ++now_;
         ++stats_[kStatCycles];
     }
     void reset_channels() {
-        rsp_.clear();
+        rsp_count_ = 0;
         credit_ = 0;
     }
 
     // Host access (memory images); returns an error message or "".
     std::string host_range(uint64_t addr, uint64_t n) const {
-        if (addr > mem_.size() || n > mem_.size() - addr) {
+        if (addr > size_ || n > size_ - addr) {
             return "host access [" + std::to_string(addr) + ", +" + std::to_string(n) +
-                   ") is outside the DRAM model (" + std::to_string(mem_.size()) + " bytes)";
+                   ") is outside the DRAM model (" + std::to_string(size_) + " bytes)";
         }
         return "";
     }
 
   private:
+    // Reads in flight live in a ring (no allocation per beat); it grows when full.
+    void grow() {
+        size_t cap = std::max<size_t>(16, rsp_due_.size() * 2);
+        std::vector<uint64_t> due(cap);
+        std::vector<uint32_t> id(cap);
+        std::vector<uint8_t> data(cap * beat_);
+        for (uint32_t k = 0; k < rsp_count_; ++k) {
+            size_t from = (rsp_head_ + k) % rsp_due_.size();
+            due[k] = rsp_due_[from];
+            id[k] = rsp_id_[from];
+            std::memcpy(&data[size_t(k) * beat_], &rsp_data_[from * beat_], beat_);
+        }
+        rsp_due_.swap(due);
+        rsp_id_.swap(id);
+        rsp_data_.swap(data);
+        rsp_head_ = 0;
+    }
+
     bool check(uint64_t addr, const char* what) {
-        if (addr % beat_ != 0 || addr > mem_.size() || mem_.size() - addr < beat_) {
+        if (addr % beat_ != 0 || addr > size_ || size_ - addr < beat_) {
             if (error_.empty()) {
                 error_ = std::string("accelerator ") + what + " at DRAM address " + std::to_string(addr) +
                          (addr % beat_ ? " is not aligned to the " + std::to_string(beat_) + "-byte beat"
-                                       : " is outside the DRAM model (" + std::to_string(mem_.size()) +
+                                       : " is outside the DRAM model (" + std::to_string(size_) +
                                              " bytes)") +
                          " at cycle " + std::to_string(now_);
             }
@@ -200,8 +237,13 @@ class Dram {
 
     DramConfig cfg_;
     uint32_t beat_;
-    std::vector<uint8_t> mem_;
-    std::deque<Rsp> rsp_;
+    uint64_t size_;
+    uint8_t* mem_;
+    std::vector<uint64_t> rsp_due_;
+    std::vector<uint32_t> rsp_id_;
+    std::vector<uint8_t> rsp_data_;
+    uint32_t rsp_head_ = 0, rsp_count_ = 0;
+    Rsp head_{};
     double credit_ = 0;
     bool prefer_write_ = false;
     uint64_t now_ = 0;
@@ -287,7 +329,7 @@ class StdDevice final : public Device {
         if (rsp) {
             top_->mem_rd_rsp_valid = 1;
             top_->mem_rd_rsp_id = rsp->id;
-            sig_store(top_->mem_rd_rsp_data, rsp->data.data(), dram_.beat());
+            sig_store(top_->mem_rd_rsp_data, rsp->data, dram_.beat());
         } else {
             top_->mem_rd_rsp_valid = 0;
         }
