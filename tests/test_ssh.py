@@ -16,7 +16,9 @@ from pathlib import Path
 
 import paramiko
 import pytest
+import yaml
 
+from hil.cli import main
 from hil.devices.agent_bundle import make_bundle
 from hil.devices.ssh_target import SshTarget
 from hil.devices.ssh_transport import (
@@ -150,11 +152,16 @@ def test_jump_host_reaches_device_and_is_checked_too(ssh_farm: dict[str, SshdHos
         assert m.ok and m.device == "dev-j"
     finally:
         t.close()
-    empty = tmp_path / "empty_known_hosts"
-    empty.write_text(b.host_key_line)  # the device is known, its jump host is not
-    dev = _device(b, known_hosts=str(empty), jump={**jump, "known_hosts": str(empty)})
+    partial = tmp_path / "partial_known_hosts"
+    partial.write_text(b.host_key_line)  # the device is known, its jump host is not
+    dev = _device(b, known_hosts=str(partial), jump={**jump, "known_hosts": None})
     with pytest.raises(HostKeyUnknownError, match=r"jump host \[127\.0\.0\.1\]"):
         open_target(_inv("dev-j2", dev), "dev-j2")
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump({"devices": {"dev-j2": dev.model_dump()}}))
+    assert main(["farm", "trust", "dev-j2", "-i", str(inv), "--yes"]) == 0  # the jump host, shown first
+    assert partial.read_text() == b.host_key_line + a.host_key_line  # inherited the device's known_hosts
+    open_target(_inv("dev-j2", dev), "dev-j2").close()
 
 
 def test_scan_record_and_forget_host_keys(sshd_factory: SshdFactory) -> None:
