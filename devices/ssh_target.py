@@ -30,6 +30,7 @@ import paramiko
 
 from hil.devices.agent import LAUNCHER, LEASE_HEARTBEAT_S
 from hil.devices.agent_bundle import Bundle, make_bundle, push_bundle, push_file
+from hil.devices.backend import MeasureFailure
 from hil.devices.registry import BACKENDS
 from hil.devices.ssh_transport import DeviceConfigError, SshConnection, connect, safe_remote_path
 from hil.errors import ConfigError, DeviceError
@@ -316,37 +317,57 @@ class SshTarget:
     def describe(self, settings: MeasureSettings) -> dict[str, Any]:
         return self.session.request({"op": "describe", "settings": settings.to_json()}, "fingerprint")["fingerprint"]
 
-    def _artifacts(self, workloads: Sequence[Workload], settings: MeasureSettings) -> dict[str, dict[str, str]]:
+    def _push_artifacts(self, w: Workload, settings: MeasureSettings) -> dict[str, str]:
+        """Build `w`'s files on this host (the backend's host side) and put them on the target."""
+        assert self._host_artifacts is not None
+        paths = {}
+        for name, local in self._host_artifacts(w, settings).items():
+            local = Path(local)
+            st = local.stat()
+            key = f"{local.resolve()}:{st.st_mtime_ns}:{st.st_size}"
+            if key not in self._artifact_cache:
+                try:
+                    self._artifact_cache[key] = push_file(self.session.sftp, local, f"{self.session.workdir}/artifacts")
+                except (OSError, paramiko.SSHException) as e:
+                    raise DeviceError(self.name, f"cannot push artifact {local} for {w.key}: {e}") from None
+            paths[name] = self._artifact_cache[key]
+        return paths
+
+    def _prepare(
+        self, chunk: Sequence[Workload], settings: MeasureSettings
+    ) -> tuple[list[Workload], dict[str, dict[str, str]], list[Measurement]]:
+        """Artifacts for a batch. A workload whose files cannot be built here becomes a failed record,
+        as it would in-process (the backend raises the same MeasureFailure there)."""
         if self._host_artifacts is None:
-            return {}
-        out: dict[str, dict[str, str]] = {}
-        remote_dir = f"{self.session.workdir}/artifacts"
-        for w in workloads:
-            files = self._host_artifacts(w, settings)
-            if not files:
+            return list(chunk), {}, []
+        send, artifacts, failed = [], {}, []
+        fp: dict[str, Any] | None = None
+        for w in chunk:
+            try:
+                artifacts[w.key] = self._push_artifacts(w, settings)
+            except DeviceError:
+                raise
+            except Exception as e:
+                kind = e.kind if isinstance(e, MeasureFailure) else "build_error"
+                msg = str(e) if isinstance(e, MeasureFailure) else f"{type(e).__name__}: {e}"
+                fp = fp or self.describe(settings)
+                failed.append(Measurement(self.name, w.key, w.to_json(), fp, self.provenance, None, ok=False,
+                                          error_kind=kind, error=f"on the host: {msg}"))
                 continue
-            paths = {}
-            for name, local in files.items():
-                local = Path(local)
-                key = str(local.resolve())
-                if key not in self._artifact_cache:
-                    try:
-                        self._artifact_cache[key] = push_file(self.session.sftp, local, remote_dir)
-                    except (OSError, paramiko.SSHException) as e:
-                        raise DeviceError(self.name, f"cannot push artifact {local} for {w.key}: {e}") from None
-                paths[name] = self._artifact_cache[key]
-            out[w.key] = paths
-        return out
+            send.append(w)
+        return send, artifacts, failed
 
     def measure(self, workloads: Sequence[Workload], settings: MeasureSettings) -> Iterator[Measurement]:
         """One request per batch; each Measurement is yielded as soon as the agent reports it."""
         size = ARTIFACT_BATCH if self._host_artifacts is not None else max(1, len(workloads))
         for i in range(0, len(workloads), size):
-            chunk = list(workloads[i : i + size])
+            chunk, artifacts, failed = self._prepare(workloads[i : i + size], settings)
+            yield from failed
+            if not chunk:
+                continue
             rid = next(self._ids)
             self.session.send({"op": "measure", "id": rid, "settings": settings.to_json(),
-                               "workloads": [w.to_json() for w in chunk],
-                               "artifacts": self._artifacts(chunk, settings)})
+                               "workloads": [w.to_json() for w in chunk], "artifacts": artifacts})
             done = False
             try:
                 while True:

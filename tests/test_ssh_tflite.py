@@ -35,12 +35,14 @@ def test_tflite_models_built_on_host_are_pushed_and_timed_on_target(
     dev = Device.model_validate({"backend": "tflite", "ssh": host.ssh_section(sys.executable)})
     t = SshTarget("phone-standin", dev)
     try:
-        ms = list(t.measure(WORKLOADS, QUICK))
-        assert [m.key for m in ms] == [w.key for w in WORKLOADS]
-        assert all(m.ok and m.stats and m.stats.median_ms > 0 for m in ms), [m.error for m in ms]
+        bad = MBConv((8, 8, 16), (4, 4, 16), 3, 3, 2, 1)  # identity skip across a shape change: no model
+        ms = list(t.measure([*WORKLOADS, bad], QUICK))
+        assert [m.key for m in ms] == [w.key for w in [*WORKLOADS, bad]]
+        assert all(m.ok and m.stats and m.stats.median_ms > 0 for m in ms[:-1]), [m.error for m in ms]
+        assert not ms[-1].ok and ms[-1].error_kind == "build_error"  # a record, and the rest went on
         assert ms[0].fingerprint["class"]["backend"] == "tflite"
         pushed = sorted((host.workdir / "artifacts").iterdir())
-        assert len([p for p in pushed if p.suffix == ".tflite"]) == len(WORKLOADS)
+        assert len([p for p in pushed if p.suffix == ".tflite"]) == len(WORKLOADS)  # + sidecars
         stamps = {p: p.stat().st_mtime_ns for p in pushed}
         [again] = list(t.measure(WORKLOADS[:1], QUICK))  # already there: not sent again
         assert again.ok and {p: p.stat().st_mtime_ns for p in pushed} == stamps
