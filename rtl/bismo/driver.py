@@ -1,0 +1,274 @@
+"""Register-level driver of the BISMO overlay: the `Accelerator` for bismo-* configurations.
+
+It talks only to a `RegisterInterface` (register writes/reads, DRAM image writes/reads, run until
+done), so the same code drives the native Verilator harness and, given a PYNQ MMIO + buffer
+implementation of the interface, a board. Every number in a SimResult comes from the RTL's own
+counters, except energy, which is a model over those counters (hil.rtl.bismo.energy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hil.errors import ConfigError, DeviceError
+from hil.rtl.accelerator import SimResult
+from hil.rtl.bismo import layers as L
+from hil.rtl.bismo.config import BismoConfig
+from hil.rtl.bismo.energy import BismoEnergyModel
+from hil.rtl.bismo.isa import INSTR_BYTES
+from hil.rtl.bismo.pack import ceil_div, check_range, operand_bytes, pack_operand
+from hil.rtl.bismo.schedule import GemmJob, Program, schedule
+from hil.rtl.interface import RegisterInterface
+from hil.workload import QuantLayer
+
+# registers (rtl/bismo/sv/bismo_top.sv)
+REG_ID, REG_CTRL, REG_STATUS = 0, 1, 2
+REG_HW = {"dm": 4, "dn": 5, "dk": 6, "bm": 7, "bn": 8, "dram_bits": 9}
+REG_STREAMS = 16  # base/count pairs: fetch, execute, result
+REG_COUNTERS = 32
+BISMO_ID = 0x42534D4F
+COUNTERS = (
+    "total",
+    "fetch_busy",
+    "fetch_token_stall",
+    "exec_busy",
+    "exec_token_stall",
+    "exec_starved",
+    "result_busy",
+    "result_token_stall",
+    "result_write_stall",
+    "dram_read_beats",
+    "dram_write_bytes",
+    "instruction_read_beats",
+    "lhs_words_written",
+    "rhs_words_written",
+    "fetch_waiting_dram",
+    "result_tiles",
+)
+ALIGN = 4096
+
+
+def _align(x: int) -> int:
+    return -(-x // ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class _Gemm:
+    m: int
+    k: int
+    n: int
+    lhs: np.ndarray | None = None  # M x K
+    rhs_t: np.ndarray | None = None  # N x K (A transposed)
+
+
+class BismoAccelerator:
+    """`hil.rtl.accelerator.Accelerator` on the BISMO RTL."""
+
+    def __init__(self, cfg: BismoConfig, regs: RegisterInterface | None = None, max_cycles: int | None = None):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.clock_mhz = cfg.clock_mhz
+        self.supported_bits = tuple(range(1, cfg.max_bits + 1))
+        self.max_cycles = max_cycles
+        self.energy_model = BismoEnergyModel.for_array(cfg.dm, cfg.dn, cfg.dk)
+        self._describe: dict[str, Any] = {}
+        if regs is None:
+            regs = self._start_harness()
+        self.regs = regs
+        self._check_hardware()
+
+    # ------------------------------------------------------------------ setup
+    def _start_harness(self) -> RegisterInterface:
+        from hil.rtl.sim_harness import SimHarness
+        from hil.rtl.verilator_build import build_harness, verilator_version
+
+        spec = self.cfg.harness_spec()
+        exe = build_harness(spec)
+        self._describe = {"rtl_hash": spec.digest(), "verilator": verilator_version(), "substrate": "verilator"}
+        return SimHarness(exe, self.cfg.dram(), name=self.cfg.name)
+
+    def _check_hardware(self) -> None:
+        ident = self.regs.read_reg(REG_ID)
+        if ident != BISMO_ID:
+            raise DeviceError(self.name, f"register 0 reads 0x{ident:08x}, not the BISMO id 0x{BISMO_ID:08x}")
+        for field, reg in REG_HW.items():
+            got, want = self.regs.read_reg(reg), getattr(self.cfg, field)
+            if got != want:
+                raise DeviceError(self.name, f"the hardware has {field}={got}, the configuration says {want}")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "accelerator": "bismo",
+            **self.cfg.to_json(),
+            "schedule": "per GEMM: outer operand streamed once, inner resident or re-fetched; "
+            "fewer DRAM bytes wins (weights outer = weight-stationary LHS reuse); split-K when a stripe "
+            "exceeds half a buffer",
+            "energy_model": self.energy_model.label,
+            **self._describe,
+        }
+
+    def close(self) -> None:
+        self.regs.close()
+
+    # ------------------------------------------------------------------ public API
+    def gemm(
+        self, w: np.ndarray, a: np.ndarray, wbits: int, abits: int, wsigned: bool, asigned: bool
+    ) -> tuple[np.ndarray, SimResult]:
+        w, a = np.asarray(w), np.asarray(a)
+        if w.ndim != 2 or a.ndim != 2 or w.shape[1] != a.shape[0]:
+            raise ConfigError(f"gemm: W {w.shape} and A {a.shape} are not an M x K times K x N product")
+        self._check_bits(wbits, abits)
+        check_range(w, wbits, wsigned, "weights")
+        check_range(a, abits, asigned, "activations")
+        g = _Gemm(w.shape[0], w.shape[1], a.shape[1], w.astype(np.int64), a.T.astype(np.int64))
+        outs, res = self._run([g], wbits, abits, wsigned, asigned, with_data=True)
+        return outs[0], res
+
+    def time_gemm(
+        self, m: int, k: int, n: int, wbits: int, abits: int, wsigned: bool = True, asigned: bool = False
+    ) -> SimResult:
+        if min(m, k, n) < 1:
+            raise ConfigError(f"gemm shape M={m} K={k} N={n} must be positive")
+        self._check_bits(wbits, abits)
+        _, res = self._run([_Gemm(m, k, n)], wbits, abits, wsigned, asigned, with_data=False)
+        return res
+
+    def layer(self, layer: QuantLayer, batch: int) -> SimResult:
+        """Counters of one layer (operands are not loaded: cycle counts don't depend on values)."""
+        self._check_bits(layer.wbits, layer.abits, layer.name)
+        geo = L.geometry(layer, batch)
+        gemms = [_Gemm(m, k, n) for m, k, n in L.gemm_shapes(geo, self.cfg.dm, self.cfg.dk)]
+        _, res = self._run(gemms, layer.wbits, layer.abits, layer.wsigned, layer.asigned, with_data=False)
+        res.extra["layer"] = layer.key
+        res.extra["batch"] = batch
+        return res
+
+    def run_layer(self, layer: QuantLayer, x: np.ndarray, wt: np.ndarray) -> tuple[np.ndarray, SimResult]:
+        """A layer on real data: activations (B, H, W, Cin), weights (Cout, k, k, Cin/groups)."""
+        self._check_bits(layer.wbits, layer.abits, layer.name)
+        geo = L.geometry(layer, int(np.asarray(x).shape[0]))
+        check_range(np.asarray(wt), layer.wbits, layer.wsigned, f"layer {layer.name!r} weights")
+        check_range(np.asarray(x), layer.abits, layer.asigned, f"layer {layer.name!r} activations")
+        ops = L.gemm_operands(np.asarray(x), np.asarray(wt), geo, self.cfg.dm, self.cfg.dk)
+        gemms = [_Gemm(lhs.shape[0], lhs.shape[1], rhs.shape[0], lhs, rhs) for lhs, rhs in ops]
+        outs, res = self._run(gemms, layer.wbits, layer.abits, layer.wsigned, layer.asigned, with_data=True)
+        res.extra["layer"] = layer.key
+        return L.assemble_output(outs, geo), res
+
+    # ------------------------------------------------------------------ internals
+    def _check_bits(self, wbits: int, abits: int, what: str = "gemm") -> None:
+        for name, b in (("wbits", wbits), ("abits", abits)):
+            if b not in self.supported_bits:
+                raise ConfigError(
+                    f"{self.name}: {what}: {name}={b} is not supported (1..{self.supported_bits[-1]} bits)"
+                )
+
+    def _run(
+        self, gemms: list[_Gemm], wbits: int, abits: int, wsigned: bool, asigned: bool, *, with_data: bool
+    ) -> tuple[list[np.ndarray], SimResult]:
+        cfg = self.cfg
+        jobs: list[GemmJob] = []
+        images: list[tuple[int, np.ndarray]] = []
+        results: list[tuple[int, int, int, int, int]] = []  # addr, mpad, npad, m, n
+        addr = 0
+        for g in gemms:
+            mt, nt, kw = ceil_div(g.m, cfg.dm), ceil_div(g.n, cfg.dn), ceil_div(g.k, cfg.dk)
+            lhs_addr = addr
+            addr = _align(addr + operand_bytes(g.m, g.k, wbits, cfg.dm, cfg.dk))
+            rhs_addr = addr
+            addr = _align(addr + operand_bytes(g.n, g.k, abits, cfg.dn, cfg.dk))
+            res_addr, npad = addr, nt * cfg.dn
+            addr = _align(addr + mt * cfg.dm * npad * 4)
+            jobs.append(GemmJob(mt, nt, kw, wbits, abits, wsigned, asigned, lhs_addr, rhs_addr, res_addr, npad * 4))
+            results.append((res_addr, mt * cfg.dm, npad, g.m, g.n))
+            if with_data:
+                assert g.lhs is not None and g.rhs_t is not None
+                images.append((lhs_addr, pack_operand(g.lhs, wbits, cfg.dm, cfg.dk)))
+                images.append((rhs_addr, pack_operand(g.rhs_t, abits, cfg.dn, cfg.dk)))
+        prog = schedule(cfg, jobs)
+        streams = []
+        for arr in (prog.fetch, prog.execute, prog.result):
+            streams.append((addr, len(arr)))
+            images.append((addr, arr.reshape(-1).view(np.uint8)))
+            addr = _align(addr + len(arr) * INSTR_BYTES)
+        if addr > cfg.dram_size:
+            raise ConfigError(
+                f"{cfg.name}: this work needs {addr:,} bytes of accelerator DRAM, the model has {cfg.dram_size:,}; "
+                "split the batch"
+            )
+        for a, img in images:
+            self.regs.write_mem(a, img)
+        for i, (base, count) in enumerate(streams):
+            self.regs.write_reg(REG_STREAMS + 2 * i, base)
+            self.regs.write_reg(REG_STREAMS + 2 * i + 1, count)
+        self.regs.write_reg(REG_CTRL, 1)
+        self.regs.run_until_done(self.max_cycles or self._cycle_bound(jobs, prog))
+        status = self.regs.read_reg(REG_STATUS)
+        if not status & 1:
+            raise DeviceError(self.name, f"run ended without done (status 0x{status:x})")
+        counters = self._counters()
+        outs: list[np.ndarray] = []
+        if with_data:
+            for res_addr, mpad, npad, m, n in results:
+                raw = self.regs.read_mem(res_addr, mpad * npad * 4)
+                outs.append(raw.view("<i4").reshape(mpad, npad)[:m, :n].astype(np.int64))
+        return outs, self._result(counters, jobs, prog, gemms, wbits, abits)
+
+    def _cycle_bound(self, jobs: list[GemmJob], prog: Program) -> int:
+        cfg = self.cfg
+        compute = sum(j.mt * j.nt * j.kw * j.wbits * j.abits for j in jobs)
+        moved = prog.planned_read_bytes + sum(j.mt * cfg.dm * j.res_stride for j in jobs)
+        moved += (len(prog.fetch) + len(prog.execute) + len(prog.result)) * INSTR_BYTES
+        per_instr = len(prog.fetch) * cfg.dram_latency + len(prog.result) * cfg.dm * 4
+        return 8 * (compute + int(moved / cfg.dram_bytes_per_cycle) + per_instr) + 100_000
+
+    def _counters(self) -> dict[str, int]:
+        idx = list(range(REG_COUNTERS, REG_COUNTERS + 2 * len(COUNTERS)))
+        batch = getattr(self.regs, "read_regs", None)  # one round trip on the simulator
+        vals = batch(idx) if batch else [self.regs.read_reg(i) for i in idx]
+        return {name: vals[2 * i] | (vals[2 * i + 1] << 32) for i, name in enumerate(COUNTERS)}
+
+    def _result(
+        self, c: dict[str, int], jobs: list[GemmJob], prog: Program, gemms: list[_Gemm], wbits: int, abits: int
+    ) -> SimResult:
+        cfg = self.cfg
+        total = max(c["total"], 1)
+        rd_bytes = c["dram_read_beats"] * cfg.beat_bytes
+        wr_bytes = c["dram_write_bytes"]
+        parts = self.energy_model.breakdown_pj(
+            dm=cfg.dm, dn=cfg.dn, dk=cfg.dk, array_cycles=c["exec_busy"],
+            lhs_words_written=c["lhs_words_written"], rhs_words_written=c["rhs_words_written"],
+            result_tiles=c["result_tiles"], dram_read_bytes=rd_bytes, dram_write_bytes=wr_bytes,
+        )
+        formula = sum(j.mt * j.nt * j.kw * j.wbits * j.abits for j in jobs)
+        return SimResult(
+            cycles=c["total"],
+            compute_cycles=c["exec_busy"],
+            latency_ms=c["total"] / (cfg.clock_mhz * 1e3),
+            energy_uj=sum(parts.values()) * 1e-6,
+            dram_bytes=rd_bytes + wr_bytes,
+            stage_cycles=dict(c),
+            utilization={
+                "array": c["exec_busy"] / total,
+                "fetch": c["fetch_busy"] / total,
+                "execute": c["exec_busy"] / total,
+                "result": c["result_busy"] / total,
+                "dram": (rd_bytes + wr_bytes) / (total * cfg.dram_bytes_per_cycle),
+            },
+            extra={
+                "config": cfg.name,
+                "gemms": [[g.m, g.k, g.n] for g in gemms],
+                "bits": [wbits, abits],
+                "formula_compute_cycles": formula,
+                "binary_ops": 2 * sum(g.m * g.k * g.n for g in gemms) * wbits * abits,
+                "dram_read_bytes": rd_bytes,
+                "dram_write_bytes": wr_bytes,
+                "instruction_read_bytes": c["instruction_read_beats"] * cfg.beat_bytes,
+                "energy_breakdown_uj": {k: v * 1e-6 for k, v in parts.items()},
+                "energy_model": self.energy_model.label,
+                **prog.info(),
+            },
+        )
