@@ -29,6 +29,9 @@ class TorchCpuBackend:
 
     def measure_one(self, workload: Workload, settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
         torch.set_num_threads(settings.threads)
+        if settings.clock == "thread" and settings.threads != 1:
+            raise MeasureFailure("unsupported", f"the thread-CPU clock times one thread only (threads is "
+                                                f"{settings.threads}): {workload.key}")
         try:
             module = build_module(workload).eval()
             x = torch.randn(input_shape(workload, settings.batch))

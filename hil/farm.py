@@ -13,11 +13,13 @@ from hil.measure import MeasureSettings
 from hil.target import Target
 
 
-def settings_for(device: Device, base: MeasureSettings | None = None, batch: int | None = None) -> MeasureSettings:
-    """Protocol settings for a device: the inventory's threads, batch and precision over the defaults."""
+def settings_for(device: Device, base: MeasureSettings | None = None, batch: int | None = None,
+                 clock: str | None = None) -> MeasureSettings:
+    """Protocol settings for a device: the inventory's threads, batch, precision and clock over the
+    defaults; `batch` and `clock` (command-line options) override the inventory."""
     s = base or MeasureSettings()
     return replace(s, threads=device.threads, batch=batch if batch is not None else device.batch,
-                   precision=device.precision)
+                   precision=device.precision, clock=clock or device.clock)
 
 
 def _load(spec: str) -> type:

@@ -57,6 +57,8 @@ class Device(_Strict):
     cpus: list[int] | None = Field(None, description="CPU affinity (taskset) where the target allows")
     batch: int = Field(1, ge=1)
     precision: Literal["float32", "float16", "int8"] = "float32"
+    clock: Literal["wall", "thread"] = Field(
+        "wall", description="wall: host clock; thread: CPU time of the one runtime thread (shared hosts)")
     rtl: RtlConfig | None = None
     substitute: str | None = Field(None, description="device that stands in when this one is absent")
     lease_timeout_s: float = Field(600.0, ge=0, description="how long to wait for another user's lease")

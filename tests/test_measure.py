@@ -66,3 +66,25 @@ def test_measurement_json_round_trip():
     st = summarize([1.0, 2.0, 3.0])
     m = Measurement("d", "k", {"kind": "x"}, {"class": {}, "state": {}}, "measured", st, {"cycles": 5})
     assert Measurement.from_json(m.to_json()) == m
+
+
+def test_clock_is_chosen_by_settings_and_unknown_clock_is_refused():
+    import time as _time
+
+
+    def spin() -> None:  # burns CPU for ~0.2 ms: the thread clock must see it
+        end = _time.perf_counter() + 0.0002
+        while _time.perf_counter() < end:
+            pass
+
+    def sleep() -> None:  # sleeps ~0.2 ms: the wall clock sees it, the thread clock hardly
+        _time.sleep(0.0002)
+
+    fast = MeasureSettings(warmup_runs=2, warmup_s=0.0, min_repeats=5, min_time_s=0.0, min_run_ms=0.0)
+    from dataclasses import replace
+
+    thread = replace(fast, clock="thread")
+    assert time_host(spin, thread).median_ms > 0.1
+    assert time_host(sleep, thread).median_ms < 0.5 * time_host(sleep, fast).median_ms
+    with pytest.raises(ValueError, match="unknown clock"):
+        time_host(spin, replace(fast, clock="sundial"))

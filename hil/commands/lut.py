@@ -35,6 +35,9 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-time", type=float, default=d.warmup_s, metavar="S")
     g.add_argument("--cv-threshold", type=float, default=d.cv_threshold)
     g.add_argument("--max-attempts", type=int, default=d.max_attempts)
+    g.add_argument("--clock", choices=["wall", "thread"], default=None,
+                   help="wall: host clock; thread: CPU time of the one runtime thread, for shared hosts "
+                        "(default: the device's, wall unless the inventory says otherwise)")
 
 
 def protocol_from_args(args: argparse.Namespace) -> MeasureSettings:
@@ -111,7 +114,7 @@ def _build(args: argparse.Namespace) -> int:
             store,
             {n: (lambda n=n: open_target(inv, n)) for n in names},
             space,
-            lambda n: settings_for(inv.device(n), protocol, args.batch),
+            lambda n: settings_for(inv.device(n), protocol, args.batch, args.clock),
             progress,
             seed=args.seed,
             calibration_nets=args.calibration_nets,

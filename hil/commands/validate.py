@@ -34,7 +34,7 @@ def _validate(args: argparse.Namespace) -> int:
     inv = load_inventory(args.inventory)
     dev = inv.device(args.device)
     space = space_from_args(args)
-    settings = settings_for(dev, protocol_from_args(args), args.batch)
+    settings = settings_for(dev, protocol_from_args(args), args.batch, args.clock)
     store = open_store(args.db)
     target = open_target(inv, args.device)
     bar = None
