@@ -260,14 +260,14 @@ def train(
             stats = EpochStats(epoch + 1, train_loss, train_acc, val.loss if val else None,
                                val.accuracy if val else None, lr, seen, train_s)
             result.history.append(stats)
-            if log:
-                v = f" val_acc {val.accuracy:.4f}" if val else ""
-                log(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f} acc {train_acc:.4f}{v} "
-                    f"({train_s:.1f} s)")
             if checkpoint is not None:
                 _save_state(state_path(checkpoint), model, optimizer, cfg, result)
                 save_checkpoint(checkpoint, model, {**(meta or {}), "epoch": epoch + 1,
                                                     "val_acc": val.accuracy if val else None})
+            if log:
+                v = f" val_acc {val.accuracy:.4f}" if val else ""
+                log(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f} acc {train_acc:.4f}{v} "
+                    f"({train_s:.1f} s)")
     return result
 
 
