@@ -4,15 +4,17 @@ Starts two real OpenSSH servers on 127.0.0.1 (tests/sshd.py: own config, generat
 each from one run:
 
 1. a LUT build (proxyless-mobile) in-process (`local-cpu`) and through SSH + the remote agent
-   (`ssh-a`), each into a fresh store so both measure every workload; the ratio is the SSH cost.
+   (`ssh-a`), each into a fresh store so both measure every workload, alternating local and SSH
+   `--pairs` times; the ratio of the totals is the SSH cost.
    The SSH time includes connecting, starting the agent and its torch import; the bundle is pushed
    beforehand (a one-time cost, reported separately);
-2. the per-request round trip through SSH and the agent (a `ping`), and the overhead of a tiny
-   measure request over SSH compared with the same request in-process;
+2. opening an SSH device (connect, start the agent, load the backend's runtime), the per-request
+   round trip through SSH and the agent (a `ping`, also with TCP_NODELAY switched off), and the
+   overhead of a tiny measure request over SSH compared with the same request in-process;
 3. a 2-device build (`ssh-a` and `ssh-b` concurrently, one worker each) vs the two one after the
    other.
 
-    .venv/bin/python benchmarks/ssh_overhead.py [--resolution 224] [--min-time 0.2] [--json out.json]
+    .venv/bin/python benchmarks/ssh_overhead.py [--resolution 224] [--min-time 0.2] [--pairs 2] [--json out.json]
 
 Ratios come from one run on a shared machine: compare them only with numbers from the same run.
 """
@@ -71,7 +73,12 @@ def _lut_sum(db: Path, device: str) -> float:
 
 
 def _round_trips(inv: Any, n: int) -> dict[str, float]:
-    """Ping RTT through SSH + agent, and a tiny measure request over SSH vs in-process."""
+    """Opening the device, ping RTT through SSH + agent, and a tiny measure request over SSH vs in-process."""
+    opens = []
+    for _ in range(3):  # connect, start the agent (bundle already there), load the backend
+        t0 = time.perf_counter()
+        open_target(inv, "ssh-a").close()
+        opens.append(time.perf_counter() - t0)
     ssh = open_target(inv, "ssh-a")
     local = open_target(inv, "local-cpu")
     tiny = MeasureSettings(warmup_runs=1, warmup_s=0.0, min_repeats=1, min_time_s=0.0, min_run_ms=0.0)
@@ -99,6 +106,7 @@ def _round_trips(inv: Any, n: int) -> dict[str, float]:
         ssh.close()
         local.close()
     return {
+        "open_ssh_target_s_median": statistics.median(opens),
         "ping_rtt_ms_median": statistics.median(pings),
         "ping_rtt_ms_p90": pings[int(0.9 * (len(pings) - 1))],
         "ping_rtt_ms_median_without_nodelay": statistics.median(nagle),
@@ -113,6 +121,7 @@ def main() -> int:
     ap.add_argument("--resolution", type=int, default=224)
     ap.add_argument("--min-time", type=float, default=0.2, help="protocol min_time_s (default 0.2)")
     ap.add_argument("--pings", type=int, default=200)
+    ap.add_argument("--pairs", type=int, default=2, help="local/SSH build pairs, alternating (default 2)")
     ap.add_argument("--json", metavar="FILE", help="also write the results here")
     args = ap.parse_args()
     reason = sshd_missing()
@@ -147,13 +156,17 @@ def main() -> int:
                 first.append(time.perf_counter() - t0)
             out["first_connect_with_push_and_agent_start_s"] = first
 
-            t_local, _ = _build(inv, ["local-cpu"], space, protocol, root / "local.db")
-            t_ssh, _ = _build(inv, ["ssh-a"], space, protocol, root / "ssh.db")
-            out["lut_build"] = {
-                "local_s": t_local, "ssh_s": t_ssh, "ratio_ssh_over_local": t_ssh / t_local,
-                "lut_sum_ms_local": _lut_sum(root / "local.db", "local-cpu"),
-                "lut_sum_ms_ssh": _lut_sum(root / "ssh.db", "ssh-a"),
-            }
+            # Alternating local, SSH, local, SSH...: a neighbour's load that comes and goes biases
+            # neither side.
+            pairs = []
+            for i in range(args.pairs):
+                t_local, _ = _build(inv, ["local-cpu"], space, protocol, root / f"local{i}.db")
+                t_ssh, _ = _build(inv, ["ssh-a"], space, protocol, root / f"ssh{i}.db")
+                pairs.append({"local_s": t_local, "ssh_s": t_ssh, "ratio": t_ssh / t_local,
+                              "lut_sum_ms_local": _lut_sum(root / f"local{i}.db", "local-cpu"),
+                              "lut_sum_ms_ssh": _lut_sum(root / f"ssh{i}.db", "ssh-a")})
+            local_total, ssh_total = sum(p["local_s"] for p in pairs), sum(p["ssh_s"] for p in pairs)
+            out["lut_build"] = {"pairs": pairs, "ratio_ssh_over_local": ssh_total / local_total}
             out["round_trip"] = _round_trips(inv, args.pings)
 
             t_a, _ = _build(inv, ["ssh-a"], space, protocol, root / "seq-a.db")

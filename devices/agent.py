@@ -46,6 +46,14 @@ import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from hil.devices.host_info import host_class
+from hil.devices.local import AGENT_VERSION, LocalTarget
+from hil.devices.registry import make_backend
+from hil.errors import HilError
+from hil.lease import FileLease, LeaseBusy
+from hil.measure import MeasureSettings
+from hil.workload import workload_from_json
+
 PROTOCOL = 1
 MANIFEST = "MANIFEST.json"  # agent_launcher.py reads it under this name
 LEASE_FILE = "lease.lock"
@@ -122,8 +130,6 @@ class AgentError(Exception):
 
 class Agent:
     def __init__(self, root: Path, out: BinaryIO) -> None:
-        from hil.lease import FileLease
-
         self.root = root
         self.out = out
         self.lease = FileLease(root.parent / LEASE_FILE)
@@ -137,9 +143,6 @@ class Agent:
         self.out.flush()
 
     def hello(self, bundle: str) -> None:
-        from hil.devices.host_info import host_class
-        from hil.devices.local import AGENT_VERSION
-
         try:
             user = getpass.getuser()
         except (KeyError, OSError):
@@ -153,16 +156,11 @@ class Agent:
     # -- requests ---------------------------------------------------------------------------
 
     def op_open(self, req: dict[str, Any]) -> None:
-        from hil.devices.registry import make_backend
-        from hil.errors import HilError
-
         self.idle_timeout_s = float(req.get("idle_timeout_s", self.idle_timeout_s))
         name = str(req["backend"])
         try:
             backend = make_backend(name)
-        except ImportError as e:
-            raise AgentError("backend_unavailable", str(e)) from None
-        except HilError as e:
+        except (ImportError, HilError) as e:  # the runtime is missing here, or no such backend
             raise AgentError("backend_unavailable", str(e)) from None
         self.backend = backend
         self.device = str(req["device"])
@@ -172,23 +170,15 @@ class Agent:
         self.send({"type": "opened", "backend": name, "host_artifacts": hasattr(backend, "host_artifacts")})
 
     def _target(self) -> Any:
-        from hil.devices.local import LocalTarget
-
         if self.backend is None:
             raise AgentError("protocol", "no backend open: send 'open' first")
         return LocalTarget(self.device, self.backend, self.cpus)
 
     def op_describe(self, req: dict[str, Any]) -> None:
-        from hil.measure import MeasureSettings
-
         fp = self._target().describe(MeasureSettings.from_json(req["settings"]))
         self.send({"type": "fingerprint", "fingerprint": fp})
 
     def op_measure(self, req: dict[str, Any]) -> None:
-        from hil.errors import HilError
-        from hil.measure import MeasureSettings
-        from hil.workload import workload_from_json
-
         target = self._target()
         rid = req.get("id")
         settings = MeasureSettings.from_json(req["settings"])
@@ -211,8 +201,6 @@ class Agent:
         self.send({"type": "done", "id": rid, "count": n})
 
     def op_lease(self, req: dict[str, Any]) -> None:
-        from hil.lease import LeaseBusy
-
         holder = dict(req.get("holder") or {})
         holder["agent_pid"] = os.getpid()
         if self.lease.held:

@@ -74,6 +74,7 @@ class AgentSession:
         self.conn: SshConnection = connect(device, cfg)
         self.connect_s = time.perf_counter() - t0
         self.channel: paramiko.Channel | None = None
+        self.exit_status: int | None = None  # the agent's, once it has exited
         self._buf = b""
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         try:
@@ -115,9 +116,15 @@ class AgentSession:
         self._stderr.clear()
         threading.Thread(target=self._drain_stderr, args=(ch,), name=f"agent-stderr-{self.device}",
                          daemon=True).start()
-        hello = self.recv(starting=True)
+        try:
+            hello = self.recv(starting=True)
+        except DeviceError as e:
+            if self.exit_status == 127:  # the shell's "command not found"
+                raise DeviceConfigError(self.device, f"ssh.python {self.python!r} was not found on the target "
+                                        f"({str(e).split(': ', 1)[-1]})") from None
+            raise
         if hello.get("type") == "error":
-            raise DeviceError(self.device, f"agent cannot start with {self.python}: {hello.get('message')}")
+            raise DeviceConfigError(self.device, f"the agent cannot start with {self.python}: {hello.get('message')}")
         if hello.get("type") != "hello":
             raise DeviceError(self.device, f"agent sent {hello.get('type')!r} instead of its handshake")
         return hello
@@ -191,7 +198,7 @@ class AgentSession:
             while not ch.exit_status_ready() and time.monotonic() < deadline and self.conn.alive():
                 time.sleep(0.02)
             if ch.exit_status_ready():
-                status = ch.recv_exit_status()
+                status = self.exit_status = ch.recv_exit_status()
             self._close_channel()
         if not self.conn.alive():
             what = f"connection to {self.conn.endpoint} lost"
@@ -248,6 +255,10 @@ class AgentSession:
         return self.request({"op": "lease_info"}, "lease_info").get("holder")
 
     # -- shutting down -------------------------------------------------------------------------
+
+    def abandon(self) -> None:
+        """Stop this agent without a goodbye: its reply stream is out of step (or the link is gone)."""
+        self._close_channel()
 
     def _close_channel(self) -> None:
         ch, self.channel = self.channel, None
@@ -387,7 +398,7 @@ class SshTarget:
                 if not done:
                     # Abandoned mid-batch (consumer stopped, or the link failed): the stream is out of
                     # step, so this agent is finished; the store already has what was yielded.
-                    self.session._close_channel()
+                    self.session.abandon()
 
     # -- the lease, held by the agent on the device --------------------------------------------
 

@@ -113,6 +113,12 @@ def test_target_without_torch_is_a_clear_error(ssh_farm: dict[str, SshdHost], py
     assert "device 'dev-nt'" in msg and "torch-cpu" in msg and "No module named 'torch'" in msg
 
 
+def test_missing_interpreter_is_a_configuration_error(ssh_farm: dict[str, SshdHost]) -> None:
+    with pytest.raises(ConfigError) as e:
+        open_target(_inv("dev-np", _device(ssh_farm["a"], python="/nonexistent/python3")), "dev-np")
+    assert "device 'dev-np'" in str(e.value) and "'/nonexistent/python3' was not found" in str(e.value)
+
+
 def test_agent_auth_through_ssh_agent(ssh_farm: dict[str, SshdHost], ssh_user_key: Path,
                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     agent_bin, add_bin = shutil.which("ssh-agent"), shutil.which("ssh-add")
