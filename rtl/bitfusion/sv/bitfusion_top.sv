@@ -1,0 +1,359 @@
+// Bit Fusion accelerator top: register interface, block-ISA instruction decoder and block table,
+// the three engines (load, compute, store), the datapath, and the RTL's own counters.
+//
+// Port convention of the shared native harness (rtl/harness/README.md): clk, rst, reg_* bus,
+// mem_rd_* / mem_wr_* DRAM port with beat-aligned single-beat reads and strobed writes, done.
+//
+// Registers (32-bit word index):
+//   0 ID 'BFUS' (ro)          1 CTRL (wo): bit0 start, bit1 clear program, bit2 abort
+//   2 CONFIG (rw): bit0 DP_EN (datapath enable; reset 1)
+//   3 STATUS (ro): bit0 done, bit1 busy, bit2 error, [15:8] error code, [20:16] blocks loaded
+//   4 INSTR_LO (wo)           5 INSTR_HI (wo; pushes the 64-bit instruction {HI, LO})
+//   6 {M, N} (ro)  7 DRAM beat bytes (ro)  8 WBUF bytes  9 IBUF bytes  10 OBUF bytes  11 version
+//   16 + 2i / 17 + 2i: 64-bit counter i, low / high word (see CNT_* below)
+module bitfusion_top #(
+    parameter int N = 16,              // rows of fusion units
+    parameter int M = 32,              // columns
+    parameter int DW = 192,            // DRAM beat bits
+    parameter int WBUF_BYTES = 65536,  // both halves
+    parameter int IBUF_BYTES = 32768,
+    parameter int OBUF_BYTES = 16384,
+    parameter int RDQ = 64             // DRAM reads in flight
+) (
+    input  logic          clk,
+    input  logic          rst,
+    input  logic          reg_wr_en,
+    input  logic [15:0]   reg_addr,
+    input  logic [31:0]   reg_wdata,
+    output logic [31:0]   reg_rdata,
+    output logic          mem_rd_req_valid,
+    input  logic          mem_rd_req_ready,
+    output logic [31:0]   mem_rd_req_addr,
+    output logic [7:0]    mem_rd_req_id,
+    input  logic          mem_rd_rsp_valid,
+    output logic          mem_rd_rsp_ready,
+    input  logic [DW-1:0] mem_rd_rsp_data,
+    input  logic [7:0]    mem_rd_rsp_id,
+    output logic          mem_wr_valid,
+    input  logic          mem_wr_ready,
+    output logic [31:0]   mem_wr_addr,
+    output logic [DW-1:0] mem_wr_data,
+    output logic [DW/8-1:0] mem_wr_strb,
+    output logic          done
+);
+  import bf_pkg::*;
+
+  localparam int DB = DW / 8;
+  localparam int WB_HALF = WBUF_BYTES / (N * M * 2);
+  localparam int IB_HALF = IBUF_BYTES / (N * 2);
+  localparam int OB_ENT = OBUF_BYTES / (M * 4 * 2);
+  localparam int QSZ = 1 << $clog2(2 * (4 * M + DB));
+
+  // counters
+  localparam int CNT_TOTAL = 0;       // start to done
+  localparam int CNT_COMPUTE = 1;     // array cycles issued (busy, non-stalled)
+  localparam int CNT_STALL_IN = 2;    // array waits for a WBUF / IBUF load
+  localparam int CNT_STALL_OUT = 3;   // array waits for an OBUF half (store behind)
+  localparam int CNT_TAIL = 4;        // after the last array cycle: drain + last store
+  localparam int CNT_LOAD_BUSY = 5;   // load engine issuing reads or reads in flight
+  localparam int CNT_LOAD_WAIT = 6;   // load engine waits for a free buffer half
+  localparam int CNT_STORE_BUSY = 7;  // store engine busy with a tile
+  localparam int CNT_RD_BEATS = 8;
+  localparam int CNT_WR_BEATS = 9;
+  localparam int CNT_RD_BYTES = 10;   // useful bytes read
+  localparam int CNT_WR_BYTES = 11;   // bytes written (strobed)
+  localparam int CNT_WBUF_RD = 12;    // bits
+  localparam int CNT_WBUF_WR = 13;
+  localparam int CNT_IBUF_RD = 14;
+  localparam int CNT_IBUF_WR = 15;
+  localparam int CNT_OBUF_RD = 16;
+  localparam int CNT_OBUF_WR = 17;
+  localparam int CNT_TILES = 18;      // output tiles stored
+  localparam int NCNT = 19;
+
+  // ---------------------------------------------------------------- registers and control
+  logic [31:0] instr_lo;
+  logic dp_en;
+  logic run, done_r;
+  logic [7:0] err_code;
+  logic [4:0] nblocks;
+  logic [63:0] cnt[NCNT];
+  logic start_p, clear_p, abort_p;
+
+  assign start_p = reg_wr_en && reg_addr == 16'd1 && reg_wdata[0];
+  assign clear_p = reg_wr_en && reg_addr == 16'd1 && reg_wdata[1];
+  assign abort_p = (reg_wr_en && reg_addr == 16'd1 && reg_wdata[2]) || (run && err_code != ERR_NONE);
+  wire push_p = reg_wr_en && reg_addr == 16'd5;
+  wire [63:0] instr = {reg_wdata, instr_lo};
+  assign done = done_r;
+
+  always_comb begin
+    reg_rdata = 32'd0;
+    if (reg_addr >= 16'd16 && reg_addr < 16'(16 + 2 * NCNT)) begin
+      logic [15:0] k;
+      k = reg_addr - 16'd16;
+      reg_rdata = k[0] ? cnt[k[5:1]][63:32] : cnt[k[5:1]][31:0];
+    end else begin
+      case (reg_addr)
+        16'd0: reg_rdata = 32'h4246_5553;
+        16'd2: reg_rdata = {31'd0, dp_en};
+        16'd3: reg_rdata = {11'd0, nblocks, err_code, 5'd0, err_code != ERR_NONE, run, done_r};
+        16'd6: reg_rdata = {16'(M), 16'(N)};
+        16'd7: reg_rdata = 32'(DB);
+        16'd8: reg_rdata = 32'(WBUF_BYTES);
+        16'd9: reg_rdata = 32'(IBUF_BYTES);
+        16'd10: reg_rdata = 32'(OBUF_BYTES);
+        16'd11: reg_rdata = 32'd1;
+        default: reg_rdata = 32'd0;
+      endcase
+    end
+  end
+
+  // ---------------------------------------------------------------- block table (decoded ISA)
+  logic [1:0] t_asel[MAXB], t_wsel[MAXB];
+  logic t_asig[MAXB], t_wsig[MAXB];
+  logic [2:0] t_osel[MAXB];
+  logic t_osig[MAXB];
+  logic [4:0] t_oshift[MAXB];
+  logic [3:0] t_irows[MAXB];  // log2 of the IBUF rows an activation word spans
+  fuse_cfg_t t_fcfg[MAXB];
+  logic [NO-1:0][15:0] t_obound[MAXB];
+  logic [NO-1:0] t_ored[MAXB];
+  logic [NI-1:0][15:0] t_ibound[MAXB];
+  logic [NI-1:0] t_ired[MAXB];
+  logic [NO-1:0][31:0] t_so[3][MAXB];  // buffer strides of the outer levels: IBUF, WBUF, OBUF
+  logic [NI-1:0][31:0] t_si[3][MAXB];  // ... of the inner levels
+  // transfers: 0 LD WBUF, 1 LD IBUF, 2 ST OBUF
+  logic [31:0] t_base[3][MAXB], t_len[3][MAXB], t_n1[3][MAXB], t_s1[3][MAXB];
+  logic [31:0] t_n2[3][MAXB], t_s2[3][MAXB], t_n3[3][MAXB], t_s3[3][MAXB];
+  logic [2:0] t_lvl[3][MAXB];
+  logic [NO-1:0][31:0] t_ds[3][MAXB];
+  logic [31:0] t_entries[MAXB];
+
+  always_ff @(posedge clk) begin
+    if (rst || clear_p) begin
+      nblocks <= '0;
+      for (int b = 0; b < MAXB; b++) begin
+        t_asel[b] <= 2'd2;
+        t_wsel[b] <= 2'd2;
+        t_asig[b] <= 1'b0;
+        t_wsig[b] <= 1'b0;
+        t_osel[b] <= 3'd4;
+        t_osig[b] <= 1'b1;
+        t_oshift[b] <= '0;
+        t_irows[b] <= 4'($clog2(N));
+        t_fcfg[b] <= fuse_config(2'd2, 2'd2, 1'b0, 1'b0);
+        for (int o = 0; o < NO; o++) t_obound[b][o] <= 16'd1;
+        for (int j = 0; j < NI; j++) t_ibound[b][j] <= 16'd1;
+        t_ored[b] <= '0;
+        t_ired[b] <= '0;
+        t_entries[b] <= '0;
+        for (int x = 0; x < 3; x++) begin
+          t_so[x][b] <= '0;
+          t_si[x][b] <= '0;
+          t_ds[x][b] <= '0;
+          t_base[x][b] <= '0;
+          t_len[x][b] <= '0;
+          t_n1[x][b] <= 32'd1;
+          t_s1[x][b] <= '0;
+          t_n2[x][b] <= 32'd1;
+          t_s2[x][b] <= '0;
+          t_n3[x][b] <= 32'd1;
+          t_s3[x][b] <= '0;
+          t_lvl[x][b] <= '0;
+        end
+      end
+    end else begin
+      if (reg_wr_en && reg_addr == 16'd4) instr_lo <= reg_wdata;
+      if (push_p && !run && nblocks < 5'(MAXB)) begin
+        logic [3:0] b;
+        logic [1:0] x, xx;
+        logic [2:0] lv;
+        b = nblocks[3:0];
+        x = instr[55:54];
+        xx = instr[57:56];
+        lv = instr[58:56];
+        case (instr[63:60])
+          OP_SETUP: begin
+            t_asel[b] <= instr[1:0];
+            t_wsel[b] <= instr[3:2];
+            t_asig[b] <= instr[4];
+            t_wsig[b] <= instr[5];
+            t_osel[b] <= instr[8:6];
+            t_osig[b] <= instr[9];
+            t_oshift[b] <= instr[14:10];
+            t_irows[b] <= instr[18:15];
+            t_fcfg[b] <= fuse_config(instr[1:0], instr[3:2], instr[4], instr[5]);
+          end
+          OP_LOOP: begin
+            if (instr[59]) begin
+              t_ibound[b][lv] <= instr[15:0];
+              t_ired[b][lv] <= instr[55];
+            end else begin
+              t_obound[b][lv] <= instr[15:0];
+              t_ored[b][lv] <= instr[55];
+            end
+          end
+          OP_BSTRIDE: begin
+            if (instr[59]) t_si[x][b][lv] <= instr[31:0];
+            else t_so[x][b][lv] <= instr[31:0];
+          end
+          OP_XFER: begin
+            case (instr[54:50])
+              XF_BASE: t_base[xx][b] <= instr[31:0];
+              XF_LEN: t_len[xx][b] <= instr[31:0];
+              XF_N1: t_n1[xx][b] <= instr[31:0];
+              XF_S1: t_s1[xx][b] <= instr[31:0];
+              XF_N2: t_n2[xx][b] <= instr[31:0];
+              XF_S2: t_s2[xx][b] <= instr[31:0];
+              XF_N3: t_n3[xx][b] <= instr[31:0];
+              XF_S3: t_s3[xx][b] <= instr[31:0];
+              XF_LEVEL: t_lvl[xx][b] <= instr[2:0];
+              XF_ENTRIES: t_entries[b] <= instr[31:0];
+              default: if (instr[54]) t_ds[xx][b][instr[52:50]] <= instr[31:0];
+            endcase
+          end
+          OP_END: nblocks <= nblocks + 5'd1;
+          default: ;
+        endcase
+      end
+    end
+  end
+
+  // ---------------------------------------------------------------- engines
+  logic [3:0] c_blk, l_blk, s_blk;
+  logic [31:0] w_loaded, i_loaded, w_freed, i_freed, o_stored, o_done, o_pushed;
+  logic iss_valid, iss_hi, iss_hw, iss_ho, iss_first, iss_tile_last, tile_done;
+  logic [31:0] iss_ai, iss_aw, iss_ao;
+  logic st_push, st_push_half;
+  logic [31:0] st_push_addr;
+  logic [3:0] st_push_blk;
+  logic c_running, c_finished, c_stall_in, c_stall_out;
+  logic l_finished, l_busy, l_wait, rd_beat;
+  logic [5:0] rsp_bytes, wr_bytes;
+  logic s_busy, s_idle, wr_beat;
+  logic [7:0] c_err, l_err, s_err, d_err;
+  logic ld_valid, ld_tgt, ld_half;
+  logic [31:0] ld_q0;
+  logic [5:0] ld_lo, ld_n;
+  logic [1:0] ld_rl;
+  logic [4:0] ld_lr;
+  logic st_rd, st_half;
+  logic [31:0] st_addr;
+  logic [M-1:0][31:0] st_data;
+
+  wire [1:0] c_rl_w = 2'd2 - t_asel[c_blk];  // weight word bytes = 8 / abits'
+  wire [1:0] c_rl_i = 2'd2 - t_wsel[c_blk];  // activation word bytes = 8 / wbits'
+
+  bf_compute #(.IB_HALF(IB_HALF), .WB_HALF(WB_HALF), .OB_ENT(OB_ENT)) u_compute (
+      .clk, .rst, .start(start_p), .abort(abort_p), .nblocks, .blk(c_blk),
+      .obound(t_obound[c_blk]), .ored(t_ored[c_blk]), .ibound(t_ibound[c_blk]), .ired(t_ired[c_blk]),
+      .so_i(t_so[0][c_blk]), .so_w(t_so[1][c_blk]), .so_o(t_so[2][c_blk]),
+      .si_i(t_si[0][c_blk]), .si_w(t_si[1][c_blk]), .si_o(t_si[2][c_blk]),
+      .lvl_w(t_lvl[0][c_blk]), .lvl_i(t_lvl[1][c_blk]), .lvl_o(t_lvl[2][c_blk]),
+      .st_base(t_base[2][c_blk]), .st_ds(t_ds[2][c_blk]), .rl_w(c_rl_w), .rl_i(c_rl_i),
+      .w_loaded, .i_loaded, .o_stored, .w_freed, .i_freed,
+      .iss_valid, .iss_ai, .iss_aw, .iss_ao, .iss_hi, .iss_hw, .iss_ho, .iss_first, .iss_tile_last,
+      .st_push, .st_half(st_push_half), .st_addr(st_push_addr), .st_blk(st_push_blk),
+      .running(c_running), .finished(c_finished), .stall_in(c_stall_in), .stall_out(c_stall_out),
+      .err(c_err));
+
+  bf_load #(.DB(DB), .RDQ(RDQ), .W_CAP(WB_HALF * N * M), .I_CAP(IB_HALF * N),
+            .LNM($clog2(N * M))) u_load (
+      .clk, .rst, .start(start_p), .abort(abort_p), .nblocks, .blk(l_blk),
+      .obound(t_obound[l_blk]),
+      .lvl({t_lvl[1][l_blk], t_lvl[0][l_blk]}),
+      .base({t_base[1][l_blk], t_base[0][l_blk]}), .len({t_len[1][l_blk], t_len[0][l_blk]}),
+      .n1({t_n1[1][l_blk], t_n1[0][l_blk]}), .s1({t_s1[1][l_blk], t_s1[0][l_blk]}),
+      .n2({t_n2[1][l_blk], t_n2[0][l_blk]}), .s2({t_s2[1][l_blk], t_s2[0][l_blk]}),
+      .n3({t_n3[1][l_blk], t_n3[0][l_blk]}), .s3({t_s3[1][l_blk], t_s3[0][l_blk]}),
+      .ds({t_ds[1][l_blk], t_ds[0][l_blk]}),
+      .rl_w(2'd2 - t_asel[l_blk]), .rl_i(2'd2 - t_wsel[l_blk]), .lr_i(5'(t_irows[l_blk])),
+      .w_freed, .i_freed, .w_loaded, .i_loaded,
+      .mem_rd_req_valid, .mem_rd_req_ready, .mem_rd_req_addr, .mem_rd_rsp_valid, .mem_rd_rsp_ready,
+      .ld_valid, .ld_tgt, .ld_half, .ld_q0, .ld_lo, .ld_n, .ld_rl, .ld_lr,
+      .finished(l_finished), .busy(l_busy), .wait_half(l_wait), .rd_beat, .rsp_bytes, .err(l_err));
+  assign mem_rd_req_id = 8'd0;
+
+  bf_store #(.M(M), .DB(DB), .OB_ENT(OB_ENT), .QSZ(QSZ)) u_store (
+      .clk, .rst, .start(start_p), .abort(abort_p), .dp_en,
+      .push(st_push), .push_half(st_push_half), .push_addr(st_push_addr), .push_blk(st_push_blk),
+      .blk(s_blk), .len(t_len[2][s_blk]), .n1(t_n1[2][s_blk]), .s1(t_s1[2][s_blk]),
+      .n2(t_n2[2][s_blk]), .s2(t_s2[2][s_blk]), .n3(t_n3[2][s_blk]), .s3(t_s3[2][s_blk]),
+      .entries(t_entries[s_blk]),
+      .osel(t_osel[s_blk]), .oshift(t_oshift[s_blk]), .osigned(t_osig[s_blk]),
+      .o_done, .o_stored, .idle(s_idle),
+      .st_rd, .st_half, .st_addr, .st_data,
+      .mem_wr_valid, .mem_wr_ready, .mem_wr_addr, .mem_wr_data, .mem_wr_strb,
+      .busy(s_busy), .wr_beat, .wr_bytes, .err(s_err));
+
+  bf_datapath #(.N(N), .M(M), .DB(DB), .WB_HALF(WB_HALF), .IB_HALF(IB_HALF), .OB_ENT(OB_ENT)) u_dp (
+      .clk, .rst, .dp_en, .cfg(t_fcfg[c_blk]), .rl_w(c_rl_w), .rl_i(c_rl_i),
+      .iss_valid, .iss_ai, .iss_aw, .iss_ao, .iss_hi, .iss_hw, .iss_ho, .iss_first, .iss_tile_last,
+      .tile_done,
+      .ld_valid, .ld_tgt, .ld_half, .ld_q0, .ld_lo, .ld_n, .ld_rl, .ld_lr, .ld_data(mem_rd_rsp_data),
+      .st_rd, .st_half, .st_addr, .st_data, .err(d_err));
+
+  // ---------------------------------------------------------------- run control and counters
+  wire all_done = c_finished && l_finished && s_idle && !st_push && (o_stored == o_pushed);
+  wire [7:0] any_err = (c_err != ERR_NONE) ? c_err : (l_err != ERR_NONE) ? l_err :
+                       (s_err != ERR_NONE) ? s_err : d_err;
+
+  always_ff @(posedge clk) begin
+    if (rst) begin
+      dp_en <= 1'b1;
+      run <= 1'b0;
+      done_r <= 1'b0;
+      err_code <= ERR_NONE;
+      o_done <= '0;
+      o_pushed <= '0;
+      for (int i = 0; i < NCNT; i++) cnt[i] <= '0;
+    end else begin
+      if (reg_wr_en && reg_addr == 16'd2) dp_en <= reg_wdata[0];
+      if (push_p && (run || nblocks >= 5'(MAXB))) err_code <= ERR_PROGRAM;
+      if (push_p && !run && !(instr[63:60] inside {OP_NOP, OP_SETUP, OP_LOOP, OP_BSTRIDE, OP_XFER, OP_END}))
+        err_code <= ERR_OPCODE;
+      if (clear_p) err_code <= ERR_NONE;
+      if (start_p) begin
+        run <= 1'b1;
+        done_r <= 1'b0;
+        o_done <= '0;
+        o_pushed <= '0;
+        for (int i = 0; i < NCNT; i++) cnt[i] <= '0;
+        if (nblocks == 5'd0) err_code <= ERR_PROGRAM;
+      end else if (run) begin
+        if (any_err != ERR_NONE && err_code == ERR_NONE) err_code <= any_err;
+        if (tile_done) o_done <= o_done + 32'd1;
+        if (st_push) o_pushed <= o_pushed + 32'd1;
+        cnt[CNT_TOTAL] <= cnt[CNT_TOTAL] + 64'd1;
+        if (iss_valid) begin
+          cnt[CNT_COMPUTE] <= cnt[CNT_COMPUTE] + 64'd1;
+          cnt[CNT_WBUF_RD] <= cnt[CNT_WBUF_RD] + 64'(N * M * 8) * (64'd1 << c_rl_w);
+          cnt[CNT_IBUF_RD] <= cnt[CNT_IBUF_RD] + 64'(N * 8) * (64'd1 << c_rl_i);
+          cnt[CNT_OBUF_WR] <= cnt[CNT_OBUF_WR] + 64'(M * 32);
+        end
+        if ((iss_valid && !iss_first) || st_rd) cnt[CNT_OBUF_RD] <= cnt[CNT_OBUF_RD] +
+            ((iss_valid && !iss_first && st_rd) ? 64'(2 * M * 32) : 64'(M * 32));
+        if (c_stall_in) cnt[CNT_STALL_IN] <= cnt[CNT_STALL_IN] + 64'd1;
+        if (c_stall_out) cnt[CNT_STALL_OUT] <= cnt[CNT_STALL_OUT] + 64'd1;
+        if (c_finished) cnt[CNT_TAIL] <= cnt[CNT_TAIL] + 64'd1;
+        if (l_busy) cnt[CNT_LOAD_BUSY] <= cnt[CNT_LOAD_BUSY] + 64'd1;
+        if (l_wait) cnt[CNT_LOAD_WAIT] <= cnt[CNT_LOAD_WAIT] + 64'd1;
+        if (s_busy) cnt[CNT_STORE_BUSY] <= cnt[CNT_STORE_BUSY] + 64'd1;
+        if (rd_beat) cnt[CNT_RD_BEATS] <= cnt[CNT_RD_BEATS] + 64'd1;
+        if (wr_beat) cnt[CNT_WR_BEATS] <= cnt[CNT_WR_BEATS] + 64'd1;
+        if (rsp_bytes != 0) begin
+          cnt[CNT_RD_BYTES] <= cnt[CNT_RD_BYTES] + 64'(rsp_bytes);
+          if (ld_tgt) cnt[CNT_IBUF_WR] <= cnt[CNT_IBUF_WR] + 64'(rsp_bytes) * 64'd8;
+          else cnt[CNT_WBUF_WR] <= cnt[CNT_WBUF_WR] + 64'(rsp_bytes) * 64'd8;
+        end
+        if (wr_bytes != 0) cnt[CNT_WR_BYTES] <= cnt[CNT_WR_BYTES] + 64'(wr_bytes);
+        cnt[CNT_TILES] <= 64'(o_stored);
+        if (all_done || any_err != ERR_NONE || err_code != ERR_NONE) begin
+          run <= 1'b0;
+          done_r <= 1'b1;
+        end
+      end
+    end
+  end
+endmodule
