@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,6 @@ from hil.rtl.verilator_build import HarnessSpec
 SV_DIR = Path(__file__).resolve().parent / "sv"
 SV_FILES = (
     "bismo_fifo.sv",
-    "bismo_bram.sv",
     "bismo_dpu.sv",
     "bismo_dpa.sv",
     "bismo_instr_reader.sv",
@@ -23,8 +23,23 @@ SV_FILES = (
     "bismo_top.sv",
 )
 MAIN_CPP = Path(__file__).resolve().parent / "harness_main.cpp"
-# Verilator's C++ of the popcount/accumulate path is faster with the popcnt instruction (x86-64-v2).
-CFLAGS = ("-CFLAGS", "-O3")
+
+
+def _cflags() -> tuple[str, ...]:
+    """C++ flags of the harness build (part of its cache key).
+
+    The DPU popcount compiles to one popcnt instruction per 64-bit lane where the CPU has it
+    (x86-64 needs -mpopcnt for that; elsewhere the compiler's default is used).
+    """
+    flags = ["-CFLAGS", "-O3"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+        if " popcnt" in cpuinfo:
+            flags += ["-CFLAGS", "-mpopcnt"]
+    return tuple(flags)
 
 
 def _pow2(x: int) -> bool:
@@ -59,8 +74,8 @@ class BismoConfig:
                 raise bad(f"{field}={v} must be a power of two")
         if not 1 <= self.dm <= 128 or not 1 <= self.dn <= 128:
             raise bad("dm and dn must be 1..128")
-        if self.dk < 32 or self.dram_bits < 32 or self.dram_bits > 4096:
-            raise bad("dk must be >= 32 and the DRAM port 32..4096 bits")
+        if self.dk < 64 or self.dram_bits < 32 or self.dram_bits > 4096:
+            raise bad("dk must be >= 64 and the DRAM port 32..4096 bits")
         if self.bm > 65536 or self.bn > 65536 or self.bm < 4 or self.bn < 4:
             raise bad("bm and bn must be 4..65536 words")
         if self.dram_bits > self.dk:
@@ -88,7 +103,7 @@ class BismoConfig:
 
     def harness_spec(self) -> HarnessSpec:
         return harness_spec(
-            "bismo", "bismo_top", [SV_DIR / f for f in SV_FILES], MAIN_CPP, self.rtl_parameters(), CFLAGS
+            "bismo", "bismo_top", [SV_DIR / f for f in SV_FILES], MAIN_CPP, self.rtl_parameters(), _cflags()
         )
 
     def dram(self) -> DramConfig:

@@ -6,6 +6,12 @@
 //
 // Explicit shift amounts (weight 2^(i+j) for bit planes i, j) rather than Horner form, so that a
 // dot product can be split over several K chunks and bit pairs in any order.
+//
+// The popcount is an adder tree over 64-bit lanes written in the classic SWAR form: pairwise sums
+// of bits, of 2-bit and of 4-bit fields, then the sum of the eight byte counts (the constant
+// multiply is that sum: synthesis turns it into shifted adds). Besides being a plain adder tree,
+// this form compiles to one popcnt instruction per lane in the Verilated C++, several times faster
+// than $countones there.
 module bismo_dpu #(
     parameter int DK = 256
 ) (
@@ -23,22 +29,35 @@ module bismo_dpu #(
     output logic [31:0]   res1
 );
   localparam int PW = $clog2(DK + 1);
+  localparam int LANES = DK / 64;  // DK is a multiple of 64
+
+  function automatic logic [6:0] pop64(input logic [63:0] x);
+    logic [63:0] v;
+    v = x - ((x >> 1) & 64'h5555_5555_5555_5555);
+    v = (v & 64'h3333_3333_3333_3333) + ((v >> 2) & 64'h3333_3333_3333_3333);
+    v = (v + (v >> 4)) & 64'h0f0f_0f0f_0f0f_0f0f;
+    v = v * 64'h0101_0101_0101_0101;
+    return v[62:56];
+  endfunction
+
   logic [PW-1:0] pc;
   logic [31:0] acc;
-  logic [31:0] term, nxt;
 
-  // term/nxt are per-cycle temporaries of the stage-2 arithmetic
+  // (the stage-2 sum is written out in full inside the enables so the simulator only computes it
+  // when the stage is active)
+  logic [PW-1:0] sum;  // per-cycle temporary of the lane adder
   /* verilator lint_off BLKSEQ */
   always_ff @(posedge clk) begin
-    if (en1) pc <= PW'($countones(a & b));
+    if (en1) begin
+      sum = '0;
+      for (int l = 0; l < LANES; l++) sum = sum + PW'(pop64(a[l*64+:64] & b[l*64+:64]));
+      pc <= sum;
+    end
     if (en2) begin
-      term = 32'(pc) << shift;
-      if (neg) term = -term;
-      nxt = (clr ? 32'd0 : acc) + term;
-      acc <= nxt;
+      acc <= (clr ? 32'd0 : acc) + (neg ? -(32'(pc) << shift) : 32'(pc) << shift);
       if (last) begin
-        if (slot) res1 <= nxt;
-        else res0 <= nxt;
+        if (slot) res1 <= (clr ? 32'd0 : acc) + (neg ? -(32'(pc) << shift) : 32'(pc) << shift);
+        else res0 <= (clr ? 32'd0 : acc) + (neg ? -(32'(pc) << shift) : 32'(pc) << shift);
       end
     end
   end

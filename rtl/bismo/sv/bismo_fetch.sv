@@ -9,6 +9,8 @@
 // The incoming word stream is dealt round-robin over the side's buffers: word t goes to buffer
 // t mod D at address base + t div D (D = DM or DN). With DW >= DK a beat carries DW/DK words for
 // as many consecutive buffers (written in parallel); with DW < DK, DK/DW beats make one word.
+// The buffers take their data straight from the DRAM beat (slice i mod (DW/DK) for buffer i) or,
+// when DW < DK, from `word`; this module decides which buffers write where.
 // Requests for the next instruction are issued while the previous one's data is still arriving
 // (descriptors of instructions in flight wait in a small queue); an instruction with zero beats
 // only signals, once everything before it has landed.
@@ -38,10 +40,9 @@ module bismo_fetch #(
     input  logic [DW-1:0]          rsp_data,
     output logic [DM-1:0]          lwe,
     output logic [LAW-1:0]         lwaddr,
-    output logic [DM-1:0][DK-1:0]  lwdata,
     output logic [DN-1:0]          rwe,
     output logic [RAW-1:0]         rwaddr,
-    output logic [DN-1:0][DK-1:0]  rwdata,
+    output logic [DK-1:0]          word,  // DW < DK: the gathered word for the enabled buffer
     output logic                   idle,
     output logic                   tok_stall
 );
@@ -130,17 +131,14 @@ module bismo_fetch #(
   assign idle = !ract && d_count == 0;
 
   logic word_done;  // a whole buffer word arrives this cycle
-  logic [DK-1:0] word;
   if (WIDE) begin : g_wide
     assign word_done = rsp_valid;
-    assign word = rsp_data[DK-1:0];
+    assign word = '0;
     for (genvar i = 0; i < DM; i++) begin : g_l
       assign lwe[i] = rsp_valid && !d_side && 32'(bidx) / R == i / R;
-      assign lwdata[i] = rsp_data[(i%R)*DK+:DK];
     end
     for (genvar j = 0; j < DN; j++) begin : g_r
       assign rwe[j] = rsp_valid && d_side && 32'(bidx) / R == j / R;
-      assign rwdata[j] = rsp_data[(j%R)*DK+:DK];
     end
   end else begin : g_gather
     localparam int GW = $clog2(G);
@@ -157,11 +155,9 @@ module bismo_fetch #(
     end
     for (genvar i = 0; i < DM; i++) begin : g_l
       assign lwe[i] = word_done && !d_side && 32'(bidx) == i;
-      assign lwdata[i] = word;
     end
     for (genvar j = 0; j < DN; j++) begin : g_r
       assign rwe[j] = word_done && d_side && 32'(bidx) == j;
-      assign rwdata[j] = word;
     end
   end
 

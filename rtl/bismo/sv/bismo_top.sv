@@ -76,7 +76,7 @@ module bismo_top #(
     if (reg_addr >= 16'd32 && reg_addr < 16'(32 + 2 * NCNT)) begin
       reg_rdata = reg_addr[0] ? cnt[cnt_sel][63:32] : cnt[cnt_sel][31:0];
     end else begin
-      unique case (reg_addr)
+      case (reg_addr)
         16'd0: reg_rdata = 32'h4253_4D4F;  // "BSMO"
         16'd2: reg_rdata = {30'd0, running, done};
         16'd4: reg_rdata = DM;
@@ -98,7 +98,7 @@ module bismo_top #(
 
   always_ff @(posedge clk) begin
     if (reg_wr_en) begin
-      unique case (reg_addr)
+      case (reg_addr)
         16'd16: desc_base[0] <= reg_wdata;
         16'd17: desc_count[0] <= reg_wdata;
         16'd18: desc_base[1] <= reg_wdata;
@@ -142,10 +142,9 @@ module bismo_top #(
   logic [31:0] f_addr;
   logic [DM-1:0] lwe;
   logic [LAW-1:0] lwaddr;
-  logic [DM-1:0][DK-1:0] lwdata;
   logic [DN-1:0] rwe;
   logic [RAW-1:0] rwaddr;
-  logic [DN-1:0][DK-1:0] rwdata;
+  logic [DK-1:0] f_word;
   wire f_rsp = mem_rd_rsp_valid && mem_rd_rsp_id == 8'd0;
 
   bismo_fetch #(.DM(DM), .DN(DN), .DK(DK), .DW(DW), .LAW(LAW), .RAW(RAW)) u_fetch (
@@ -155,7 +154,7 @@ module bismo_top #(
       .fill_l_send(tok_send[0]), .fill_r_send(tok_send[1]),
       .req_valid(f_req), .req_grant(f_grant), .req_addr(f_addr),
       .rsp_valid(f_rsp), .rsp_data(mem_rd_rsp_data),
-      .lwe(lwe), .lwaddr(lwaddr), .lwdata(lwdata), .rwe(rwe), .rwaddr(rwaddr), .rwdata(rwdata),
+      .lwe(lwe), .lwaddr(lwaddr), .rwe(rwe), .rwaddr(rwaddr), .word(f_word),
       .idle(f_idle), .tok_stall(f_tok)
   );
 
@@ -186,22 +185,33 @@ module bismo_top #(
   assign mem_rd_rsp_ready = 1'b1;  // every requester reserved room for its answers
 
   // ---------------- buffers ----------------
+  // DM LHS and DN RHS memories of BM (BN) words of DK bits: one write (fetch) and one registered
+  // read (execute) per cycle each. Written out here rather than as instances so that each write
+  // takes its data straight from the DRAM beat.
+  localparam bit WIDE = DW >= DK;
+  localparam int R = WIDE ? DW / DK : 1;
   logic iss_valid;
   logic [LAW-1:0] laddr;
   logic [RAW-1:0] raddr;
   logic [DM-1:0][DK-1:0] lrdata;
   logic [DN-1:0][DK-1:0] rrdata;
   for (genvar i = 0; i < DM; i++) begin : g_lhs
-    bismo_bram #(.W(DK), .DEPTH(BM)) u_mem (
-        .clk(clk), .we(lwe[i]), .waddr(lwaddr), .wdata(lwdata[i]),
-        .re(iss_valid), .raddr(laddr), .rdata(lrdata[i])
-    );
+    logic [DK-1:0] mem[BM];
+    if (WIDE) begin : g_wr
+      always_ff @(posedge clk) if (lwe[i]) mem[lwaddr] <= mem_rd_rsp_data[(i%R)*DK+:DK];
+    end else begin : g_wr
+      always_ff @(posedge clk) if (lwe[i]) mem[lwaddr] <= f_word;
+    end
+    always_ff @(posedge clk) if (iss_valid) lrdata[i] <= mem[laddr];
   end
   for (genvar j = 0; j < DN; j++) begin : g_rhs
-    bismo_bram #(.W(DK), .DEPTH(BN)) u_mem (
-        .clk(clk), .we(rwe[j]), .waddr(rwaddr), .wdata(rwdata[j]),
-        .re(iss_valid), .raddr(raddr), .rdata(rrdata[j])
-    );
+    logic [DK-1:0] mem[BN];
+    if (WIDE) begin : g_wr
+      always_ff @(posedge clk) if (rwe[j]) mem[rwaddr] <= mem_rd_rsp_data[(j%R)*DK+:DK];
+    end else begin : g_wr
+      always_ff @(posedge clk) if (rwe[j]) mem[rwaddr] <= f_word;
+    end
+    always_ff @(posedge clk) if (iss_valid) rrdata[j] <= mem[raddr];
   end
 
   // ---------------- execute + DPA ----------------
