@@ -8,6 +8,7 @@ counters, except energy, which is a model over those counters (hil.rtl.bismo.ene
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,12 +57,41 @@ def _align(x: int) -> int:
 
 
 @dataclass(frozen=True)
-class _Gemm:
+class GemmOperands:
     m: int
     k: int
     n: int
     lhs: np.ndarray | None = None  # M x K
     rhs_t: np.ndarray | None = None  # N x K (A transposed)
+
+
+@dataclass
+class RunPlan:
+    """One run: what to write where, which registers to set, where the results land."""
+
+    gemms: list[GemmOperands]
+    wbits: int
+    abits: int
+    jobs: list[GemmJob]
+    prog: Program
+    images: list[tuple[int, np.ndarray]]  # (DRAM byte address, uint8 image)
+    streams: list[tuple[int, int]]  # (base, instruction count): fetch, execute, result
+    results: list[tuple[int, int, int, int, int]]  # (address, padded rows, padded cols, M, N)
+
+    def register_writes(self) -> list[tuple[int, int]]:
+        """Stream descriptors, then start."""
+        writes = []
+        for i, (base, count) in enumerate(self.streams):
+            writes += [(REG_STREAMS + 2 * i, base), (REG_STREAMS + 2 * i + 1, count)]
+        return [*writes, (REG_CTRL, 1)]
+
+    def outputs(self, read_mem: Callable[[int, int], np.ndarray]) -> list[np.ndarray]:
+        """The M x N int products, read back with `read_mem(address, nbytes)`."""
+        outs = []
+        for addr, mpad, npad, m, n in self.results:
+            raw = np.asarray(read_mem(addr, mpad * npad * 4), dtype=np.uint8)
+            outs.append(raw.view("<i4").reshape(mpad, npad)[:m, :n].astype(np.int64))
+        return outs
 
 
 class BismoAccelerator:
@@ -123,7 +153,7 @@ class BismoAccelerator:
         self._check_bits(wbits, abits)
         check_range(w, wbits, wsigned, "weights")
         check_range(a, abits, asigned, "activations")
-        g = _Gemm(w.shape[0], w.shape[1], a.shape[1], w.astype(np.int64), a.T.astype(np.int64))
+        g = GemmOperands(w.shape[0], w.shape[1], a.shape[1], w.astype(np.int64), a.T.astype(np.int64))
         outs, res = self._run([g], wbits, abits, wsigned, asigned, with_data=True)
         return outs[0], res
 
@@ -133,14 +163,14 @@ class BismoAccelerator:
         if min(m, k, n) < 1:
             raise ConfigError(f"gemm shape M={m} K={k} N={n} must be positive")
         self._check_bits(wbits, abits)
-        _, res = self._run([_Gemm(m, k, n)], wbits, abits, wsigned, asigned, with_data=False)
+        _, res = self._run([GemmOperands(m, k, n)], wbits, abits, wsigned, asigned, with_data=False)
         return res
 
     def layer(self, layer: QuantLayer, batch: int) -> SimResult:
         """Counters of one layer (operands are not loaded: cycle counts don't depend on values)."""
         self._check_bits(layer.wbits, layer.abits, layer.name)
         geo = L.geometry(layer, batch)
-        gemms = [_Gemm(m, k, n) for m, k, n in L.gemm_shapes(geo, self.cfg.dm, self.cfg.dk)]
+        gemms = [GemmOperands(m, k, n) for m, k, n in L.gemm_shapes(geo, self.cfg.dm, self.cfg.dk)]
         _, res = self._run(gemms, layer.wbits, layer.abits, layer.wsigned, layer.asigned, with_data=False)
         res.extra["layer"] = layer.key
         res.extra["batch"] = batch
@@ -153,7 +183,7 @@ class BismoAccelerator:
         check_range(np.asarray(wt), layer.wbits, layer.wsigned, f"layer {layer.name!r} weights")
         check_range(np.asarray(x), layer.abits, layer.asigned, f"layer {layer.name!r} activations")
         ops = L.gemm_operands(np.asarray(x), np.asarray(wt), geo, self.cfg.dm, self.cfg.dk)
-        gemms = [_Gemm(lhs.shape[0], lhs.shape[1], rhs.shape[0], lhs, rhs) for lhs, rhs in ops]
+        gemms = [GemmOperands(lhs.shape[0], lhs.shape[1], rhs.shape[0], lhs, rhs) for lhs, rhs in ops]
         outs, res = self._run(gemms, layer.wbits, layer.abits, layer.wsigned, layer.asigned, with_data=True)
         res.extra["layer"] = layer.key
         return L.assemble_output(outs, geo), res
@@ -167,55 +197,20 @@ class BismoAccelerator:
                 )
 
     def _run(
-        self, gemms: list[_Gemm], wbits: int, abits: int, wsigned: bool, asigned: bool, *, with_data: bool
+        self, gemms: list[GemmOperands], wbits: int, abits: int, wsigned: bool, asigned: bool, *, with_data: bool
     ) -> tuple[list[np.ndarray], SimResult]:
-        cfg = self.cfg
-        jobs: list[GemmJob] = []
-        images: list[tuple[int, np.ndarray]] = []
-        results: list[tuple[int, int, int, int, int]] = []  # addr, mpad, npad, m, n
-        addr = 0
-        for g in gemms:
-            mt, nt, kw = ceil_div(g.m, cfg.dm), ceil_div(g.n, cfg.dn), ceil_div(g.k, cfg.dk)
-            lhs_addr = addr
-            addr = _align(addr + operand_bytes(g.m, g.k, wbits, cfg.dm, cfg.dk))
-            rhs_addr = addr
-            addr = _align(addr + operand_bytes(g.n, g.k, abits, cfg.dn, cfg.dk))
-            res_addr, npad = addr, nt * cfg.dn
-            addr = _align(addr + mt * cfg.dm * npad * 4)
-            jobs.append(GemmJob(mt, nt, kw, wbits, abits, wsigned, asigned, lhs_addr, rhs_addr, res_addr, npad * 4))
-            results.append((res_addr, mt * cfg.dm, npad, g.m, g.n))
-            if with_data:
-                assert g.lhs is not None and g.rhs_t is not None
-                images.append((lhs_addr, pack_operand(g.lhs, wbits, cfg.dm, cfg.dk)))
-                images.append((rhs_addr, pack_operand(g.rhs_t, abits, cfg.dn, cfg.dk)))
-        prog = schedule(cfg, jobs)
-        streams = []
-        for arr in (prog.fetch, prog.execute, prog.result):
-            streams.append((addr, len(arr)))
-            images.append((addr, arr.reshape(-1).view(np.uint8)))
-            addr = _align(addr + len(arr) * INSTR_BYTES)
-        if addr > cfg.dram_size:
-            raise ConfigError(
-                f"{cfg.name}: this work needs {addr:,} bytes of accelerator DRAM, the model has {cfg.dram_size:,}; "
-                "split the batch"
-            )
-        for a, img in images:
+        plan = plan_run(self.cfg, gemms, wbits, abits, wsigned, asigned, with_data=with_data)
+        for a, img in plan.images:
             self.regs.write_mem(a, img)
-        for i, (base, count) in enumerate(streams):
-            self.regs.write_reg(REG_STREAMS + 2 * i, base)
-            self.regs.write_reg(REG_STREAMS + 2 * i + 1, count)
-        self.regs.write_reg(REG_CTRL, 1)
-        self.regs.run_until_done(self.max_cycles or self._cycle_bound(jobs, prog))
+        for reg, value in plan.register_writes():
+            self.regs.write_reg(reg, value)
+        self.regs.run_until_done(self.max_cycles or self._cycle_bound(plan.jobs, plan.prog))
         status = self.regs.read_reg(REG_STATUS)
         if not status & 1:
             raise DeviceError(self.name, f"run ended without done (status 0x{status:x})")
         counters = self._counters()
-        outs: list[np.ndarray] = []
-        if with_data:
-            for res_addr, mpad, npad, m, n in results:
-                raw = self.regs.read_mem(res_addr, mpad * npad * 4)
-                outs.append(raw.view("<i4").reshape(mpad, npad)[:m, :n].astype(np.int64))
-        return outs, self._result(counters, jobs, prog, gemms, wbits, abits)
+        outs = plan.outputs(self.regs.read_mem) if with_data else []
+        return outs, run_result(self.cfg, counters, plan)
 
     def _cycle_bound(self, jobs: list[GemmJob], prog: Program) -> int:
         cfg = self.cfg
@@ -231,44 +226,89 @@ class BismoAccelerator:
         vals = batch(idx) if batch else [self.regs.read_reg(i) for i in idx]
         return {name: vals[2 * i] | (vals[2 * i + 1] << 32) for i, name in enumerate(COUNTERS)}
 
-    def _result(
-        self, c: dict[str, int], jobs: list[GemmJob], prog: Program, gemms: list[_Gemm], wbits: int, abits: int
-    ) -> SimResult:
-        cfg = self.cfg
-        total = max(c["total"], 1)
-        rd_bytes = c["dram_read_beats"] * cfg.beat_bytes
-        wr_bytes = c["dram_write_bytes"]
-        parts = self.energy_model.breakdown_pj(
-            dm=cfg.dm, dn=cfg.dn, dk=cfg.dk, array_cycles=c["exec_busy"],
-            lhs_words_written=c["lhs_words_written"], rhs_words_written=c["rhs_words_written"],
-            result_tiles=c["result_tiles"], dram_read_bytes=rd_bytes, dram_write_bytes=wr_bytes,
+
+def plan_run(
+    cfg: BismoConfig,
+    gemms: list[GemmOperands],
+    wbits: int,
+    abits: int,
+    wsigned: bool,
+    asigned: bool,
+    *,
+    with_data: bool,
+) -> RunPlan:
+    """DRAM images, instruction streams and result locations of one run (no hardware access)."""
+    jobs: list[GemmJob] = []
+    images: list[tuple[int, np.ndarray]] = []
+    results: list[tuple[int, int, int, int, int]] = []
+    addr = 0
+    for g in gemms:
+        mt, nt, kw = ceil_div(g.m, cfg.dm), ceil_div(g.n, cfg.dn), ceil_div(g.k, cfg.dk)
+        lhs_addr = addr
+        addr = _align(addr + operand_bytes(g.m, g.k, wbits, cfg.dm, cfg.dk))
+        rhs_addr = addr
+        addr = _align(addr + operand_bytes(g.n, g.k, abits, cfg.dn, cfg.dk))
+        res_addr, npad = addr, nt * cfg.dn
+        addr = _align(addr + mt * cfg.dm * npad * 4)
+        jobs.append(GemmJob(mt, nt, kw, wbits, abits, wsigned, asigned, lhs_addr, rhs_addr, res_addr, npad * 4))
+        results.append((res_addr, mt * cfg.dm, npad, g.m, g.n))
+        if with_data:
+            if g.lhs is None or g.rhs_t is None:
+                raise ValueError("plan(with_data=True) needs operand values")
+            images.append((lhs_addr, pack_operand(g.lhs, wbits, cfg.dm, cfg.dk)))
+            images.append((rhs_addr, pack_operand(g.rhs_t, abits, cfg.dn, cfg.dk)))
+    prog = schedule(cfg, jobs)
+    streams = []
+    for arr in (prog.fetch, prog.execute, prog.result):
+        streams.append((addr, len(arr)))
+        images.append((addr, arr.reshape(-1).view(np.uint8)))
+        addr = _align(addr + len(arr) * INSTR_BYTES)
+    if addr > cfg.dram_size:
+        raise ConfigError(
+            f"{cfg.name}: this work needs {addr:,} bytes of accelerator DRAM, the model has {cfg.dram_size:,}; "
+            "split the batch"
         )
-        formula = sum(j.mt * j.nt * j.kw * j.wbits * j.abits for j in jobs)
-        return SimResult(
-            cycles=c["total"],
-            compute_cycles=c["exec_busy"],
-            latency_ms=c["total"] / (cfg.clock_mhz * 1e3),
-            energy_uj=sum(parts.values()) * 1e-6,
-            dram_bytes=rd_bytes + wr_bytes,
-            stage_cycles=dict(c),
-            utilization={
-                "array": c["exec_busy"] / total,
-                "fetch": c["fetch_busy"] / total,
-                "execute": c["exec_busy"] / total,
-                "result": c["result_busy"] / total,
-                "dram": (rd_bytes + wr_bytes) / (total * cfg.dram_bytes_per_cycle),
-            },
-            extra={
-                "config": cfg.name,
-                "gemms": [[g.m, g.k, g.n] for g in gemms],
-                "bits": [wbits, abits],
-                "formula_compute_cycles": formula,
-                "binary_ops": 2 * sum(g.m * g.k * g.n for g in gemms) * wbits * abits,
-                "dram_read_bytes": rd_bytes,
-                "dram_write_bytes": wr_bytes,
-                "instruction_read_bytes": c["instruction_read_beats"] * cfg.beat_bytes,
-                "energy_breakdown_uj": {k: v * 1e-6 for k, v in parts.items()},
-                "energy_model": self.energy_model.label,
-                **prog.info(),
-            },
-        )
+    return RunPlan(gemms, wbits, abits, jobs, prog, images, streams, results)
+
+
+def run_result(cfg: BismoConfig, c: dict[str, int], plan: RunPlan) -> SimResult:
+    """SimResult of a finished run from its counters (energy from the model over them)."""
+    jobs, prog, gemms, wbits, abits = plan.jobs, plan.prog, plan.gemms, plan.wbits, plan.abits
+    energy_model = BismoEnergyModel.for_array(cfg.dm, cfg.dn, cfg.dk)
+    total = max(c["total"], 1)
+    rd_bytes = c["dram_read_beats"] * cfg.beat_bytes
+    wr_bytes = c["dram_write_bytes"]
+    parts = energy_model.breakdown_pj(
+        dm=cfg.dm, dn=cfg.dn, dk=cfg.dk, array_cycles=c["exec_busy"],
+        lhs_words_written=c["lhs_words_written"], rhs_words_written=c["rhs_words_written"],
+        result_tiles=c["result_tiles"], dram_read_bytes=rd_bytes, dram_write_bytes=wr_bytes,
+    )
+    formula = sum(j.mt * j.nt * j.kw * j.wbits * j.abits for j in jobs)
+    return SimResult(
+        cycles=c["total"],
+        compute_cycles=c["exec_busy"],
+        latency_ms=c["total"] / (cfg.clock_mhz * 1e3),
+        energy_uj=sum(parts.values()) * 1e-6,
+        dram_bytes=rd_bytes + wr_bytes,
+        stage_cycles=dict(c),
+        utilization={
+            "array": c["exec_busy"] / total,
+            "fetch": c["fetch_busy"] / total,
+            "execute": c["exec_busy"] / total,
+            "result": c["result_busy"] / total,
+            "dram": (rd_bytes + wr_bytes) / (total * cfg.dram_bytes_per_cycle),
+        },
+        extra={
+            "config": cfg.name,
+            "gemms": [[g.m, g.k, g.n] for g in gemms],
+            "bits": [wbits, abits],
+            "formula_compute_cycles": formula,
+            "binary_ops": 2 * sum(g.m * g.k * g.n for g in gemms) * wbits * abits,
+            "dram_read_bytes": rd_bytes,
+            "dram_write_bytes": wr_bytes,
+            "instruction_read_bytes": c["instruction_read_beats"] * cfg.beat_bytes,
+            "energy_breakdown_uj": {k: v * 1e-6 for k, v in parts.items()},
+            "energy_model": energy_model.label,
+            **prog.info(),
+        },
+    )
