@@ -14,6 +14,7 @@ from typing import Any
 from hil.errors import ConfigError
 from hil.rtl.accelerator import Accelerator
 from hil.rtl.bismo.config import BismoConfig
+from hil.rtl.bitfusion.config import BitFusionConfig
 
 BISMO_PRESETS: dict[str, BismoConfig] = {
     # HW2: BISMO on the Zynq-7020 (PYNQ-Z1): 8x8x256 at 200 MHz, bm=bn=1024, 4 x 64-bit DRAM ports
@@ -30,14 +31,19 @@ BISMO_PRESETS: dict[str, BismoConfig] = {
     ),
 }
 
-# --- Bit Fusion presets: the Bit Fusion engineer adds `bitfusion-spatial` (HW1) here. ----------
-# BITFUSION_PRESETS: dict[str, ...] = {"bitfusion-spatial": ...}
-# and a branch in make_accelerator() below.
-# ----------------------------------------------------------------------------------------------
+BITFUSION_PRESETS: dict[str, BitFusionConfig] = {
+    # HW1: Bit Fusion, spatial: 16 x 32 fusion units at 500 MHz, WBUF/IBUF/OBUF 64/32/16 KiB (double
+    # buffered), a 192-bit DRAM interface (24 bytes/cycle); HAQ's batch 16. DRAM latency 32 cycles is
+    # an assumption of the harness model (docs/RTL_BITFUSION.md).
+    "bitfusion-spatial": BitFusionConfig(
+        name="bitfusion-spatial", rows=16, cols=32, wbuf_bytes=64 * 1024, ibuf_bytes=32 * 1024,
+        obuf_bytes=16 * 1024, dram_bits=192, dram_latency=32, clock_mhz=500.0, batch=16,
+    ),
+}
 
 
 def preset_names() -> list[str]:
-    return sorted(BISMO_PRESETS)
+    return sorted([*BISMO_PRESETS, *BITFUSION_PRESETS])
 
 
 def make_accelerator(name: str, **kwargs: Any) -> Accelerator:
@@ -46,4 +52,8 @@ def make_accelerator(name: str, **kwargs: Any) -> Accelerator:
         from hil.rtl.bismo.driver import BismoAccelerator
 
         return BismoAccelerator(BISMO_PRESETS[name], **kwargs)
+    if name in BITFUSION_PRESETS:
+        from hil.rtl.bitfusion.driver import BitFusionAccelerator
+
+        return BitFusionAccelerator(BITFUSION_PRESETS[name], **kwargs)
     raise ConfigError(f"unknown accelerator configuration {name!r} (known: {', '.join(preset_names())})")

@@ -397,23 +397,34 @@ class _Builder:
         return out
 
     def estimate(self, blocks: list[Block]) -> dict[str, float]:
-        """Cycles ~ max(compute, DRAM beats) + first load + last store (the ACCELERATORS.md form)."""
-        db = self.cfg.beat_bytes
-        compute = beats = 0.0
+        """Cycles ~ sum over steps of max(compute, DRAM beats + latency) + first load + last store.
+
+        With double buffering a step's loads must finish, latency included, while the previous
+        step computes, so small tiles pay the DRAM latency on every step.
+        """
+        db, lat = self.cfg.beat_bytes, self.cfg.dram_latency
+        compute = beats = total = 0.0
         first = last = 0.0
         for blk in blocks:
-            compute += blk.compute_cycles()
+            steps = blk.steps()
+            per_step = blk.cycles_per_step()
+            compute += steps * per_step
             bounds = [lp.bound for lp in blk.outer]
+            blk_beats = 0.0
+            fires_total = 0
             for xf in (blk.ld_w, blk.ld_i, blk.st):
                 fires = math.prod(bounds[: xf.level]) if xf.level else 1
-                per = xf.bursts * (math.ceil(xf.length / db) + (0.5 if xf.length % db else 0.0)) + 3
-                beats += fires * per
+                per = xf.bursts * (math.ceil(xf.length / db) + (0.5 if xf.length % db else 0.0)) + 2
+                blk_beats += fires * per
+                fires_total += fires
                 if xf is blk.st:
                     last = per
                 elif blk is blocks[0]:
                     first += per
-        lat = self.cfg.dram_latency
-        return {"compute": compute, "beats": beats, "total": max(compute, beats) + first + lat + last}
+            beats += blk_beats
+            mem_step = blk_beats / steps + lat * min(1.0, fires_total / steps)
+            total += steps * max(per_step, mem_step)
+        return {"compute": compute, "beats": beats, "total": total + first + lat + last}
 
 
 def plan_conv(

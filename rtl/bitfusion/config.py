@@ -84,6 +84,3 @@ class BitFusionConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-SPATIAL = BitFusionConfig()  # HAQ's HW1: 16x32 fusion units, 500 MHz, 64/32/16 KiB, 192 b/cycle, batch 16

@@ -1,7 +1,7 @@
 // Compute controller: walks each block's loop nest (NO outer tile levels, NI inner levels) and
 // issues one array cycle per innermost iteration. Buffer addresses are sum(index * stride) over
 // all levels. A step (one point of the outer nest) may start only when its WBUF / IBUF versions
-// are loaded and its OBUF half is free; steps follow each other without a bubble.
+// are loaded and its OBUF half is free; steps and blocks follow each other without a bubble.
 //
 // Transfer firing rule, shared with the load engine: a LD with level L fires on the first step of
 // a block and whenever an outer level < L advanced (L = 0: once per block); the ST with level L
@@ -16,18 +16,8 @@ module bf_compute #(
     input  logic start,
     input  logic abort,
     input  logic [4:0] nblocks,
-    output logic [3:0] blk,
-    // the current block's descriptor
-    input  logic [bf_pkg::NO-1:0][15:0] obound,
-    input  logic [bf_pkg::NO-1:0]       ored,
-    input  logic [bf_pkg::NI-1:0][15:0] ibound,
-    input  logic [bf_pkg::NI-1:0]       ired,
-    input  logic [bf_pkg::NO-1:0][31:0] so_i, so_w, so_o,
-    input  logic [bf_pkg::NI-1:0][31:0] si_i, si_w, si_o,
-    input  logic [2:0] lvl_w, lvl_i, lvl_o,
-    input  logic [31:0] st_base,
-    input  logic [bf_pkg::NO-1:0][31:0] st_ds,
-    input  logic [1:0] rl_w, rl_i,
+    input  bf_pkg::block_t tbl[bf_pkg::MAXB],
+    output bf_pkg::block_t cur,   // the block being computed (its mode drives the datapath)
     // synchronization
     input  logic [31:0] w_loaded, i_loaded, o_stored,
     output logic [31:0] w_freed, i_freed,
@@ -42,17 +32,21 @@ module bf_compute #(
     output logic [31:0] st_addr,
     output logic [3:0]  st_blk,
     // status
-    output logic running,
     output logic finished,
     output logic stall_in,
     output logic stall_out,
     output logic [7:0] err
 );
+  /*verilator inline_module*/
   import bf_pkg::*;
 
+  logic running;
+  logic [3:0] blk;
   logic [15:0] oidx[NO];
   logic [15:0] iidx[NI];
   logic [31:0] v_w, v_i, v_o;
+  wire [1:0] rl_w = 2'd2 - cur.a_sel;  // weight word bytes = 8 / abits'
+  wire [1:0] rl_i = 2'd2 - cur.w_sel;  // activation word bytes = 8 / wbits'
 
   // --- combinational view of the current position ---
   logic in_ok, out_ok, step_end, block_end, any_zero_bound;
@@ -67,28 +61,28 @@ module bf_compute #(
     ai = '0;
     aw = '0;
     ao = '0;
-    oaddr_st = st_base;
+    oaddr_st = cur.xf[2].base;
     first = 1'b1;
     any_zero_bound = 1'b0;
     for (int o = 0; o < NO; o++) begin
-      ai = ai + 32'(oidx[o]) * so_i[o];
-      aw = aw + 32'(oidx[o]) * so_w[o];
-      ao = ao + 32'(oidx[o]) * so_o[o];
-      oaddr_st = oaddr_st + 32'(oidx[o]) * st_ds[o];
-      if (ored[o] && oidx[o] != 16'd0) first = 1'b0;
-      if (obound[o] == 16'd0) any_zero_bound = 1'b1;
+      ai = ai + 32'(oidx[o]) * cur.so[0][o];
+      aw = aw + 32'(oidx[o]) * cur.so[1][o];
+      ao = ao + 32'(oidx[o]) * cur.so[2][o];
+      oaddr_st = oaddr_st + 32'(oidx[o]) * cur.xf[2].ds[o];
+      if (cur.ored[o] && oidx[o] != 16'd0) first = 1'b0;
+      if (cur.obound[o] == 16'd0) any_zero_bound = 1'b1;
     end
     for (int j = 0; j < NI; j++) begin
-      ai = ai + 32'(iidx[j]) * si_i[j];
-      aw = aw + 32'(iidx[j]) * si_w[j];
-      ao = ao + 32'(iidx[j]) * si_o[j];
-      if (ired[j] && iidx[j] != 16'd0) first = 1'b0;
-      if (ibound[j] == 16'd0) any_zero_bound = 1'b1;
+      ai = ai + 32'(iidx[j]) * cur.si[0][j];
+      aw = aw + 32'(iidx[j]) * cur.si[1][j];
+      ao = ao + 32'(iidx[j]) * cur.si[2][j];
+      if (cur.ired[j] && iidx[j] != 16'd0) first = 1'b0;
+      if (cur.ibound[j] == 16'd0) any_zero_bound = 1'b1;
     end
     ji = -1;
-    for (int j = 0; j < NI; j++) if (iidx[j] != ibound[j] - 16'd1) ji = j;
+    for (int j = 0; j < NI; j++) if (iidx[j] != cur.ibound[j] - 16'd1) ji = j;
     d = -1;
-    for (int o = 0; o < NO; o++) if (oidx[o] != obound[o] - 16'd1) d = o;
+    for (int o = 0; o < NO; o++) if (oidx[o] != cur.obound[o] - 16'd1) d = o;
     step_end = (ji < 0);
     block_end = step_end && (d < 0);
   end
@@ -102,10 +96,16 @@ module bf_compute #(
   assign iss_hw = v_w[0];
   assign iss_ho = v_o[0];
   assign iss_first = first;
-  wire st_fire = step_end && (block_end || d < int'(lvl_o));
+  wire st_fire = step_end && (block_end || d < int'(cur.xf[2].lvl));
   assign iss_tile_last = st_fire;
   assign stall_in = go && !in_ok;
   assign stall_out = go && in_ok && !out_ok;
+
+  // the next block's descriptor, latched as the block starts (its own always_ff: no shadow copy)
+  always_ff @(posedge clk) begin
+    if (start) cur <= tbl[0];
+    else if (iss_valid && block_end) cur <= tbl[blk+4'd1];
+  end
 
   always_ff @(posedge clk) begin
     if (rst || abort) begin
@@ -142,8 +142,8 @@ module bf_compute #(
         end else begin
           logic fw, fi;
           for (int j = 0; j < NI; j++) iidx[j] <= '0;
-          fw = block_end || d < int'(lvl_w);
-          fi = block_end || d < int'(lvl_i);
+          fw = block_end || d < int'(cur.xf[0].lvl);
+          fi = block_end || d < int'(cur.xf[1].lvl);
           if (fw) begin
             w_freed <= w_freed + 32'd1;
             v_w <= v_w + 32'd1;

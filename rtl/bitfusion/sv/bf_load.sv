@@ -18,14 +18,7 @@ module bf_load #(
     input  logic start,
     input  logic abort,
     input  logic [4:0] nblocks,
-    output logic [3:0] blk,
-    // the current block's descriptor; index 0 = LD WBUF, 1 = LD IBUF
-    input  logic [bf_pkg::NO-1:0][15:0] obound,
-    input  logic [1:0][2:0]  lvl,
-    input  logic [1:0][31:0] base, len, n1, s1, n2, s2, n3, s3,
-    input  logic [1:0][bf_pkg::NO-1:0][31:0] ds,
-    input  logic [1:0] rl_w, rl_i,
-    input  logic [4:0] lr_i,       // log2 of the IBUF rows an activation word spans
+    input  bf_pkg::block_t tbl[bf_pkg::MAXB],
     // synchronization
     input  logic [31:0] w_freed, i_freed,
     output logic [31:0] w_loaded, i_loaded,
@@ -52,7 +45,14 @@ module bf_load #(
     output logic [5:0] rsp_bytes,  // valid bytes delivered this cycle
     output logic [7:0] err
 );
+  /*verilator inline_module*/
   import bf_pkg::*;
+
+  block_t cur;  // the block whose transfers are being issued
+  logic [3:0] blk;
+  wire [1:0] rl_w = 2'd2 - cur.a_sel;
+  wire [1:0] rl_i = 2'd2 - cur.w_sel;
+  wire [4:0] lr_i = 5'(cur.irows);
 
   typedef enum logic [2:0] {S_IDLE, S_XFER, S_BURST, S_NEXT, S_DONE} state_t;
   state_t st;
@@ -82,7 +82,7 @@ module bf_load #(
   int d_next;  // outer level that advances after this step, -1 at the end of the block
   always_comb begin
     d_next = -1;
-    for (int o = 0; o < NO; o++) if (oidx[o] != obound[o] - 16'd1) d_next = o;
+    for (int o = 0; o < NO; o++) if (oidx[o] != cur.obound[o] - 16'd1) d_next = o;
   end
 
   wire xt = fire[0] ? 1'b0 : 1'b1;  // next transfer to fire
@@ -97,12 +97,18 @@ module bf_load #(
   assign w_loaded = loaded[0];
   assign i_loaded = loaded[1];
 
+  // the next block's descriptor (its own always_ff: no shadow copy)
+  always_ff @(posedge clk) begin
+    if (start) cur <= tbl[0];
+    else if (st == S_NEXT && d_next < 0 && 5'(blk) + 5'd1 != nblocks) cur <= tbl[blk+4'd1];
+  end
+
   // Beat range of burst (j3, j2, j1) of transfer t.
   task automatic setup_burst(input logic t, input logic [31:0] xb, input logic [31:0] j3,
                              input logic [31:0] j2, input logic [31:0] j1);
     logic [31:0] a, e;
-    a = xb + j3 * s3[t] + j2 * s2[t] + j1 * s1[t];
-    e = a + len[t] - 32'd1;
+    a = xb + j3 * cur.xf[t].s3 + j2 * cur.xf[t].s2 + j1 * cur.xf[t].s1;
+    e = a + cur.xf[t].len - 32'd1;
     ba <= (a / DB) * DB;
     be <= (e / DB) * DB;
     lo0 <= 6'(a % DB);
@@ -135,10 +141,10 @@ module bf_load #(
               st <= S_NEXT;
             end else if (half_free) begin
               logic [31:0] b, tot;
-              b = base[xt];
-              for (int o = 0; o < NO; o++) b = b + 32'(oidx[o]) * ds[xt][o];
-              tot = len[xt] * n1[xt] * n2[xt] * n3[xt];
-              if (len[xt] == 0 || n1[xt] == 0 || n2[xt] == 0 || n3[xt] == 0 ||
+              b = cur.xf[xt].base;
+              for (int o = 0; o < NO; o++) b = b + 32'(oidx[o]) * cur.xf[xt].ds[o];
+              tot = cur.xf[xt].len * cur.xf[xt].n1 * cur.xf[xt].n2 * cur.xf[xt].n3;
+              if (cur.xf[xt].len == 0 || cur.xf[xt].n1 == 0 || cur.xf[xt].n2 == 0 || cur.xf[xt].n3 == 0 ||
                   tot > (xt ? 32'(I_CAP) : 32'(W_CAP))) begin
                 err <= xt ? ERR_IBUF : ERR_WBUF;
                 st <= S_DONE;
@@ -157,8 +163,8 @@ module bf_load #(
             if (rd_beat) begin
               logic last_beat, last_burst;
               last_beat = (ba == be);
-              last_burst = last_beat && (i1 == n1[tgt] - 32'd1) && (i2 == n2[tgt] - 32'd1) &&
-                           (i3 == n3[tgt] - 32'd1);
+              last_burst = last_beat && (i1 == cur.xf[tgt].n1 - 32'd1) && (i2 == cur.xf[tgt].n2 - 32'd1) &&
+                           (i3 == cur.xf[tgt].n3 - 32'd1);
               q_tgt[q_wp[QA-1:0]] <= tgt;
               q_lo[q_wp[QA-1:0]] <= fb ? lo0 : 6'd0;
               q_hi[q_wp[QA-1:0]] <= last_beat ? hi_l : 6'(DB);
@@ -173,10 +179,10 @@ module bf_load #(
                 issued[tgt] <= issued[tgt] + 32'd1;
                 fire[tgt] <= 1'b0;
                 st <= S_XFER;
-              end else if (i1 != n1[tgt] - 32'd1) begin
+              end else if (i1 != cur.xf[tgt].n1 - 32'd1) begin
                 i1 <= i1 + 32'd1;
                 setup_burst(tgt, xbase, i3, i2, i1 + 32'd1);
-              end else if (i2 != n2[tgt] - 32'd1) begin
+              end else if (i2 != cur.xf[tgt].n2 - 32'd1) begin
                 i1 <= '0;
                 i2 <= i2 + 32'd1;
                 setup_burst(tgt, xbase, i3, i2 + 32'd1, 32'd0);
@@ -202,8 +208,8 @@ module bf_load #(
               for (int o = 0; o < NO; o++)
                 if (o == d_next) oidx[o] <= oidx[o] + 16'd1;
                 else if (o > d_next) oidx[o] <= '0;
-              fire[0] <= d_next < int'(lvl[0]);
-              fire[1] <= d_next < int'(lvl[1]);
+              fire[0] <= d_next < int'(cur.xf[0].lvl);
+              fire[1] <= d_next < int'(cur.xf[1].lvl);
               st <= S_XFER;
             end
           end

@@ -57,6 +57,34 @@ package bf_pkg;
     logic [15:0][2:0] sh;     // the product's weight is 4^sh
   } fuse_cfg_t;
 
+  // One transfer of a block: n3 x n2 x n1 bursts of `len` bytes at
+  // base + sum(outer index * ds) + i3*s3 + i2*s2 + i1*s1; `lvl`: fires when an outer level < lvl
+  // advances.
+  typedef struct packed {
+    logic [31:0] base, len, n1, s1, n2, s2, n3, s3;
+    logic [2:0] lvl;
+    logic [NO-1:0][31:0] ds;
+  } xfer_t;
+
+  // One decoded block (a loop nest and its transfers).
+  typedef struct packed {
+    logic [1:0] a_sel, w_sel;
+    logic a_signed, w_signed;
+    logic [2:0] o_sel;
+    logic o_signed;
+    logic [4:0] o_shift;
+    logic [3:0] irows;               // log2 of the IBUF rows an activation word spans
+    fuse_cfg_t fcfg;                 // derived from the widths at decode time
+    logic [NO-1:0][15:0] obound;
+    logic [NO-1:0] ored;
+    logic [NI-1:0][15:0] ibound;
+    logic [NI-1:0] ired;
+    logic [2:0][NO-1:0][31:0] so;    // buffer address strides, outer levels: [0 IBUF, 1 WBUF, 2 OBUF]
+    logic [2:0][NI-1:0][31:0] si;    // ... inner levels
+    xfer_t [2:0] xf;                 // [0 LD WBUF, 1 LD IBUF, 2 ST OBUF]
+    logic [31:0] entries;            // ST: OBUF entries per tile
+  } block_t;
+
   // Operand width select: 0 -> 2 bits, 1 -> 4 bits, 2 -> 8 bits (1..8-bit operands are mapped
   // onto the next of these by the driver).
   function automatic fuse_cfg_t fuse_config(logic [1:0] a_sel, logic [1:0] w_sel, logic a_signed,
@@ -78,6 +106,38 @@ package bf_pkg;
       c.sh[b] = 3'(ia + iw);
     end
     return c;
+  endfunction
+
+  // All 36 fusion configurations, indexed {a_sel, w_sel, a_signed, w_signed} (a constant table, so
+  // decoding SETUP is a lookup).
+  function automatic fuse_cfg_t [35:0] fuse_table();
+    fuse_cfg_t [35:0] t;
+    for (int a = 0; a < 3; a++)
+      for (int w = 0; w < 3; w++)
+        for (int sa = 0; sa < 2; sa++)
+          for (int sw = 0; sw < 2; sw++)
+            t[((a * 3 + w) * 2 + sa) * 2 + sw] = fuse_config(2'(a), 2'(w), 1'(sa), 1'(sw));
+    return t;
+  endfunction
+  localparam fuse_cfg_t [35:0] FUSE_TABLE = fuse_table();
+
+  function automatic block_t block_default(logic [3:0] irows);
+    block_t b;
+    b = '0;
+    b.a_sel = 2'd2;
+    b.w_sel = 2'd2;
+    b.o_sel = 3'd4;
+    b.o_signed = 1'b1;
+    b.irows = irows;
+    b.fcfg = fuse_config(2'd2, 2'd2, 1'b0, 1'b0);
+    for (int o = 0; o < NO; o++) b.obound[o] = 16'd1;
+    for (int j = 0; j < NI; j++) b.ibound[j] = 16'd1;
+    for (int x = 0; x < 3; x++) begin
+      b.xf[x].n1 = 32'd1;
+      b.xf[x].n2 = 32'd1;
+      b.xf[x].n3 = 32'd1;
+    end
+    return b;
   endfunction
 
   // BitBrick: 2b x 2b with a sign-extension input per operand, i.e. the product of two 3-bit

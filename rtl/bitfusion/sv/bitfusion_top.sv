@@ -110,125 +110,86 @@ module bitfusion_top #(
   end
 
   // ---------------------------------------------------------------- block table (decoded ISA)
-  logic [1:0] t_asel[MAXB], t_wsel[MAXB];
-  logic t_asig[MAXB], t_wsig[MAXB];
-  logic [2:0] t_osel[MAXB];
-  logic t_osig[MAXB];
-  logic [4:0] t_oshift[MAXB];
-  logic [3:0] t_irows[MAXB];  // log2 of the IBUF rows an activation word spans
-  fuse_cfg_t t_fcfg[MAXB];
-  logic [NO-1:0][15:0] t_obound[MAXB];
-  logic [NO-1:0] t_ored[MAXB];
-  logic [NI-1:0][15:0] t_ibound[MAXB];
-  logic [NI-1:0] t_ired[MAXB];
-  logic [NO-1:0][31:0] t_so[3][MAXB];  // buffer strides of the outer levels: IBUF, WBUF, OBUF
-  logic [NI-1:0][31:0] t_si[3][MAXB];  // ... of the inner levels
-  // transfers: 0 LD WBUF, 1 LD IBUF, 2 ST OBUF
-  logic [31:0] t_base[3][MAXB], t_len[3][MAXB], t_n1[3][MAXB], t_s1[3][MAXB];
-  logic [31:0] t_n2[3][MAXB], t_s2[3][MAXB], t_n3[3][MAXB], t_s3[3][MAXB];
-  logic [2:0] t_lvl[3][MAXB];
-  logic [NO-1:0][31:0] t_ds[3][MAXB];
-  logic [31:0] t_entries[MAXB];
+  // Instructions are decoded into a staging block; BLOCK_END copies it into the table. (Each wide
+  // register is written from one always_ff of its own, which keeps Verilator free of shadow copies.)
+  block_t stg;
+  block_t tbl[MAXB];
+  localparam block_t BLOCK_DEFAULT = block_default(4'($clog2(N)));
+  wire decode = push_p && !run && nblocks < 5'(MAXB);
+  wire end_p = decode && instr[63:60] == OP_END;
+
+  always_ff @(posedge clk) if (end_p) tbl[nblocks[3:0]] <= stg;
 
   always_ff @(posedge clk) begin
-    if (rst || clear_p) begin
-      nblocks <= '0;
-      for (int b = 0; b < MAXB; b++) begin
-        t_asel[b] <= 2'd2;
-        t_wsel[b] <= 2'd2;
-        t_asig[b] <= 1'b0;
-        t_wsig[b] <= 1'b0;
-        t_osel[b] <= 3'd4;
-        t_osig[b] <= 1'b1;
-        t_oshift[b] <= '0;
-        t_irows[b] <= 4'($clog2(N));
-        t_fcfg[b] <= fuse_config(2'd2, 2'd2, 1'b0, 1'b0);
-        for (int o = 0; o < NO; o++) t_obound[b][o] <= 16'd1;
-        for (int j = 0; j < NI; j++) t_ibound[b][j] <= 16'd1;
-        t_ored[b] <= '0;
-        t_ired[b] <= '0;
-        t_entries[b] <= '0;
-        for (int x = 0; x < 3; x++) begin
-          t_so[x][b] <= '0;
-          t_si[x][b] <= '0;
-          t_ds[x][b] <= '0;
-          t_base[x][b] <= '0;
-          t_len[x][b] <= '0;
-          t_n1[x][b] <= 32'd1;
-          t_s1[x][b] <= '0;
-          t_n2[x][b] <= 32'd1;
-          t_s2[x][b] <= '0;
-          t_n3[x][b] <= 32'd1;
-          t_s3[x][b] <= '0;
-          t_lvl[x][b] <= '0;
+    if (rst || clear_p) nblocks <= '0;
+    else if (end_p) nblocks <= nblocks + 5'd1;
+    if (reg_wr_en && reg_addr == 16'd4) instr_lo <= reg_wdata;
+  end
+
+  always_ff @(posedge clk) begin
+    if (rst || clear_p || end_p) begin
+      stg <= BLOCK_DEFAULT;
+    end else if (decode) begin
+      logic [1:0] x, xx;
+      logic [2:0] lv;
+      x = instr[55:54];
+      xx = instr[57:56];
+      lv = instr[58:56];
+      case (instr[63:60])
+        OP_SETUP: begin
+          stg.a_sel <= instr[1:0];
+          stg.w_sel <= instr[3:2];
+          stg.a_signed <= instr[4];
+          stg.w_signed <= instr[5];
+          stg.o_sel <= instr[8:6];
+          stg.o_signed <= instr[9];
+          stg.o_shift <= instr[14:10];
+          stg.irows <= instr[18:15];
+          stg.fcfg <= FUSE_TABLE[((32'(instr[1:0]) * 3 + 32'(instr[3:2])) * 2 + 32'(instr[4])) * 2 +
+                                 32'(instr[5])];
         end
-      end
-    end else begin
-      if (reg_wr_en && reg_addr == 16'd4) instr_lo <= reg_wdata;
-      if (push_p && !run && nblocks < 5'(MAXB)) begin
-        logic [3:0] b;
-        logic [1:0] x, xx;
-        logic [2:0] lv;
-        b = nblocks[3:0];
-        x = instr[55:54];
-        xx = instr[57:56];
-        lv = instr[58:56];
-        case (instr[63:60])
-          OP_SETUP: begin
-            t_asel[b] <= instr[1:0];
-            t_wsel[b] <= instr[3:2];
-            t_asig[b] <= instr[4];
-            t_wsig[b] <= instr[5];
-            t_osel[b] <= instr[8:6];
-            t_osig[b] <= instr[9];
-            t_oshift[b] <= instr[14:10];
-            t_irows[b] <= instr[18:15];
-            t_fcfg[b] <= fuse_config(instr[1:0], instr[3:2], instr[4], instr[5]);
+        OP_LOOP: begin
+          if (instr[59]) begin
+            stg.ibound[lv] <= instr[15:0];
+            stg.ired[lv] <= instr[55];
+          end else begin
+            stg.obound[lv] <= instr[15:0];
+            stg.ored[lv] <= instr[55];
           end
-          OP_LOOP: begin
-            if (instr[59]) begin
-              t_ibound[b][lv] <= instr[15:0];
-              t_ired[b][lv] <= instr[55];
-            end else begin
-              t_obound[b][lv] <= instr[15:0];
-              t_ored[b][lv] <= instr[55];
-            end
-          end
-          OP_BSTRIDE: begin
-            if (instr[59]) t_si[x][b][lv] <= instr[31:0];
-            else t_so[x][b][lv] <= instr[31:0];
-          end
-          OP_XFER: begin
-            case (instr[54:50])
-              XF_BASE: t_base[xx][b] <= instr[31:0];
-              XF_LEN: t_len[xx][b] <= instr[31:0];
-              XF_N1: t_n1[xx][b] <= instr[31:0];
-              XF_S1: t_s1[xx][b] <= instr[31:0];
-              XF_N2: t_n2[xx][b] <= instr[31:0];
-              XF_S2: t_s2[xx][b] <= instr[31:0];
-              XF_N3: t_n3[xx][b] <= instr[31:0];
-              XF_S3: t_s3[xx][b] <= instr[31:0];
-              XF_LEVEL: t_lvl[xx][b] <= instr[2:0];
-              XF_ENTRIES: t_entries[b] <= instr[31:0];
-              default: if (instr[54]) t_ds[xx][b][instr[52:50]] <= instr[31:0];
-            endcase
-          end
-          OP_END: nblocks <= nblocks + 5'd1;
-          default: ;
-        endcase
-      end
+        end
+        OP_BSTRIDE: begin
+          if (instr[59]) stg.si[x][lv] <= instr[31:0];
+          else stg.so[x][lv] <= instr[31:0];
+        end
+        OP_XFER: begin
+          case (instr[54:50])
+            XF_BASE: stg.xf[xx].base <= instr[31:0];
+            XF_LEN: stg.xf[xx].len <= instr[31:0];
+            XF_N1: stg.xf[xx].n1 <= instr[31:0];
+            XF_S1: stg.xf[xx].s1 <= instr[31:0];
+            XF_N2: stg.xf[xx].n2 <= instr[31:0];
+            XF_S2: stg.xf[xx].s2 <= instr[31:0];
+            XF_N3: stg.xf[xx].n3 <= instr[31:0];
+            XF_S3: stg.xf[xx].s3 <= instr[31:0];
+            XF_LEVEL: stg.xf[xx].lvl <= instr[2:0];
+            XF_ENTRIES: stg.entries <= instr[31:0];
+            default: if (instr[54]) stg.xf[xx].ds[instr[52:50]] <= instr[31:0];
+          endcase
+        end
+        default: ;
+      endcase
     end
   end
 
   // ---------------------------------------------------------------- engines
-  logic [3:0] c_blk, l_blk, s_blk;
+  block_t c_cur;
   logic [31:0] w_loaded, i_loaded, w_freed, i_freed, o_stored, o_done, o_pushed;
   logic iss_valid, iss_hi, iss_hw, iss_ho, iss_first, iss_tile_last, tile_done;
   logic [31:0] iss_ai, iss_aw, iss_ao;
   logic st_push, st_push_half;
   logic [31:0] st_push_addr;
   logic [3:0] st_push_blk;
-  logic c_running, c_finished, c_stall_in, c_stall_out;
+  logic c_finished, c_stall_in, c_stall_out;
   logic l_finished, l_busy, l_wait, rd_beat;
   logic [5:0] rsp_bytes, wr_bytes;
   logic s_busy, s_idle, wr_beat;
@@ -242,33 +203,19 @@ module bitfusion_top #(
   logic [31:0] st_addr;
   logic [M-1:0][31:0] st_data;
 
-  wire [1:0] c_rl_w = 2'd2 - t_asel[c_blk];  // weight word bytes = 8 / abits'
-  wire [1:0] c_rl_i = 2'd2 - t_wsel[c_blk];  // activation word bytes = 8 / wbits'
+  wire [1:0] c_rl_w = 2'd2 - c_cur.a_sel;  // weight word bytes = 8 / abits'
+  wire [1:0] c_rl_i = 2'd2 - c_cur.w_sel;  // activation word bytes = 8 / wbits'
 
   bf_compute #(.IB_HALF(IB_HALF), .WB_HALF(WB_HALF), .OB_ENT(OB_ENT)) u_compute (
-      .clk, .rst, .start(start_p), .abort(abort_p), .nblocks, .blk(c_blk),
-      .obound(t_obound[c_blk]), .ored(t_ored[c_blk]), .ibound(t_ibound[c_blk]), .ired(t_ired[c_blk]),
-      .so_i(t_so[0][c_blk]), .so_w(t_so[1][c_blk]), .so_o(t_so[2][c_blk]),
-      .si_i(t_si[0][c_blk]), .si_w(t_si[1][c_blk]), .si_o(t_si[2][c_blk]),
-      .lvl_w(t_lvl[0][c_blk]), .lvl_i(t_lvl[1][c_blk]), .lvl_o(t_lvl[2][c_blk]),
-      .st_base(t_base[2][c_blk]), .st_ds(t_ds[2][c_blk]), .rl_w(c_rl_w), .rl_i(c_rl_i),
+      .clk, .rst, .start(start_p), .abort(abort_p), .nblocks, .tbl, .cur(c_cur),
       .w_loaded, .i_loaded, .o_stored, .w_freed, .i_freed,
       .iss_valid, .iss_ai, .iss_aw, .iss_ao, .iss_hi, .iss_hw, .iss_ho, .iss_first, .iss_tile_last,
       .st_push, .st_half(st_push_half), .st_addr(st_push_addr), .st_blk(st_push_blk),
-      .running(c_running), .finished(c_finished), .stall_in(c_stall_in), .stall_out(c_stall_out),
-      .err(c_err));
+      .finished(c_finished), .stall_in(c_stall_in), .stall_out(c_stall_out), .err(c_err));
 
   bf_load #(.DB(DB), .RDQ(RDQ), .W_CAP(WB_HALF * N * M), .I_CAP(IB_HALF * N),
             .LNM($clog2(N * M))) u_load (
-      .clk, .rst, .start(start_p), .abort(abort_p), .nblocks, .blk(l_blk),
-      .obound(t_obound[l_blk]),
-      .lvl({t_lvl[1][l_blk], t_lvl[0][l_blk]}),
-      .base({t_base[1][l_blk], t_base[0][l_blk]}), .len({t_len[1][l_blk], t_len[0][l_blk]}),
-      .n1({t_n1[1][l_blk], t_n1[0][l_blk]}), .s1({t_s1[1][l_blk], t_s1[0][l_blk]}),
-      .n2({t_n2[1][l_blk], t_n2[0][l_blk]}), .s2({t_s2[1][l_blk], t_s2[0][l_blk]}),
-      .n3({t_n3[1][l_blk], t_n3[0][l_blk]}), .s3({t_s3[1][l_blk], t_s3[0][l_blk]}),
-      .ds({t_ds[1][l_blk], t_ds[0][l_blk]}),
-      .rl_w(2'd2 - t_asel[l_blk]), .rl_i(2'd2 - t_wsel[l_blk]), .lr_i(5'(t_irows[l_blk])),
+      .clk, .rst, .start(start_p), .abort(abort_p), .nblocks, .tbl,
       .w_freed, .i_freed, .w_loaded, .i_loaded,
       .mem_rd_req_valid, .mem_rd_req_ready, .mem_rd_req_addr, .mem_rd_rsp_valid, .mem_rd_rsp_ready,
       .ld_valid, .ld_tgt, .ld_half, .ld_q0, .ld_lo, .ld_n, .ld_rl, .ld_lr,
@@ -276,19 +223,15 @@ module bitfusion_top #(
   assign mem_rd_req_id = 8'd0;
 
   bf_store #(.M(M), .DB(DB), .OB_ENT(OB_ENT), .QSZ(QSZ)) u_store (
-      .clk, .rst, .start(start_p), .abort(abort_p), .dp_en,
+      .clk, .rst, .start(start_p), .abort(abort_p), .dp_en, .tbl,
       .push(st_push), .push_half(st_push_half), .push_addr(st_push_addr), .push_blk(st_push_blk),
-      .blk(s_blk), .len(t_len[2][s_blk]), .n1(t_n1[2][s_blk]), .s1(t_s1[2][s_blk]),
-      .n2(t_n2[2][s_blk]), .s2(t_s2[2][s_blk]), .n3(t_n3[2][s_blk]), .s3(t_s3[2][s_blk]),
-      .entries(t_entries[s_blk]),
-      .osel(t_osel[s_blk]), .oshift(t_oshift[s_blk]), .osigned(t_osig[s_blk]),
       .o_done, .o_stored, .idle(s_idle),
       .st_rd, .st_half, .st_addr, .st_data,
       .mem_wr_valid, .mem_wr_ready, .mem_wr_addr, .mem_wr_data, .mem_wr_strb,
       .busy(s_busy), .wr_beat, .wr_bytes, .err(s_err));
 
   bf_datapath #(.N(N), .M(M), .DB(DB), .WB_HALF(WB_HALF), .IB_HALF(IB_HALF), .OB_ENT(OB_ENT)) u_dp (
-      .clk, .rst, .dp_en, .cfg(t_fcfg[c_blk]), .rl_w(c_rl_w), .rl_i(c_rl_i),
+      .clk, .rst, .dp_en, .cfg(c_cur.fcfg), .rl_w(c_rl_w), .rl_i(c_rl_i),
       .iss_valid, .iss_ai, .iss_aw, .iss_ao, .iss_hi, .iss_hw, .iss_ho, .iss_first, .iss_tile_last,
       .tile_done,
       .ld_valid, .ld_tgt, .ld_half, .ld_q0, .ld_lo, .ld_n, .ld_rl, .ld_lr, .ld_data(mem_rd_rsp_data),

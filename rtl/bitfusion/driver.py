@@ -1,0 +1,332 @@
+"""Register-level driver of the Bit Fusion RTL: the `Accelerator` for bitfusion-* configurations.
+
+It talks only to a `RegisterInterface` (register writes / reads, DRAM images, run until done), so
+the same code drives the native Verilator harness and, given a PYNQ implementation of the
+interface, a board. Every count in a SimResult is read from the RTL's own counters; the energy is
+the counter-based model of hil.rtl.bitfusion.energy.
+
+Timing runs (`time_gemm`, `layer`) clear CONFIG.DP_EN: the datapath is isolated (no buffer writes,
+no array evaluation) while the controller, DRAM traffic and counters run unchanged, so the counts
+equal those of a run with data (tested) and the simulation is much faster.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from hil.errors import ConfigError, DeviceError
+from hil.rtl.accelerator import SimResult
+from hil.rtl.bitfusion import compiler as bc
+from hil.rtl.bitfusion import energy, isa
+from hil.rtl.bitfusion.config import BitFusionConfig
+from hil.rtl.interface import RegisterInterface
+from hil.workload import QuantLayer
+
+
+def check_range(x: np.ndarray, bits: int, signed: bool, what: str) -> None:
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if x.size and (x.min() < lo or x.max() > hi):
+        kind = "signed" if signed else "unsigned"
+        raise ConfigError(f"{what}: values outside the {bits}-bit {kind} range [{lo}, {hi}]")
+
+
+def _pad_for(h: int, w: int, ho: int, wo: int, k: int, s: int, name: str) -> int:
+    """'same' padding ((k-1)/2 zeros) when it gives the layer's output size, else none."""
+    for pad in ((k - 1) // 2, 0):
+        if (h + 2 * pad - k) // s + 1 == ho and (w + 2 * pad - k) // s + 1 == wo:
+            return pad
+    raise ConfigError(f"layer {name!r}: output {ho}x{wo} does not follow from input {h}x{w}, kernel {k}, stride {s}")
+
+
+class BitFusionAccelerator:
+    """`hil.rtl.accelerator.Accelerator` on the Bit Fusion RTL."""
+
+    supported_bits = bc.SUPPORTED_BITS
+
+    def __init__(self, cfg: BitFusionConfig, regs: RegisterInterface | None = None, max_cycles: int | None = None):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.clock_mhz = cfg.clock_mhz
+        self.max_cycles = max_cycles
+        self._describe: dict[str, Any] = {}
+        if regs is None:
+            regs = self._start_harness()
+        self.regs = regs
+        self._check_hardware()
+
+    # ------------------------------------------------------------------ setup
+    def _start_harness(self) -> RegisterInterface:
+        from hil.rtl.bitfusion import harness
+        from hil.rtl.sim_harness import DramConfig, SimHarness
+        from hil.rtl.verilator_build import build_harness, verilator_version
+
+        spec = harness.spec(self.cfg)
+        exe = build_harness(spec)
+        self._describe = {"rtl_hash": spec.digest(), "verilator": verilator_version(), "substrate": "verilator"}
+        dram = DramConfig(
+            bytes_per_cycle=self.cfg.bytes_per_cycle,
+            latency=self.cfg.dram_latency,
+            size=self.cfg.mem_bytes,
+            max_outstanding=max(256, self.cfg.read_queue),
+        )
+        return SimHarness(exe, dram, name=self.cfg.name)
+
+    def _check_hardware(self) -> None:
+        ident = self.regs.read_reg(isa.REG_ID)
+        if ident != isa.ID_VALUE:
+            raise DeviceError(self.name, f"register 0 reads 0x{ident:08x}, not the Bit Fusion id 0x{isa.ID_VALUE:08x}")
+        c = self.cfg
+        want = {
+            "rows/cols": ((c.cols << 16) | c.rows, isa.REG_NM),
+            "DRAM beat bytes": (c.beat_bytes, isa.REG_BEAT),
+            "WBUF bytes": (c.wbuf_bytes, isa.REG_WBUF),
+            "IBUF bytes": (c.ibuf_bytes, isa.REG_IBUF),
+            "OBUF bytes": (c.obuf_bytes, isa.REG_OBUF),
+        }
+        for field, (value, reg) in want.items():
+            got = self.regs.read_reg(reg)
+            if got != value:
+                raise DeviceError(self.name, f"the hardware has {field} = {got}, the configuration says {value}")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "accelerator": "bitfusion",
+            **self.cfg.to_json(),
+            "mapping": "direct conv loop nest (im2col on the host when cheaper, i.e. first layers); depthwise in "
+            "groups of M channels with block-diagonal weights; tiling = lowest estimated cycles",
+            "energy_model": energy.constants_json(),
+            **self._describe,
+        }
+
+    def close(self) -> None:
+        self.regs.close()
+
+    # ------------------------------------------------------------------ Accelerator API
+    def gemm(
+        self, w: np.ndarray, a: np.ndarray, wbits: int, abits: int, wsigned: bool, asigned: bool
+    ) -> tuple[np.ndarray, SimResult]:
+        """W (M x K) times A (K x N) on the array (as an FC layer of batch N); exact int64 product."""
+        w, a = np.asarray(w), np.asarray(a)
+        if w.ndim != 2 or a.ndim != 2 or w.shape[1] != a.shape[0] or min(*w.shape, a.shape[1]) < 1:
+            raise ConfigError(f"gemm: W {w.shape} and A {a.shape} are not an M x K times K x N product")
+        prec = bc.Precision(abits, wbits, asigned, wsigned)
+        check_range(w, wbits, wsigned, "gemm weights")
+        check_range(a, abits, asigned, "gemm activations")
+        m, k = w.shape
+        n = a.shape[1]
+        prob = bc.ConvProblem(n, 1, 1, k, 1, 1, 1, 1, m)
+        plan = bc.plan_conv(self.cfg, prec, prob)
+        x = a.T.reshape(n, 1, 1, k).astype(np.int64)
+        out, res = self._run(plan, x, w.reshape(m, k, 1, 1).astype(np.int64), "gemm")
+        return out.reshape(n, m).T.copy(), res
+
+    def time_gemm(
+        self, m: int, k: int, n: int, wbits: int, abits: int, wsigned: bool = True, asigned: bool = False
+    ) -> SimResult:
+        if min(m, k, n) < 1:
+            raise ConfigError(f"gemm shape M={m} K={k} N={n} must be positive")
+        prec = bc.Precision(abits, wbits, asigned, wsigned)
+        plan = bc.plan_conv(self.cfg, prec, bc.ConvProblem(n, 1, 1, k, 1, 1, 1, 1, m))
+        _, res = self._run(plan, None, None, "gemm")
+        return res
+
+    def layer(self, layer: QuantLayer, batch: int) -> SimResult:
+        """Counters of one layer with batch (timing run: operand values don't change cycle counts)."""
+        plan = self.plan_layer(layer, batch)
+        _, res = self._run(plan, None, None, self._mapping(layer, plan))
+        res.extra.update(layer=layer.key, batch=batch)
+        return res
+
+    def run_layer(self, layer: QuantLayer, x: np.ndarray, wt: np.ndarray) -> tuple[np.ndarray, SimResult]:
+        """A layer on data: activations (B, H, W, C_in), weights (C_out, k, k, C_in / groups).
+
+        Returns the int32 accumulators (B, H_out, W_out, C_out) -- no requantization -- and the counters.
+        """
+        x, wt = np.asarray(x), np.asarray(wt)
+        if x.ndim != 4:
+            raise ConfigError(f"layer {layer.name!r}: activations must be (batch, H, W, C), got {x.shape}")
+        plan = self.plan_layer(layer, int(x.shape[0]), obits=32)
+        check_range(x, layer.abits, layer.asigned, f"layer {layer.name!r} activations")
+        check_range(wt, layer.wbits, layer.wsigned, f"layer {layer.name!r} weights")
+        k = int(layer.kernel)
+        h, w, cin = (int(v) for v in layer.input)
+        ho, wo, cout = (int(v) for v in layer.output)
+        if x.shape[1:] != (h, w, cin):
+            raise ConfigError(f"layer {layer.name!r}: activations {x.shape[1:]} are not {(h, w, cin)}")
+        depthwise = plan.problem.depthwise
+        want_w = (cout, k, k, 1 if depthwise else cin)
+        if wt.shape != want_w:
+            raise ConfigError(f"layer {layer.name!r}: weights {wt.shape} are not {want_w}")
+        pad = _pad_for(h, w, ho, wo, k, int(layer.stride), layer.name)
+        xp = np.pad(x.astype(np.int64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        wk = wt.astype(np.int64).transpose(0, 3, 1, 2)  # (Cout, Cin/g, k, k)
+        if depthwise:
+            xin, win = xp, wk[:, 0]
+        elif plan.problem.kernel == 1 and k > 1:  # im2col on the host
+            xin = _im2col(xp, k, int(layer.stride), ho, wo)
+            win = wk.transpose(0, 2, 3, 1).reshape(cout, k * k * cin, 1, 1)
+        else:
+            xin, win = xp, wk
+        out, res = self._run(plan, xin, win, self._mapping(layer, plan))
+        res.extra["layer"] = layer.key
+        return out, res
+
+    # ------------------------------------------------------------------ mapping
+    def plan_layer(self, layer: QuantLayer, batch: int, obits: int | None = None) -> bc.Plan:
+        """The problem, tiling and block program of a layer (outputs at the activation lane width)."""
+        if batch < 1:
+            raise ConfigError(f"layer {layer.name!r}: batch must be >= 1, got {batch}")
+        if len(layer.input) != 3 or len(layer.output) != 3:
+            raise ConfigError(f"layer {layer.name!r}: input and output must be H x W x C")
+        prec = bc.Precision(layer.abits, layer.wbits, layer.asigned, layer.wsigned)
+        h, w, cin = (int(v) for v in layer.input)
+        ho, wo, cout = (int(v) for v in layer.output)
+        k, s, g = int(layer.kernel), int(layer.stride), int(layer.groups)
+        if min(h, w, cin, ho, wo, cout, k, s) < 1:
+            raise ConfigError(f"layer {layer.name!r}: sizes must be positive")
+        if g == 1:
+            depthwise = False
+        elif g == cin == cout:
+            depthwise = True
+        else:
+            raise ConfigError(
+                f"layer {layer.name!r}: groups={g} is neither a full conv (1) nor depthwise (= C_in = C_out)"
+            )
+        pad = _pad_for(h, w, ho, wo, k, s, layer.name)
+        direct = bc.ConvProblem(batch, h + 2 * pad, w + 2 * pad, cin, ho, wo, k, s, cout, depthwise)
+        n, m, pf = self.cfg.rows, self.cfg.cols, prec.pf
+        prob = direct
+        im2col = bc.im2col_compute_cycles(batch, ho, wo, k, cin, cout, n, m, pf)
+        if not depthwise and k > 1 and im2col < bc.conv_compute_cycles(batch, ho, wo, k, cin, cout, n, m, pf):
+            prob = bc.ConvProblem(batch, ho, wo, k * k * cin, ho, wo, 1, 1, cout)
+        # outputs leave at the activation lane width (the next layer's input), int32 on request
+        out_bits = obits if obits is not None else prec.a_lane
+        try:
+            return bc.plan_conv(self.cfg, prec, prob, obits=out_bits, o_signed=prec.asigned or obits == 32)
+        except bc.LayerFitError as e:
+            raise bc.LayerFitError(f"layer {layer.name!r}: {e}") from None
+
+    def _mapping(self, layer: QuantLayer, plan: bc.Plan) -> str:
+        if plan.problem.depthwise:
+            return "depthwise"
+        if plan.problem.kernel == 1 and int(layer.kernel) > 1:
+            return "conv-im2col"
+        if tuple(layer.input[:2]) == (1, 1) and tuple(layer.output[:2]) == (1, 1):
+            return "fc"
+        return "conv"
+
+    # ------------------------------------------------------------------ execution
+    def _run(
+        self, plan: bc.Plan, x: np.ndarray | None, w: np.ndarray | None, mapping: str
+    ) -> tuple[np.ndarray | None, SimResult]:
+        regs = self.regs
+        writes = isa.program_register_writes(plan.blocks)
+        with_data = x is not None
+        if with_data:
+            assert w is not None
+            regs.write_mem(plan.w_base, bc.weight_image(plan, w))
+            regs.write_mem(plan.i_base, bc.activation_image(plan, x))
+        writes += [(isa.REG_CONFIG, 1 if with_data else 0), (isa.REG_CTRL, isa.CTRL_START)]
+        batch = getattr(regs, "write_regs", None)  # one round trip on the simulator
+        if batch:
+            batch(writes)
+        else:
+            for reg, val in writes:
+                regs.write_reg(reg, val)
+        regs.run_until_done(self.max_cycles or self._cycle_bound(plan))
+        status = regs.read_reg(isa.REG_STATUS)
+        if status & 4:
+            code = (status >> 8) & 0xFF
+            raise DeviceError(self.name, f"the accelerator stopped with error {code}: {isa.ERRORS.get(code, '?')}")
+        if not status & 1:
+            raise DeviceError(self.name, f"run ended without done (status 0x{status:x})")
+        counters = self._counters()
+        out = None
+        if with_data:
+            raw = regs.read_mem(plan.o_base, plan.o_bytes)
+            out = bc.decode_output(plan, raw, signed=True)
+        return out, self._result(counters, plan, mapping)
+
+    def _cycle_bound(self, plan: bc.Plan) -> int:
+        """Far above any legal run (compute + every beat serialized + latency per transfer)."""
+        c = self.cfg
+        beats = transfers = 0
+        for b in plan.blocks:
+            bounds = [lp.bound for lp in b.outer]
+            for xf in (b.ld_w, b.ld_i, b.st):
+                fires = math.prod(bounds[: xf.level]) if xf.level else 1
+                transfers += fires
+                beats += fires * xf.bursts * (xf.length // c.beat_bytes + 2)
+        return 4 * (plan.compute_cycles + 2 * beats + transfers * (c.dram_latency + 16)) + 100_000
+
+    def _counters(self) -> dict[str, int]:
+        idx = list(range(isa.REG_COUNTERS, isa.REG_COUNTERS + 2 * len(isa.COUNTERS)))
+        batch = getattr(self.regs, "read_regs", None)
+        vals = batch(idx) if batch else [self.regs.read_reg(i) for i in idx]
+        return {name: vals[2 * i] | (vals[2 * i + 1] << 32) for i, name in enumerate(isa.COUNTERS)}
+
+    def _result(self, c: dict[str, int], plan: bc.Plan, mapping: str) -> SimResult:
+        cfg, p, prec = self.cfg, plan.problem, plan.precision
+        total = max(c["total"], 1)
+        units = cfg.rows * cfg.cols
+        parts = energy.energy_breakdown_uj(c, units, cfg.beat_bytes)
+        dram_bytes = (c["rd_beats"] + c["wr_beats"]) * cfg.beat_bytes
+        macs = p.batch * p.h_out * p.w_out * p.c_out * p.kernel * p.kernel * (1 if p.depthwise else p.c_in)
+        return SimResult(
+            cycles=c["total"],
+            compute_cycles=c["compute"],
+            latency_ms=c["total"] / (cfg.clock_mhz * 1e3),
+            energy_uj=parts["total"],
+            dram_bytes=dram_bytes,
+            stage_cycles={
+                k: c[k] for k in ("compute", "stall_in", "stall_out", "tail", "load_busy", "load_wait", "store_busy")
+            },
+            utilization={
+                "array": c["compute"] / total,  # non-stalled array cycles
+                "macs": macs / (total * units * prec.pf),  # useful MACs / peak at this precision
+                "load": c["load_busy"] / total,
+                "store": c["store_busy"] / total,
+                "dram": dram_bytes / (total * cfg.bytes_per_cycle),
+            },
+            extra={
+                "config": cfg.name,
+                "mapping": mapping,
+                "bits": {"a": prec.abits, "w": prec.wbits, "a_lane": prec.a_lane, "w_lane": prec.w_lane, "pf": prec.pf},
+                "problem": {
+                    "batch": p.batch,
+                    "in": [p.h_in, p.w_in, p.c_in],
+                    "out": [p.h_out, p.w_out, p.c_out],
+                    "kernel": p.kernel,
+                    "stride": p.stride,
+                    "depthwise": p.depthwise,
+                },
+                "macs": macs,
+                "formula_compute_cycles": plan.compute_cycles,
+                "decomposition": {  # total = compute + stall_in + stall_out + tail, exactly
+                    "compute": c["compute"],
+                    "stall_in": c["stall_in"],
+                    "stall_out": c["stall_out"],
+                    "tail": c["tail"],
+                },
+                "counters": dict(c),
+                "dram_read_bytes": c["rd_beats"] * cfg.beat_bytes,
+                "dram_write_bytes": c["wr_beats"] * cfg.beat_bytes,
+                "dram_useful_bytes": c["rd_bytes"] + c["wr_bytes"],
+                "energy_breakdown_uj": parts,
+                "energy_model": energy.SOURCE,
+                **bc.describe_plan(plan),
+            },
+        )
+
+
+def _im2col(xp: np.ndarray, k: int, s: int, ho: int, wo: int) -> np.ndarray:
+    """(B, H, W, C) padded -> (B, Ho, Wo, k*k*C) patches in (kh, kw, c) order."""
+    b, _, _, c = xp.shape
+    out = np.empty((b, ho, wo, k, k, c), dtype=np.int64)
+    for kh in range(k):
+        for kw in range(k):
+            out[:, :, :, kh, kw, :] = xp[:, kh : kh + (ho - 1) * s + 1 : s, kw : kw + (wo - 1) * s + 1 : s, :]
+    return out.reshape(b, ho, wo, k * k * c)
