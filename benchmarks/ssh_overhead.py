@@ -5,7 +5,9 @@ each from one run:
 
 1. a LUT build (proxyless-mobile) in-process (`local-cpu`) and through SSH + the remote agent
    (`ssh-a`), each into a fresh store so both measure every workload, alternating local and SSH
-   `--pairs` times; the ratio of the totals is the SSH cost.
+   `--pairs` times; the ratio of the totals is the SSH cost. Once through the build function in this
+   process (torch already imported here, so the agent's own torch import counts against SSH alone),
+   once as `hil lut build` commands end to end, as a user runs them;
    The SSH time includes connecting, starting the agent and its torch import; the bundle is pushed
    beforehand (a one-time cost, reported separately);
 2. opening an SSH device (connect, start the agent, load the backend's runtime), the per-request
@@ -27,6 +29,7 @@ import os
 import platform
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +67,19 @@ def _build(inv: Any, names: list[str], space: Any, protocol: MeasureSettings, db
         if r.status != "ok":
             raise SystemExit(f"build on {r.device} did not finish: {r.status} {r.errors[-1:]}")
     return wall, results
+
+
+def _build_cli(inv_file: Path, device: str, space: Any, protocol: MeasureSettings, db: Path) -> float:
+    """`hil lut build` end to end in a fresh process, as a user runs it (interpreter and imports included)."""
+    cmd = [sys.executable, "-m", "hil", "lut", "build", "-i", str(inv_file), "--db", str(db), "-d", device,
+           "--space", space.name, "--resolution", str(space.options()["resolution"]), "--calibration-nets", "0",
+           "--min-time", str(protocol.min_time_s), "--cv-threshold", str(protocol.cv_threshold)]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"hil lut build -d {device} failed: {p.stdout[-400:]} {p.stderr[-400:]}")
+    return wall
 
 
 def _lut_sum(db: Path, device: str) -> float:
@@ -167,6 +183,17 @@ def main() -> int:
                               "lut_sum_ms_ssh": _lut_sum(root / f"ssh{i}.db", "ssh-a")})
             local_total, ssh_total = sum(p["local_s"] for p in pairs), sum(p["ssh_s"] for p in pairs)
             out["lut_build"] = {"pairs": pairs, "ratio_ssh_over_local": ssh_total / local_total}
+
+            inv_file = root / "inventory.yaml"
+            inv_file.write_text(json.dumps({"version": 1, "devices": devices}))  # JSON is YAML
+            cli = []
+            for i in range(args.pairs):
+                cli.append({"local_s": _build_cli(inv_file, "local-cpu", space, protocol, root / f"cli-l{i}.db"),
+                            "ssh_s": _build_cli(inv_file, "ssh-a", space, protocol, root / f"cli-s{i}.db")})
+            out["lut_build_cli"] = {
+                "pairs": cli,
+                "ratio_ssh_over_local": sum(c["ssh_s"] for c in cli) / sum(c["local_s"] for c in cli),
+            }
             out["round_trip"] = _round_trips(inv, args.pings)
 
             t_a, _ = _build(inv, ["ssh-a"], space, protocol, root / "seq-a.db")
