@@ -75,6 +75,7 @@ class AgentSession:
         self.connect_s = time.perf_counter() - t0
         self.channel: paramiko.Channel | None = None
         self.exit_status: int | None = None  # the agent's, once it has exited
+        self.last_sent = time.monotonic()
         self._buf = b""
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         try:
@@ -154,6 +155,7 @@ class AgentSession:
             raise DeviceError(self.device, "the agent is not running")
         try:
             self.channel.sendall(json.dumps(obj).encode() + b"\n")
+            self.last_sent = time.monotonic()
         except (OSError, paramiko.SSHException, EOFError) as e:
             raise self._dead(f"cannot send to the agent: {e or 'channel closed'}") from None
 
@@ -216,6 +218,11 @@ class AgentSession:
         if msg.get("type") != expect:
             raise DeviceError(self.device, f"the agent answered {msg.get('type')!r}, expected {expect!r}")
         return msg
+
+    def keep_alive(self) -> None:
+        """While the host works between requests (building artifacts), keep the agent from idling out."""
+        if time.monotonic() - self.last_sent > self.cfg.idle_timeout_s / 3:
+            self.ping()
 
     def ping(self) -> float:
         """One request/reply round trip through SSH and the agent, in milliseconds."""
@@ -354,6 +361,7 @@ class SshTarget:
         send, artifacts, failed = [], {}, []
         fp: dict[str, Any] | None = None
         for w in chunk:
+            self.session.keep_alive()
             try:
                 artifacts[w.key] = self._push_artifacts(w, settings)
             except DeviceError:
