@@ -168,7 +168,7 @@ class BismoAccelerator:
 
     def layer(self, layer: QuantLayer, batch: int) -> SimResult:
         """Counters of one layer (operands are not loaded: cycle counts don't depend on values)."""
-        self._check_bits(layer.wbits, layer.abits, layer.name)
+        self._check_bits(layer.wbits, layer.abits, f"layer {layer.key}")
         geo = L.geometry(layer, batch)
         gemms = [GemmOperands(m, k, n) for m, k, n in L.gemm_shapes(geo, self.cfg.dm, self.cfg.dk)]
         _, res = self._run(gemms, layer.wbits, layer.abits, layer.wsigned, layer.asigned, with_data=False)
@@ -178,7 +178,7 @@ class BismoAccelerator:
 
     def run_layer(self, layer: QuantLayer, x: np.ndarray, wt: np.ndarray) -> tuple[np.ndarray, SimResult]:
         """A layer on real data: activations (B, H, W, Cin), weights (Cout, k, k, Cin/groups)."""
-        self._check_bits(layer.wbits, layer.abits, layer.name)
+        self._check_bits(layer.wbits, layer.abits, f"layer {layer.key}")
         geo = L.geometry(layer, int(np.asarray(x).shape[0]))
         check_range(np.asarray(wt), layer.wbits, layer.wsigned, f"layer {layer.name!r} weights")
         check_range(np.asarray(x), layer.abits, layer.asigned, f"layer {layer.name!r} activations")
