@@ -226,8 +226,7 @@ def test_cycle_limit_is_a_clear_error_and_the_harness_recovers() -> None:
     try:
         with pytest.raises(SimTimeoutError, match="did not raise done within 1,000 cycles"):
             acc.time_gemm(256, 1024, 256, 8, 8)
-        acc.regs.reset()  # a board would be reset the same way
-        acc.max_cycles = None
+        acc.max_cycles = None  # the driver reset the simulator after the timeout
         assert acc.time_gemm(16, 256, 16, 2, 2).compute_cycles == 2 * 2 * 4
     finally:
         acc.close()

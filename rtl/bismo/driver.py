@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hil.errors import ConfigError, DeviceError
+from hil.errors import ConfigError, DeviceError, HilError
 from hil.rtl.accelerator import SimResult
 from hil.rtl.bismo import layers as L
 from hil.rtl.bismo.config import BismoConfig
@@ -204,7 +204,13 @@ class BismoAccelerator:
             self.regs.write_mem(a, img)
         for reg, value in plan.register_writes():
             self.regs.write_reg(reg, value)
-        self.regs.run_until_done(self.max_cycles or self._cycle_bound(plan.jobs, plan.prog))
+        try:
+            self.regs.run_until_done(self.max_cycles or self._cycle_bound(plan.jobs, plan.prog))
+        except HilError:
+            reset = getattr(self.regs, "reset", None)  # leave the simulator usable for the next run
+            if reset:
+                reset()
+            raise
         status = self.regs.read_reg(REG_STATUS)
         if not status & 1:
             raise DeviceError(self.name, f"run ended without done (status 0x{status:x})")
