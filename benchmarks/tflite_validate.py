@@ -10,6 +10,8 @@ With `--cpu-clock` it repeats the same through the library with the backend's th
 (`TfliteBackend(clock="thread")`): on a shared host the wall clock of a long invocation is inflated
 by the other processes' time slices far more than a short block's, which biases "sum of blocks vs
 network" by contention alone; the CPU clock shows what the model error is without it.
+`--hot-blocks` adds the plain sum of blocks timed the old way, with their data left in L2 between
+invocations (`cold_cache=False`), against the same measured networks.
 
 Prints a Markdown table for docs/BENCHMARKS.md; writes JSON and scatter plots to --out.
 
@@ -69,14 +71,14 @@ def via_cli(prec: str, args: argparse.Namespace, inv: Path, db: Path, out: Path)
             **summarize(val, build, time.perf_counter() - t0)}
 
 
-def via_library(prec: str, args: argparse.Namespace, db: Path, out: Path) -> dict[str, Any]:
+def via_library(prec: str, args: argparse.Namespace, db: Path, out: Path) -> list[dict[str, Any]]:
     from hil.devices.local import LocalTarget
     from hil.devices.tflite_backend import TfliteBackend
     from hil.lut_builder.build import build_on_target
     from hil.lut_builder.spaces import make_space
     from hil.measure import MeasureSettings
     from hil.store import open_store
-    from hil.validate import plot, validate
+    from hil.validate import metrics, plot, validate
 
     dev = f"tflite-{prec}-cpuclock"
     space = make_space("proxyless-mobile", resolution=args.resolution)
@@ -84,16 +86,38 @@ def via_library(prec: str, args: argparse.Namespace, db: Path, out: Path) -> dic
     target = LocalTarget(dev, TfliteBackend(clock="thread"))
     store = open_store(str(db))
     t0 = time.perf_counter()
+    rows = []
     try:
         res = build_on_target(store, target, space, settings, calibration_nets=args.calibration_nets)
         report = validate(store, target, space, settings, args.samples, 0)
+        png = out / f"validate-{dev}-{args.resolution}.png"
+        plot(report, str(png))
+        rows.append({"device": dev, "clock": "thread", "precision": prec, "plot": str(png),
+                     **summarize(report.to_json(), {"devices": [res.to_json()]}, time.perf_counter() - t0)})
+        if args.hot_blocks:
+            # The same networks against a LUT of blocks timed with their data left in L2 (cold_cache off):
+            # networks are timed identically either way (a whole network is never rotated: copies = 1).
+            t1 = time.perf_counter()
+            hot = LocalTarget(f"{dev}-hot", TfliteBackend(clock="thread", cold_cache=False))
+            hres = build_on_target(store, hot, space, settings)
+            from hil.latency import LatencyModel
+            from hil.target import fingerprint_class
+
+            lut = LatencyModel.from_store(store, hot.name, fingerprint_class(hot.describe(settings)))
+            nets = {n.key: n for n in space.sample(args.samples + args.calibration_nets, 0)}
+            meas = [p["measured_ms"] for p in report.points]
+            pred = [lut.block_sum(nets[p["network"]].layers) for p in report.points]
+            m = metrics(pred, meas).to_json()
+            rows.append({"device": f"{dev}-hot", "clock": "thread", "precision": prec, "n": m["n"],
+                         "within_10pct": m["within_10pct"], "within_5pct": m["within_5pct"],
+                         "kendall_tau": m["kendall_tau"], "mape": m["mape"], "rmspe": m["rmspe"],
+                         "rmse_ms": m["rmse_ms"], "mean_bias": m["mean_bias"], "raw_sum": m,
+                         "repeatability": rows[0]["repeatability"],
+                         "calibration": {"scale": 1.0, "offset_ms": 0.0, "fitted_on": 0},
+                         "median_cv": hres.median_cv, "wall_s": round(time.perf_counter() - t1, 1)})
     finally:
         store.close()
-    png = out / f"validate-{dev}-{args.resolution}.png"
-    plot(report, str(png))
-    build = {"devices": [res.to_json()]}
-    return {"device": dev, "clock": "thread", "precision": prec, "plot": str(png),
-            **summarize(report.to_json(), build, time.perf_counter() - t0)}
+    return rows
 
 
 def main() -> None:
@@ -105,6 +129,8 @@ def main() -> None:
     ap.add_argument("--calibration-nets", type=int, default=10)
     ap.add_argument("--cpu-clock", action="store_true", help="also validate with the thread-CPU clock")
     ap.add_argument("--no-wall", action="store_true", help="skip the wall-clock (CLI) runs")
+    ap.add_argument("--hot-blocks", action="store_true",
+                    help="with --cpu-clock: also score a LUT of blocks timed with warm caches (cold_cache off)")
     ap.add_argument("--wall-max-attempts", type=int, default=3,
                     help="attempts per noisy entry in the wall-clock runs (the protocol's default: 3)")
     ap.add_argument("--db", default=str(Path.home() / ".cache" / "hil" / "bench" / "tflite.db"),
@@ -122,8 +148,9 @@ def main() -> None:
     load0 = os.getloadavg()
     for prec in args.precisions:
         if args.cpu_clock:
-            rows.append(via_library(prec, args, db, out))
-            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+            for row in via_library(prec, args, db, out):
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
         if not args.no_wall:
             rows.append(via_cli(prec, args, inv, db, out))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

@@ -223,3 +223,18 @@ def test_thread_cpu_clock_is_recorded_and_needs_one_thread(cache: ConverterCache
     assert (m2.ok, m2.error_kind) == (False, "unsupported") and "threads" in m2.error
     with pytest.raises(ValueError):
         TfliteBackend(clock="sundial")
+
+
+def test_cold_cache_rotates_copies_and_is_recorded(cache: ConverterCache) -> None:
+    from hil.devices.tflite_backend import l2_cache_bytes, rotation_copies
+
+    cold = LocalTarget("tfl-local", TfliteBackend(cache))
+    warm = LocalTarget("tfl-local", TfliteBackend(cache, cold_cache=False))
+    rt = cold.describe(QUICK)["class"]["runtime"]
+    assert rt["cold_cache"] is True and rt["l2_bytes"] == l2_cache_bytes() > 0
+    assert fingerprint_class(cold.describe(QUICK)) != fingerprint_class(warm.describe(QUICK))
+    (c,), (w,) = list(cold.measure([SKIP], QUICK)), list(warm.measure([SKIP], QUICK))
+    assert c.ok and w.ok
+    assert c.metrics["copies"] > 1 and w.metrics["copies"] == 1  # a tiny block: many copies to exceed L2
+    assert rotation_copies(100, 1 << 20) == 16 and rotation_copies(10**9, 1 << 20) == 1
+    assert rotation_copies(1 << 20, 1 << 20) == 2 and rotation_copies(0, 1 << 20) == 16
