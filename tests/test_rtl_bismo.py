@@ -146,6 +146,21 @@ def test_layers_match_direct_convolution(edge: BismoAccelerator, case: tuple) ->
     assert t.extra["layer"] == layer.key and t.dram_bytes > 0 and t.energy_uj > 0
 
 
+def test_conv_and_depthwise_at_every_bit_pair(edge: BismoAccelerator) -> None:
+    rng = np.random.default_rng(11)
+    for wb in range(1, 9):
+        for ab in range(1, 9):
+            ws, as_ = bool((wb + ab) % 2), bool(wb * ab % 3 == 0)
+            for dw in (False, True):
+                cin, cout = (6, 6) if dw else (4, 5)
+                layer = QuantLayer("c", (5, 5, cin), (5, 5, cout), 3, 1, cin if dw else 1, wb, ab, ws, as_)
+                x = _rand(rng, ab, as_, (2, 5, 5, cin))
+                w = _rand(rng, wb, ws, (cout, 3, 3, 1 if dw else cin))
+                out, r = edge.run_layer(layer, x, w)
+                assert np.array_equal(out, _reference_conv(x, w, 1, 1, dw)), layer.key
+                assert r.compute_cycles == r.extra["formula_compute_cycles"]
+
+
 def test_depthwise_mapping_packs_channels_into_one_word() -> None:
     # 8 channels x 3x3 = 72 bits fit one 256-bit word: groups of 8 on an 8-row array
     assert depthwise_group(32, 3, 8, 256) == 8
