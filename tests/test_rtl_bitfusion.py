@@ -160,6 +160,29 @@ def test_layers_match_numpy(acc, case):
 
 
 @pytest.mark.slow
+def test_convolutions_every_bit_pair(acc):
+    """Small convolutions (dense 3x3, strided, depthwise, pointwise) at all 64 bitwidth pairs."""
+    rng = np.random.default_rng(5)
+    shapes = [
+        ((6, 6, 20), (6, 6, 24), 3, 1, 1),
+        ((7, 7, 12), (4, 4, 9), 3, 2, 1),
+        ((6, 6, 36), (6, 6, 36), 3, 1, 36),
+        ((5, 5, 50), (5, 5, 33), 1, 1, 1),
+    ]
+    signs = [(False, True), (True, True), (False, False), (True, False)]
+    for i, (a, w) in enumerate((a, w) for a in range(1, 9) for w in range(1, 9)):
+        hwc, out, k, s, g = shapes[i % len(shapes)]
+        asg, wsg = signs[(i // len(shapes)) % 4]
+        layer = QuantLayer(f"c{i}", hwc, out, k, s, g, wbits=w, abits=a, wsigned=wsg, asigned=asg)
+        x = _rand(rng, (2, *hwc), a, asg)
+        wt = _rand(rng, (out[2], k, k, 1 if g > 1 else hwc[2]), w, wsg)
+        got, res = acc.run_layer(layer, x, wt)
+        pad = (k - 1) // 2 if (hwc[0] + 2 * ((k - 1) // 2) - k) // s + 1 == out[0] else 0
+        assert np.array_equal(got, _conv_ref(x, wt, s, pad, g)), f"{layer.key}: RTL result differs from numpy"
+        _decomposes(res)
+
+
+@pytest.mark.slow
 def test_timing_run_counts_equal_data_run(acc):
     """DP_EN=0 changes no counter: the same program with and without the datapath."""
     rng = np.random.default_rng(3)

@@ -5,6 +5,11 @@ up to 6 outer tile levels and 6 inner compute levels), buffer-address strides pe
 transfers (LD WBUF, LD IBUF, ST OBUF) with their DRAM pattern, DRAM strides per outer level and the
 level at which they fire, closed by BLOCK_END. Instructions are 64 bits, pushed as two register
 writes (INSTR_LO, then INSTR_HI).
+
+A buffer address is sum(index * stride) over the block's levels (outer first, then inner). The
+hardware's address generators add, when a level advances, that level's *increment*: its stride minus
+what the levels inside it accumulated before wrapping to 0. `Loop` holds plain strides;
+`encode_block` sends the increments.
 """
 
 from __future__ import annotations
@@ -140,10 +145,25 @@ def _word(op: int, hi_fields: int, value: int) -> int:
     return (op << 60) | hi_fields | (value & 0xFFFFFFFF)
 
 
+def address_increments(loops: Sequence[Loop], buf: str) -> list[int]:
+    """Per level (outermost first): stride - sum over the levels inside of (bound - 1) * stride."""
+    out, inside = [0] * len(loops), 0
+    for i in range(len(loops) - 1, -1, -1):
+        stride = getattr(loops[i], buf)
+        out[i] = stride - inside
+        inside += (loops[i].bound - 1) * stride
+    return out
+
+
 def encode_block(b: Block) -> list[int]:
     """The 64-bit instruction words of one block, BLOCK_END last."""
     if len(b.outer) > NO or len(b.inner) > NI:
         raise ValueError(f"a block has at most {NO} outer and {NI} inner loops")
+    # the RTL walks all NO outer levels then all NI inner levels; absent levels have bound 1
+    outer = tuple(b.outer) + (Loop(1),) * (NO - len(b.outer))
+    inner = tuple(b.inner) + (Loop(1),) * (NI - len(b.inner))
+    levels = outer + inner
+    incr = {buf: address_increments(levels, buf) for buf in ("ibuf", "wbuf", "obuf")}
     words = [
         _word(
             OP_SETUP,
@@ -158,14 +178,15 @@ def encode_block(b: Block) -> list[int]:
             | (b.irows_log2 & 15) << 15,
         )
     ]
-    for inner, loops in ((0, b.outer), (1, b.inner)):
-        for lvl, lp in enumerate(loops):
-            if not 1 <= lp.bound <= 0xFFFF:
-                raise ValueError(f"loop bound {lp.bound} outside 1..65535")
+    for pos, lp in enumerate(levels):
+        inner, lvl = (0, pos) if pos < NO else (1, pos - NO)
+        if not 1 <= lp.bound <= 0xFFFF:
+            raise ValueError(f"loop bound {lp.bound} outside 1..65535")
+        if lp.bound > 1 or lp.reduction:
             words.append(_word(OP_LOOP, inner << 59 | lvl << 56 | int(lp.reduction) << 55, lp.bound))
-            for buf, stride in ((BUF_IBUF, lp.ibuf), (BUF_WBUF, lp.wbuf), (BUF_OBUF, lp.obuf)):
-                if stride:
-                    words.append(_word(OP_BSTRIDE, inner << 59 | lvl << 56 | buf << 54, stride))
+        for buf, code in (("ibuf", BUF_IBUF), ("wbuf", BUF_WBUF), ("obuf", BUF_OBUF)):
+            if incr[buf][pos]:
+                words.append(_word(OP_BSTRIDE, inner << 59 | lvl << 56 | code << 54, incr[buf][pos]))
     for xf, t in ((XF_LD_W, b.ld_w), (XF_LD_I, b.ld_i), (XF_ST_O, b.st)):
         fields = [
             (XF_BASE, t.base),

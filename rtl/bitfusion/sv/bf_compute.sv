@@ -1,7 +1,10 @@
 // Compute controller: walks each block's loop nest (NO outer tile levels, NI inner levels) and
 // issues one array cycle per innermost iteration. Buffer addresses are sum(index * stride) over
-// all levels. A step (one point of the outer nest) may start only when its WBUF / IBUF versions
-// are loaded and its OBUF half is free; steps and blocks follow each other without a bubble.
+// all levels, generated incrementally: when level l advances (the levels inside it wrapping), each
+// address moves by the block's increment for l (the ISA carries the increments: stride[l] minus
+// the inner levels' wrap-around, computed by the compiler). A step (one point of the outer nest) may start only when its
+// WBUF / IBUF versions are loaded and its OBUF half is free; steps and blocks follow each other
+// without a bubble.
 //
 // Transfer firing rule, shared with the load engine: a LD with level L fires on the first step of
 // a block and whenever an outer level < L advanced (L = 0: once per block); the ST with level L
@@ -40,55 +43,41 @@ module bf_compute #(
   /*verilator inline_module*/
   import bf_pkg::*;
 
+  localparam int NL = NO + NI;  // all levels, outermost first: outer 0..NO-1, then inner
+
   logic running;
   logic [3:0] blk;
-  logic [15:0] oidx[NO];
-  logic [15:0] iidx[NI];
+  // (packed vectors, each assigned whole: Verilator then updates them in place)
+  logic [NL-1:0][15:0] idx;
+  wire [NL-1:0][15:0] bound = {cur.ibound, cur.obound};
+  wire [NL-1:0] red = {cur.ired, cur.ored};
+  wire zero_bound = bound_has_zero(bound);
+  wire [2:0] lvl_w = cur.xf[0].lvl;
+  wire [2:0] lvl_i = cur.xf[1].lvl;
+  wire [2:0] lvl_o = cur.xf[2].lvl;
+  logic [31:0] ai, aw, ao;       // addresses of the current position
   logic [31:0] v_w, v_i, v_o;
   wire [1:0] rl_w = 2'd2 - cur.a_sel;  // weight word bytes = 8 / abits'
   wire [1:0] rl_i = 2'd2 - cur.w_sel;  // activation word bytes = 8 / wbits'
 
-  // --- combinational view of the current position ---
-  logic in_ok, out_ok, step_end, block_end, any_zero_bound;
-  logic [31:0] ai, aw, ao, oaddr_st;
-  logic first;
-  int d;  // outer level that advances after this step (-1: the block ends)
-  int ji; // inner level that advances (-1: the step ends)
-
+  // --- the level that advances after this cycle, and the reduction state ---
+  logic in_ok, out_ok, step_end, block_end, first;
+  int adv;  // level that advances (-1: the block ends)
   always_comb begin
     in_ok = (v_w < w_loaded) && (v_i < i_loaded);
     out_ok = (v_o < o_stored + 32'd2);
-    ai = '0;
-    aw = '0;
-    ao = '0;
-    oaddr_st = cur.xf[2].base;
+    adv = -1;
     first = 1'b1;
-    any_zero_bound = 1'b0;
-    for (int o = 0; o < NO; o++) begin
-      ai = ai + 32'(oidx[o]) * cur.so[0][o];
-      aw = aw + 32'(oidx[o]) * cur.so[1][o];
-      ao = ao + 32'(oidx[o]) * cur.so[2][o];
-      oaddr_st = oaddr_st + 32'(oidx[o]) * cur.xf[2].ds[o];
-      if (cur.ored[o] && oidx[o] != 16'd0) first = 1'b0;
-      if (cur.obound[o] == 16'd0) any_zero_bound = 1'b1;
+    for (int l = 0; l < NL; l++) begin
+      if (idx[l] != bound[l] - 16'd1) adv = l;
+      if (red[l] && idx[l] != 16'd0) first = 1'b0;
     end
-    for (int j = 0; j < NI; j++) begin
-      ai = ai + 32'(iidx[j]) * cur.si[0][j];
-      aw = aw + 32'(iidx[j]) * cur.si[1][j];
-      ao = ao + 32'(iidx[j]) * cur.si[2][j];
-      if (cur.ired[j] && iidx[j] != 16'd0) first = 1'b0;
-      if (cur.ibound[j] == 16'd0) any_zero_bound = 1'b1;
-    end
-    ji = -1;
-    for (int j = 0; j < NI; j++) if (iidx[j] != cur.ibound[j] - 16'd1) ji = j;
-    d = -1;
-    for (int o = 0; o < NO; o++) if (oidx[o] != cur.obound[o] - 16'd1) d = o;
-    step_end = (ji < 0);
-    block_end = step_end && (d < 0);
+    step_end = adv < NO;
+    block_end = adv < 0;
   end
 
   wire go = running && !finished;
-  assign iss_valid = go && in_ok && out_ok && !any_zero_bound;
+  assign iss_valid = go && in_ok && out_ok && !zero_bound;
   assign iss_ai = ai;
   assign iss_aw = aw;
   assign iss_ao = ao;
@@ -96,12 +85,22 @@ module bf_compute #(
   assign iss_hw = v_w[0];
   assign iss_ho = v_o[0];
   assign iss_first = first;
-  wire st_fire = step_end && (block_end || d < int'(cur.xf[2].lvl));
+  wire st_fire = step_end && (block_end || adv < int'(lvl_o));
   assign iss_tile_last = st_fire;
   assign stall_in = go && !in_ok;
   assign stall_out = go && in_ok && !out_ok;
 
-  // the next block's descriptor, latched as the block starts (its own always_ff: no shadow copy)
+  function automatic logic bound_has_zero(logic [NL-1:0][15:0] b);
+    for (int l = 0; l < NL; l++) if (b[l] == 16'd0) return 1'b1;
+    return 1'b0;
+  endfunction
+
+  // the increment of level l for each buffer address
+  function automatic logic [31:0] incr(logic [NO-1:0][31:0] so, logic [NI-1:0][31:0] si, int l);
+    return (l < NO) ? so[l] : si[l-NO];
+  endfunction
+
+  // the next block's descriptor, latched as the block starts (own always_ff: no shadow copy)
   always_ff @(posedge clk) begin
     if (start) cur <= tbl[0];
     else if (iss_valid && block_end) cur <= tbl[blk+4'd1];
@@ -126,24 +125,38 @@ module bf_compute #(
         v_o <= '0;
         w_freed <= '0;
         i_freed <= '0;
-        for (int o = 0; o < NO; o++) oidx[o] <= '0;
-        for (int j = 0; j < NI; j++) iidx[j] <= '0;
-      end else if (go && any_zero_bound) begin
+        ai <= '0;
+        aw <= '0;
+        ao <= '0;
+        idx <= '0;
+      end else if (go && zero_bound) begin
         err <= ERR_BOUND;
       end else if (iss_valid) begin
         // address checks (the driver keeps these in range; a violation is a program error)
         if ((ai << rl_i) >= 32'(IB_HALF)) err <= ERR_IBUF;
         if ((aw << rl_w) >= 32'(WB_HALF)) err <= ERR_WBUF;
         if (ao >= 32'(OB_ENT)) err <= ERR_OBUF;
-        if (!step_end) begin
-          for (int j = 0; j < NI; j++)
-            if (j == ji) iidx[j] <= iidx[j] + 16'd1;
-            else if (j > ji) iidx[j] <= '0;
+        begin
+          logic [NL-1:0][15:0] nidx;
+          nidx = idx;
+          for (int l = 0; l < NL; l++)
+            if (l == adv) nidx[l] = idx[l] + 16'd1;
+            else if (l > adv) nidx[l] = '0;
+          idx <= nidx;
+        end
+        if (block_end) begin
+          ai <= '0;
+          aw <= '0;
+          ao <= '0;
         end else begin
+          ai <= ai + incr(cur.so[0], cur.si[0], adv);
+          aw <= aw + incr(cur.so[1], cur.si[1], adv);
+          ao <= ao + incr(cur.so[2], cur.si[2], adv);
+        end
+        if (step_end) begin
           logic fw, fi;
-          for (int j = 0; j < NI; j++) iidx[j] <= '0;
-          fw = block_end || d < int'(cur.xf[0].lvl);
-          fi = block_end || d < int'(cur.xf[1].lvl);
+          fw = block_end || adv < int'(lvl_w);
+          fi = block_end || adv < int'(lvl_i);
           if (fw) begin
             w_freed <= w_freed + 32'd1;
             v_w <= v_w + 32'd1;
@@ -153,20 +166,18 @@ module bf_compute #(
             v_i <= v_i + 32'd1;
           end
           if (st_fire) begin
+            logic [31:0] a;
+            a = cur.xf[2].base;
+            for (int o = 0; o < NO; o++) a = a + 32'(idx[o]) * cur.xf[2].ds[o];
             st_push <= 1'b1;
             st_half <= v_o[0];
-            st_addr <= oaddr_st;
+            st_addr <= a;
             st_blk <= blk;
             v_o <= v_o + 32'd1;
           end
           if (block_end) begin
-            for (int o = 0; o < NO; o++) oidx[o] <= '0;
             blk <= blk + 4'd1;
             if (5'(blk) + 5'd1 == nblocks) finished <= 1'b1;
-          end else begin
-            for (int o = 0; o < NO; o++)
-              if (o == d) oidx[o] <= oidx[o] + 16'd1;
-              else if (o > d) oidx[o] <= '0;
           end
         end
       end

@@ -57,7 +57,7 @@ module bf_load #(
   typedef enum logic [2:0] {S_IDLE, S_XFER, S_BURST, S_NEXT, S_DONE} state_t;
   state_t st;
 
-  logic [15:0] oidx[NO];
+  logic [NO-1:0][15:0] oidx;  // packed, assigned whole
   logic [1:0] fire;      // transfers still to fire on this step
   logic tgt;             // transfer being issued
   logic [31:0] issued[2], loaded[2];
@@ -128,7 +128,7 @@ module bf_load #(
       err <= ERR_NONE;
       if (start) begin
         blk <= '0;
-        for (int o = 0; o < NO; o++) oidx[o] <= '0;
+        oidx <= '0;
         fire <= 2'b11;
         issued[0] <= '0;
         issued[1] <= '0;
@@ -200,14 +200,19 @@ module bf_load #(
                 st <= S_DONE;
               end else begin
                 blk <= blk + 4'd1;
-                for (int o = 0; o < NO; o++) oidx[o] <= '0;
+                oidx <= '0;
                 fire <= 2'b11;
                 st <= S_XFER;
               end
             end else begin
-              for (int o = 0; o < NO; o++)
-                if (o == d_next) oidx[o] <= oidx[o] + 16'd1;
-                else if (o > d_next) oidx[o] <= '0;
+              begin
+                logic [NO-1:0][15:0] n;
+                n = oidx;
+                for (int o = 0; o < NO; o++)
+                  if (o == d_next) n[o] = oidx[o] + 16'd1;
+                  else if (o > d_next) n[o] = '0;
+                oidx <= n;
+              end
               fire[0] <= d_next < int'(cur.xf[0].lvl);
               fire[1] <= d_next < int'(cur.xf[1].lvl);
               st <= S_XFER;

@@ -19,7 +19,8 @@ package bf_pkg;
                                              // the IBUF rows one activation word spans
   localparam logic [3:0] OP_LOOP = 4'd2;     // [59] inner, [58:56] level, [55] reduction, [15:0] bound
   localparam logic [3:0] OP_BSTRIDE = 4'd3;  // [59] inner, [58:56] level, [55:54] buffer (0 IBUF,
-                                             // 1 WBUF, 2 OBUF), [31:0] signed stride
+                                             // 1 WBUF, 2 OBUF), [31:0] signed address increment
+                                             // when the level advances (inner levels wrapping)
   localparam logic [3:0] OP_XFER = 4'd4;     // [57:56] transfer (0 LD WBUF, 1 LD IBUF, 2 ST OBUF),
                                              // [54:50] field, [31:0] value
   localparam logic [3:0] OP_END = 4'd15;     // BLOCK_END
@@ -79,7 +80,7 @@ package bf_pkg;
     logic [NO-1:0] ored;
     logic [NI-1:0][15:0] ibound;
     logic [NI-1:0] ired;
-    logic [2:0][NO-1:0][31:0] so;    // buffer address strides, outer levels: [0 IBUF, 1 WBUF, 2 OBUF]
+    logic [2:0][NO-1:0][31:0] so;    // buffer address increments, outer levels: [0 IBUF, 1 WBUF, 2 OBUF]
     logic [2:0][NI-1:0][31:0] si;    // ... inner levels
     xfer_t [2:0] xf;                 // [0 LD WBUF, 1 LD IBUF, 2 ST OBUF]
     logic [31:0] entries;            // ST: OBUF entries per tile

@@ -77,7 +77,7 @@ module bitfusion_top #(
   logic run, done_r;
   logic [7:0] err_code;
   logic [4:0] nblocks;
-  logic [63:0] cnt[NCNT];
+  logic [NCNT-1:0][63:0] cnt;
   logic start_p, clear_p, abort_p;
 
   assign start_p = reg_wr_en && reg_addr == 16'd1 && reg_wdata[0];
@@ -242,6 +242,41 @@ module bitfusion_top #(
   wire [7:0] any_err = (c_err != ERR_NONE) ? c_err : (l_err != ERR_NONE) ? l_err :
                        (s_err != ERR_NONE) ? s_err : d_err;
 
+  // counters: the next values are computed in one place and assigned whole (one update per cycle)
+  logic [NCNT-1:0][63:0] cnt_n;
+  always_comb begin
+    cnt_n = cnt;
+    cnt_n[CNT_TOTAL] = cnt[CNT_TOTAL] + 64'd1;
+    if (iss_valid) begin
+      cnt_n[CNT_COMPUTE] = cnt[CNT_COMPUTE] + 64'd1;
+      cnt_n[CNT_WBUF_RD] = cnt[CNT_WBUF_RD] + 64'(N * M * 8) * (64'd1 << c_rl_w);
+      cnt_n[CNT_IBUF_RD] = cnt[CNT_IBUF_RD] + 64'(N * 8) * (64'd1 << c_rl_i);
+      cnt_n[CNT_OBUF_WR] = cnt[CNT_OBUF_WR] + 64'(M * 32);
+    end
+    if ((iss_valid && !iss_first) || st_rd)
+      cnt_n[CNT_OBUF_RD] = cnt[CNT_OBUF_RD] + ((iss_valid && !iss_first && st_rd) ? 64'(2 * M * 32) : 64'(M * 32));
+    if (c_stall_in) cnt_n[CNT_STALL_IN] = cnt[CNT_STALL_IN] + 64'd1;
+    if (c_stall_out) cnt_n[CNT_STALL_OUT] = cnt[CNT_STALL_OUT] + 64'd1;
+    if (c_finished) cnt_n[CNT_TAIL] = cnt[CNT_TAIL] + 64'd1;
+    if (l_busy) cnt_n[CNT_LOAD_BUSY] = cnt[CNT_LOAD_BUSY] + 64'd1;
+    if (l_wait) cnt_n[CNT_LOAD_WAIT] = cnt[CNT_LOAD_WAIT] + 64'd1;
+    if (s_busy) cnt_n[CNT_STORE_BUSY] = cnt[CNT_STORE_BUSY] + 64'd1;
+    if (rd_beat) cnt_n[CNT_RD_BEATS] = cnt[CNT_RD_BEATS] + 64'd1;
+    if (wr_beat) cnt_n[CNT_WR_BEATS] = cnt[CNT_WR_BEATS] + 64'd1;
+    if (rsp_bytes != 0) begin
+      cnt_n[CNT_RD_BYTES] = cnt[CNT_RD_BYTES] + 64'(rsp_bytes);
+      if (ld_tgt) cnt_n[CNT_IBUF_WR] = cnt[CNT_IBUF_WR] + 64'(rsp_bytes) * 64'd8;
+      else cnt_n[CNT_WBUF_WR] = cnt[CNT_WBUF_WR] + 64'(rsp_bytes) * 64'd8;
+    end
+    if (wr_bytes != 0) cnt_n[CNT_WR_BYTES] = cnt[CNT_WR_BYTES] + 64'(wr_bytes);
+    cnt_n[CNT_TILES] = 64'(o_stored);
+  end
+
+  always_ff @(posedge clk) begin
+    if (rst || start_p) cnt <= '0;
+    else if (run) cnt <= cnt_n;
+  end
+
   always_ff @(posedge clk) begin
     if (rst) begin
       dp_en <= 1'b1;
@@ -250,7 +285,6 @@ module bitfusion_top #(
       err_code <= ERR_NONE;
       o_done <= '0;
       o_pushed <= '0;
-      for (int i = 0; i < NCNT; i++) cnt[i] <= '0;
     end else begin
       if (reg_wr_en && reg_addr == 16'd2) dp_en <= reg_wdata[0];
       if (push_p && (run || nblocks >= 5'(MAXB))) err_code <= ERR_PROGRAM;
@@ -262,36 +296,11 @@ module bitfusion_top #(
         done_r <= 1'b0;
         o_done <= '0;
         o_pushed <= '0;
-        for (int i = 0; i < NCNT; i++) cnt[i] <= '0;
         if (nblocks == 5'd0) err_code <= ERR_PROGRAM;
       end else if (run) begin
         if (any_err != ERR_NONE && err_code == ERR_NONE) err_code <= any_err;
         if (tile_done) o_done <= o_done + 32'd1;
         if (st_push) o_pushed <= o_pushed + 32'd1;
-        cnt[CNT_TOTAL] <= cnt[CNT_TOTAL] + 64'd1;
-        if (iss_valid) begin
-          cnt[CNT_COMPUTE] <= cnt[CNT_COMPUTE] + 64'd1;
-          cnt[CNT_WBUF_RD] <= cnt[CNT_WBUF_RD] + 64'(N * M * 8) * (64'd1 << c_rl_w);
-          cnt[CNT_IBUF_RD] <= cnt[CNT_IBUF_RD] + 64'(N * 8) * (64'd1 << c_rl_i);
-          cnt[CNT_OBUF_WR] <= cnt[CNT_OBUF_WR] + 64'(M * 32);
-        end
-        if ((iss_valid && !iss_first) || st_rd) cnt[CNT_OBUF_RD] <= cnt[CNT_OBUF_RD] +
-            ((iss_valid && !iss_first && st_rd) ? 64'(2 * M * 32) : 64'(M * 32));
-        if (c_stall_in) cnt[CNT_STALL_IN] <= cnt[CNT_STALL_IN] + 64'd1;
-        if (c_stall_out) cnt[CNT_STALL_OUT] <= cnt[CNT_STALL_OUT] + 64'd1;
-        if (c_finished) cnt[CNT_TAIL] <= cnt[CNT_TAIL] + 64'd1;
-        if (l_busy) cnt[CNT_LOAD_BUSY] <= cnt[CNT_LOAD_BUSY] + 64'd1;
-        if (l_wait) cnt[CNT_LOAD_WAIT] <= cnt[CNT_LOAD_WAIT] + 64'd1;
-        if (s_busy) cnt[CNT_STORE_BUSY] <= cnt[CNT_STORE_BUSY] + 64'd1;
-        if (rd_beat) cnt[CNT_RD_BEATS] <= cnt[CNT_RD_BEATS] + 64'd1;
-        if (wr_beat) cnt[CNT_WR_BEATS] <= cnt[CNT_WR_BEATS] + 64'd1;
-        if (rsp_bytes != 0) begin
-          cnt[CNT_RD_BYTES] <= cnt[CNT_RD_BYTES] + 64'(rsp_bytes);
-          if (ld_tgt) cnt[CNT_IBUF_WR] <= cnt[CNT_IBUF_WR] + 64'(rsp_bytes) * 64'd8;
-          else cnt[CNT_WBUF_WR] <= cnt[CNT_WBUF_WR] + 64'(rsp_bytes) * 64'd8;
-        end
-        if (wr_bytes != 0) cnt[CNT_WR_BYTES] <= cnt[CNT_WR_BYTES] + 64'(wr_bytes);
-        cnt[CNT_TILES] <= 64'(o_stored);
         if (all_done || any_err != ERR_NONE || err_code != ERR_NONE) begin
           run <= 1'b0;
           done_r <= 1'b1;
