@@ -56,6 +56,14 @@ def _align(x: int) -> int:
     return -(-x // ALIGN) * ALIGN
 
 
+def _check_dram(cfg: BismoConfig, needed: int) -> None:
+    if needed > cfg.dram_size:
+        raise ConfigError(
+            f"{cfg.name}: this work needs at least {needed:,} bytes of accelerator DRAM, the model has "
+            f"{cfg.dram_size:,}; split the batch"
+        )
+
+
 @dataclass(frozen=True)
 class GemmOperands:
     m: int
@@ -263,17 +271,14 @@ def plan_run(
                 raise ValueError("plan(with_data=True) needs operand values")
             images.append((lhs_addr, pack_operand(g.lhs, wbits, cfg.dm, cfg.dk)))
             images.append((rhs_addr, pack_operand(g.rhs_t, abits, cfg.dn, cfg.dk)))
+    _check_dram(cfg, addr)  # before scheduling, which costs time on huge work
     prog = schedule(cfg, jobs)
     streams = []
     for arr in (prog.fetch, prog.execute, prog.result):
         streams.append((addr, len(arr)))
         images.append((addr, arr.reshape(-1).view(np.uint8)))
         addr = _align(addr + len(arr) * INSTR_BYTES)
-    if addr > cfg.dram_size:
-        raise ConfigError(
-            f"{cfg.name}: this work needs {addr:,} bytes of accelerator DRAM, the model has {cfg.dram_size:,}; "
-            "split the batch"
-        )
+    _check_dram(cfg, addr)
     return RunPlan(gemms, wbits, abits, jobs, prog, images, streams, results)
 
 
