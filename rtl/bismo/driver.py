@@ -49,6 +49,21 @@ COUNTERS = (
     "fetch_waiting_dram",
     "result_tiles",
 )
+# the counters that count cycles (the others count beats, bytes, words, tiles)
+CYCLE_COUNTERS = frozenset(
+    {
+        "total",
+        "fetch_busy",
+        "fetch_token_stall",
+        "fetch_waiting_dram",
+        "exec_busy",
+        "exec_token_stall",
+        "exec_starved",
+        "result_busy",
+        "result_token_stall",
+        "result_write_stall",
+    }
+)
 ALIGN = 4096
 
 
@@ -301,7 +316,7 @@ def run_result(cfg: BismoConfig, c: dict[str, int], plan: RunPlan) -> SimResult:
         latency_ms=c["total"] / (cfg.clock_mhz * 1e3),
         energy_uj=sum(parts.values()) * 1e-6,
         dram_bytes=rd_bytes + wr_bytes,
-        stage_cycles=dict(c),
+        stage_cycles={k: v for k, v in c.items() if k in CYCLE_COUNTERS},
         utilization={
             "array": c["exec_busy"] / total,
             "fetch": c["fetch_busy"] / total,
@@ -311,6 +326,7 @@ def run_result(cfg: BismoConfig, c: dict[str, int], plan: RunPlan) -> SimResult:
         },
         extra={
             "config": cfg.name,
+            "counters": dict(c),
             "gemms": [[g.m, g.k, g.n] for g in gemms],
             "bits": [wbits, abits],
             "formula_compute_cycles": formula,
