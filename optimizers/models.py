@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from hil.devices.torch_build import build_module
@@ -140,7 +141,7 @@ class SpecNet(nn.Module):
                 parent = getattr(parent, part)
             parent.add_module(leaf, build_module(layer.workload))
 
-    def forward(self, x):  # type: ignore[no-untyped-def]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Looked up on every call: pruning may replace a layer's module in place.
         for name in self.order:
             x = self.get_submodule(name)(x)

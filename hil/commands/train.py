@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -67,7 +68,8 @@ def _setup(args: argparse.Namespace) -> torch.device:
     return pick_device(args.device)
 
 
-def _log(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _log(args: argparse.Namespace) -> Callable[[str], None] | None:
+    """Epoch lines on stderr, unless the caller asked for JSON only."""
     if args.json:
         return None
     return lambda msg: print(msg, file=sys.stderr, flush=True)
