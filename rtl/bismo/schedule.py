@@ -20,6 +20,7 @@ operand block it is the first to use; result slots alternate and are handed over
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,10 +68,34 @@ class _Side:
     def __init__(self, words: int) -> None:
         self.words = words
         self.ring = 0  # next half for streamed blocks
-        self.occupants: list[tuple[int, int, int]] = []  # (start, end, content id)
+        # disjoint occupied word ranges, sorted by start: (start, end, content id)
+        self.starts: list[int] = []
+        self.occupants: list[tuple[int, int, int]] = []
         self.consumed = 0  # free tokens the fetch stream has waited for so far
         self.freed = 0  # free events the exec stream has sent so far
         self.event_steps: list[int] = []  # global exec step of every free event
+
+    def occupy(self, lo: int, hi: int, cid: int, free_event: list[int]) -> int:
+        """Put content `cid` at words [lo, hi); the last free event among what it overwrites (-1: none)."""
+        i = max(bisect.bisect_right(self.starts, lo) - 1, 0)
+        j = i
+        need = -1
+        kept = []
+        while j < len(self.occupants) and self.occupants[j][0] < hi:
+            o = self.occupants[j]
+            if o[1] > lo:
+                need = max(need, free_event[o[2]])
+                if o[0] < lo:  # the part of an occupant not overwritten stays occupied
+                    kept.append((o[0], lo, o[2]))
+                if hi < o[1]:
+                    kept.append((hi, o[1], o[2]))
+            else:
+                kept.append(o)
+            j += 1
+        new = sorted([*kept, (lo, hi, cid)])
+        self.occupants[i:j] = new
+        self.starts[i:j] = [o[0] for o in new]
+        return need
 
 
 class _Builder:
@@ -252,20 +277,7 @@ class _Builder:
             side = self.c_side[cid]
             st = self.sides[side]
             lo, hi = self.c_buf[cid], self.c_buf[cid] + self.c_words[cid]
-            need = -1
-            keep = []
-            for o in st.occupants:
-                if o[0] < hi and lo < o[1]:
-                    need = max(need, self.c_free_event[o[2]])
-                    # the part of an occupant not overwritten stays occupied
-                    if o[0] < lo:
-                        keep.append((o[0], lo, o[2]))
-                    if hi < o[1]:
-                        keep.append((hi, o[1], o[2]))
-                else:
-                    keep.append(o)
-            keep.append((lo, hi, cid))
-            st.occupants = keep
+            need = st.occupy(lo, hi, cid, self.c_free_event)
             if need >= 0 and st.event_steps[need] >= self.nsteps + first[cid - first_content]:
                 raise RuntimeError(f"BISMO scheduler bug: block {cid} overwrites words still needed (deadlock)")
             extra = need + 1 - st.consumed
