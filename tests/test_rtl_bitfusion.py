@@ -235,6 +235,23 @@ def test_layer_result_fields(acc):
     assert res.extra["energy_model"].startswith("Bit Fusion public simulator")
 
 
+@pytest.mark.parametrize(
+    "layer",
+    [
+        QuantLayer("first", (32, 32, 3), (16, 16, 32), 3, 2, 1, wbits=8, abits=8),
+        QuantLayer("dw", (28, 28, 64), (28, 28, 64), 3, 1, 64, wbits=4, abits=4),
+        QuantLayer("pw_memory_bound", (28, 28, 32), (28, 28, 64), 1, 1, 1, wbits=8, abits=8),
+        QuantLayer("pw_compute_bound", (7, 7, 512), (7, 7, 512), 1, 1, 1, wbits=8, abits=8),
+    ],
+    ids=lambda layer: layer.name,
+)
+def test_total_follows_the_overlap_formula(acc, layer):
+    """Double buffering overlaps DRAM and compute: the RTL's total is ACCELERATORS.md's
+    compute + max(0, memory - compute) + first-tile load + last-tile store (memory = the RTL's beats)."""
+    res = acc.layer(layer, batch=16)
+    assert abs(res.cycles - res.extra["formula_total"]) <= 0.05 * res.cycles, res.extra["formula_terms"]
+
+
 def test_describe(acc):
     d = acc.describe()
     assert d["accelerator"] == "bitfusion" and d["rows"] == 16 and d["cols"] == 32 and d["clock_mhz"] == 500.0

@@ -264,6 +264,29 @@ class Plan:
         return self.o_base + self.o_bytes
 
 
+def transfer_beats(xf: Transfer, beat: int, outer_index: tuple[int, ...] | None = None) -> int:
+    """Exact DRAM beats of one firing of a transfer (at the given outer loop indices, default all 0)."""
+    base = xf.base + sum(i * d for i, d in zip(outer_index or (), xf.dstrides, strict=False))
+    n = 0
+    for i3 in range(xf.n3):
+        for i2 in range(xf.n2):
+            for i1 in range(xf.n1):
+                a = base + i3 * xf.s3 + i2 * xf.s2 + i1 * xf.s1
+                n += (a + xf.length - 1) // beat - a // beat + 1
+    return n
+
+
+def formula_terms(plan: Plan) -> dict[str, int]:
+    """First-tile load and last-tile store of the program, in DRAM beats (ACCELERATORS.md's total)."""
+    db = plan.cfg.beat_bytes
+    first, last = plan.blocks[0], plan.blocks[-1]
+    last_index = tuple(lp.bound - 1 for lp in last.outer)
+    return {
+        "first_tile_load": transfer_beats(first.ld_w, db) + transfer_beats(first.ld_i, db),
+        "last_tile_store": transfer_beats(last.st, db, last_index),
+    }
+
+
 def _align(x: int, a: int = 4096) -> int:
     return (x + a - 1) // a * a
 

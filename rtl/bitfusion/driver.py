@@ -275,6 +275,17 @@ class BitFusionAccelerator:
         parts = energy.energy_breakdown_uj(c, units, cfg.beat_bytes)
         dram_bytes = (c["rd_beats"] + c["wr_beats"]) * cfg.beat_bytes
         macs = p.batch * p.h_out * p.w_out * p.c_out * p.kernel * p.kernel * (1 if p.depthwise else p.c_in)
+        # ACCELERATORS.md: total = compute + max(0, memory - compute) + first-tile load + last-tile store,
+        # memory in DRAM beats; here with the RTL's own beat count (the first tile also waits the latency)
+        terms = bc.formula_terms(plan)
+        memory = c["rd_beats"] + c["wr_beats"]
+        formula_total = (
+            c["compute"]
+            + max(0, memory - c["compute"])
+            + terms["first_tile_load"]
+            + cfg.dram_latency
+            + terms["last_tile_store"]
+        )
         return SimResult(
             cycles=c["total"],
             compute_cycles=c["compute"],
@@ -305,6 +316,13 @@ class BitFusionAccelerator:
                 },
                 "macs": macs,
                 "formula_compute_cycles": plan.compute_cycles,
+                "formula_total": formula_total,
+                "formula_terms": {
+                    "compute": c["compute"],
+                    "memory_beats": memory,
+                    **terms,
+                    "dram_latency": cfg.dram_latency,
+                },
                 "decomposition": {  # total = compute + stall_in + stall_out + tail, exactly
                     "compute": c["compute"],
                     "stall_in": c["stall_in"],
