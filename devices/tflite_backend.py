@@ -7,8 +7,7 @@ Where the model comes from depends on where the backend runs:
   (`host_artifacts`), the SSH target pushed them over SFTP, and the agent hands their remote paths
   to `use_artifacts` before measuring. The target needs LiteRT only (`ai-edge-litert`, or the older
   `tflite-runtime` where that is all it has). Beside each model goes its sidecar (`meta`: which
-  converter made it); a conversion that failed on the host goes as a `failure` file instead, so it
-  becomes that workload's failed record and the rest of the build goes on.
+  converter made it).
 
 Threads (`num_threads`, default 1 like the phone figures in the literature) and CPU affinity are
 applied and recorded in the fingerprint. By default a block is timed with cold caches (invocations
@@ -21,12 +20,10 @@ Agent-side code: standard library, numpy (which LiteRT itself needs) and the run
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import itertools
 import json
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,9 +123,8 @@ def load_runtime(candidates: Sequence[tuple[str, str]] = RUNTIMES) -> Runtime | 
 
 @dataclass(frozen=True)
 class _Pushed:
-    path: Path | None
+    path: Path
     meta: dict[str, Any]
-    failure: tuple[str, str] | None  # (kind, message) of a host-side build that failed
 
 
 class PushedModels:
@@ -139,12 +135,7 @@ class PushedModels:
 
     def add(self, key: str, precision: str, batch: int, paths: dict[str, str]) -> None:
         meta = _read_json(paths["meta"]) if "meta" in paths else {}
-        failure = None
-        if "failure" in paths:
-            f = _read_json(paths["failure"])
-            failure = (str(f.get("kind", "build_error")), str(f.get("message", "the host's build failed")))
-        path = Path(paths["model"]) if "model" in paths else None
-        self._entries[(key, precision, batch)] = _Pushed(path, meta, failure)
+        self._entries[(key, precision, batch)] = _Pushed(Path(paths["model"]), meta)
 
     def _entry(self, w: Workload, precision: str, batch: int) -> _Pushed:
         try:
@@ -156,9 +147,7 @@ class PushedModels:
 
     def model_path(self, w: Workload, precision: str = "float32", batch: int = 1) -> Path:
         e = self._entry(w, precision, batch)
-        if e.failure is not None:
-            raise MeasureFailure(*e.failure)
-        if e.path is None or not e.path.is_file():
+        if not e.path.is_file():
             raise MeasureFailure("build_error", f"the pushed model of {w.key} is missing here: {e.path}")
         return e.path
 
@@ -173,19 +162,6 @@ def _read_json(path: str) -> dict[str, Any]:
     except (OSError, ValueError) as e:
         raise MeasureFailure("build_error", f"unreadable artifact {path}: {e}") from None
     return data if isinstance(data, dict) else {}
-
-
-def _write_failure(root: Path, failure: MeasureFailure) -> Path:
-    """A host-side build failure as a small file, so it reaches the target like a model would."""
-    body = json.dumps({"kind": failure.kind, "message": str(failure)}, sort_keys=True).encode()
-    folder = root / "failures"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(body).hexdigest()[:24]}.json"
-    if not path.is_file():
-        tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-        tmp.write_bytes(body)
-        os.replace(tmp, path)
-    return path
 
 
 class TfliteBackend:
@@ -221,14 +197,10 @@ class TfliteBackend:
     def host_artifacts(self, workload: Workload, settings: MeasureSettings) -> dict[str, Path]:
         """Host side: the files the target needs to time `workload` (converted now if not cached).
 
-        A conversion that fails does not stop the build: its error travels as a `failure` file and
-        becomes that workload's failed record on the target, naming the device and the workload.
+        A conversion that fails raises MeasureFailure; the SSH target turns it into that workload's
+        failed record and goes on with the rest.
         """
-        try:
-            model = self.models.model_path(workload, settings.precision, settings.batch)
-        except MeasureFailure as e:
-            root = Path(getattr(self.models, "root", tempfile.gettempdir()))
-            return {"failure": _write_failure(root, e)}
+        model = self.models.model_path(workload, settings.precision, settings.batch)
         files = {"model": model}
         meta = model.with_suffix(".json")
         if meta.is_file():

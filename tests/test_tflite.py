@@ -190,16 +190,11 @@ def test_pushed_artifacts_path_as_the_agent_uses_it(cache: ConverterCache, tmp_p
     assert e.value.kind == "build_error" and DOWN.key in str(e.value)
 
 
-def test_a_host_side_build_failure_reaches_the_target_as_a_record(cache: ConverterCache, tmp_path: Path) -> None:
+def test_a_host_side_build_failure_is_a_measure_failure(cache: ConverterCache) -> None:
     bad = MBConv((8, 8, 16), (4, 4, 16), 3, 3, 2, 1)  # identity skip across a shape change
-    arts = TfliteBackend(cache).host_artifacts(bad, QUICK)
-    assert set(arts) == {"failure"}
-    agent_side = TfliteBackend()
-    agent_side.use_artifacts(bad, QUICK, _push(arts, tmp_path / "remote"))
-    agent_side.use_artifacts(STEM, QUICK, _push(TfliteBackend(cache).host_artifacts(STEM, QUICK), tmp_path / "r2"))
-    ms = list(LocalTarget("phone", agent_side).measure([bad, STEM], QUICK))
-    assert (ms[0].ok, ms[0].error_kind) == (False, "build_error") and bad.key in ms[0].error
-    assert ms[1].ok  # the rest goes on
+    with pytest.raises(MeasureFailure) as e:  # the SSH target makes it that workload's record
+        TfliteBackend(cache).host_artifacts(bad, QUICK)
+    assert e.value.kind == "build_error" and bad.key in str(e.value)
 
 
 def test_a_model_the_runtime_cannot_load_is_a_clear_record(tmp_path: Path) -> None:
