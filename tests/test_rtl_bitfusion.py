@@ -287,6 +287,11 @@ def test_cycle_limit_is_a_clear_error():
     try:
         with pytest.raises(SimTimeoutError, match="did not raise done within 500 cycles"):
             a.time_gemm(64, 256, 64, 8, 8)
+        # the accelerator is usable afterwards (stopped, reads in flight dropped)
+        a.max_cycles = None
+        wt, at = np.arange(12).reshape(3, 4) - 6, np.arange(8).reshape(4, 2)
+        out, _ = a.gemm(wt, at, 4, 3, True, False)
+        assert np.array_equal(out, wt @ at)
     finally:
         a.close()
 

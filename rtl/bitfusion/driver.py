@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from hil.errors import ConfigError, DeviceError
+from hil.errors import ConfigError, DeviceError, HilError
 from hil.rtl.accelerator import SimResult
 from hil.rtl.bitfusion import compiler as bc
 from hil.rtl.bitfusion import energy, isa
@@ -236,7 +236,11 @@ class BitFusionAccelerator:
         else:
             for reg, val in writes:
                 regs.write_reg(reg, val)
-        regs.run_until_done(self.max_cycles or self._cycle_bound(plan))
+        try:
+            regs.run_until_done(self.max_cycles or self._cycle_bound(plan))
+        except HilError:
+            self._recover()
+            raise
         status = regs.read_reg(isa.REG_STATUS)
         if status & 4:
             code = (status >> 8) & 0xFF
@@ -249,6 +253,20 @@ class BitFusionAccelerator:
             raw = regs.read_mem(plan.o_base, plan.o_bytes)
             out = bc.decode_output(plan, raw, signed=True)
         return out, self._result(counters, plan, mapping)
+
+    def _recover(self) -> None:
+        """After a run that never finished: stop the engines so the next program can be loaded.
+
+        On the simulator a reset also drops the DRAM reads still in flight; a board gets the abort.
+        """
+        reset = getattr(self.regs, "reset", None)
+        try:
+            if reset is not None:
+                reset()
+            else:
+                self.regs.write_reg(isa.REG_CTRL, isa.CTRL_ABORT)
+        except HilError:
+            pass  # the original error is the one to report
 
     def _cycle_bound(self, plan: bc.Plan) -> int:
         """Far above any legal run (compute + every beat serialized + latency per transfer)."""

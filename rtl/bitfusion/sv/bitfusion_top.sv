@@ -5,7 +5,8 @@
 // mem_rd_* / mem_wr_* DRAM port with beat-aligned single-beat reads and strobed writes, done.
 //
 // Registers (32-bit word index):
-//   0 ID 'BFUS' (ro)          1 CTRL (wo): bit0 start, bit1 clear program, bit2 abort
+//   0 ID 'BFUS' (ro)          1 CTRL (wo): bit0 start, bit1 clear program, bit2 abort (stops
+//                             the engines; reads in flight must be dropped by the DRAM side)
 //   2 CONFIG (rw): bit0 DP_EN (datapath enable; reset 1)
 //   3 STATUS (ro): bit0 done, bit1 busy, bit2 error, [15:8] error code, [20:16] blocks loaded
 //   4 INSTR_LO (wo)           5 INSTR_HI (wo; pushes the 64-bit instruction {HI, LO})
@@ -291,6 +292,7 @@ module bitfusion_top #(
       if (push_p && !run && !(instr[63:60] inside {OP_NOP, OP_SETUP, OP_LOOP, OP_BSTRIDE, OP_XFER, OP_END}))
         err_code <= ERR_OPCODE;
       if (clear_p) err_code <= ERR_NONE;
+      if (reg_wr_en && reg_addr == 16'd1 && reg_wdata[2]) run <= 1'b0;  // abort: stop, no done
       if (start_p) begin
         run <= 1'b1;
         done_r <= 1'b0;
