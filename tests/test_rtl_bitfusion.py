@@ -7,13 +7,14 @@ ACCELERATORS.md formulas (including its cross-check vector), and bad input again
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hil.errors import ConfigError, HilError
+from hil.errors import ConfigError, DeviceError, HilError
 from hil.rtl.bitfusion import compiler as bc
 from hil.rtl.bitfusion import harness
 from hil.rtl.bitfusion.driver import BitFusionAccelerator
@@ -280,6 +281,19 @@ def test_layers_refused_clearly(acc):
         acc.layer(QuantLayer("huge", (17, 17, 8), (1, 1, 8), 17, 1, 8, wbits=8, abits=2), 1)
     with pytest.raises(ConfigError, match="outside the 4-bit unsigned range"):
         acc.gemm(np.ones((2, 2), dtype=np.int64), np.full((2, 2), 16), 4, 4, True, False)
+
+
+def test_program_errors_reported_by_the_rtl(acc):
+    """The RTL checks its program: a load larger than a buffer half stops the run with an error."""
+    plan = bc.plan_conv(CFG, bc.Precision(8, 8), bc.ConvProblem(4, 1, 1, 64, 1, 1, 1, 1, 32))
+    blk = plan.blocks[0]
+    too_big = dataclasses.replace(blk, ld_i=dataclasses.replace(blk.ld_i, length=CFG.ibuf_bytes // 2 + 1))
+    plan.blocks = [too_big]
+    with pytest.raises(DeviceError, match="IBUF address or transfer outside the buffer half"):
+        acc._run(plan, None, None, "fc")
+    # and the next program runs normally
+    res = acc.time_gemm(32, 64, 4, 8, 8)
+    assert res.compute_cycles == 4 * 4
 
 
 def test_cycle_limit_is_a_clear_error():

@@ -244,6 +244,7 @@ class BitFusionAccelerator:
         status = regs.read_reg(isa.REG_STATUS)
         if status & 4:
             code = (status >> 8) & 0xFF
+            self._recover()  # reads of the stopped run may still be in flight
             raise DeviceError(self.name, f"the accelerator stopped with error {code}: {isa.ERRORS.get(code, '?')}")
         if not status & 1:
             raise DeviceError(self.name, f"run ended without done (status 0x{status:x})")
@@ -255,7 +256,7 @@ class BitFusionAccelerator:
         return out, self._result(counters, plan, mapping)
 
     def _recover(self) -> None:
-        """After a run that never finished: stop the engines so the next program can be loaded.
+        """After a run that failed or never finished: stop the engines so the next program can be loaded.
 
         On the simulator a reset also drops the DRAM reads still in flight; a board gets the abort.
         """
