@@ -253,6 +253,21 @@ def test_total_follows_the_overlap_formula(acc, layer):
     assert abs(res.cycles - res.extra["formula_total"]) <= 0.05 * res.cycles, res.extra["formula_terms"]
 
 
+def test_dram_bandwidth_and_latency_are_configurable(acc):
+    """Same RTL, a DRAM model with half the bandwidth and 4x the latency: compute equal, total longer."""
+    layer = QuantLayer("pw", (28, 28, 32), (28, 28, 64), 1, 1, 1, wbits=8, abits=8)
+    fast = acc.layer(layer, batch=4)
+    slow_cfg = dataclasses.replace(CFG, name="bitfusion-slow-dram", dram_bytes_per_cycle=12.0, dram_latency=128)
+    slow_acc = BitFusionAccelerator(slow_cfg)
+    try:
+        slow = slow_acc.layer(layer, batch=4)
+    finally:
+        slow_acc.close()
+    assert slow.compute_cycles == fast.compute_cycles
+    assert slow.cycles > 1.8 * fast.cycles  # memory-bound: about twice the DRAM time
+    assert slow.utilization["dram"] <= 1.0
+
+
 def test_describe(acc):
     d = acc.describe()
     assert d["accelerator"] == "bitfusion" and d["rows"] == 16 and d["cols"] == 32 and d["clock_mhz"] == 500.0
