@@ -199,6 +199,24 @@ class BismoAccelerator:
         res.extra["batch"] = batch
         return res
 
+    def network(self, layers: list[QuantLayer], batch: int) -> SimResult:
+        """A whole network as one continuous run: every layer's GEMMs, each at its own bitwidths, in
+        one instruction stream, so the decoupled stages overlap the fetch of a layer with the execution
+        of the one before (what a per-layer LUT sum cannot see)."""
+        gemms: list[GemmOperands] = []
+        bits: list[tuple[int, int, bool, bool]] = []
+        for layer in layers:
+            self._check_bits(layer.wbits, layer.abits, f"layer {layer.key}")
+            geo = L.geometry(layer, batch)
+            shapes = L.gemm_shapes(geo, self.cfg.dm, self.cfg.dk)
+            gemms += [GemmOperands(m, k, n) for m, k, n in shapes]
+            bits += [(layer.wbits, layer.abits, layer.wsigned, layer.asigned)] * len(shapes)
+        first = bits[0]
+        _, res = self._run(gemms, *first, with_data=False, per_gemm_bits=bits)
+        res.extra["layers"] = len(layers)
+        res.extra["batch"] = batch
+        return res
+
     def run_layer(self, layer: QuantLayer, x: np.ndarray, wt: np.ndarray) -> tuple[np.ndarray, SimResult]:
         """A layer on real data: activations (B, H, W, Cin), weights (Cout, k, k, Cin/groups)."""
         self._check_bits(layer.wbits, layer.abits, f"layer {layer.key}")
@@ -220,9 +238,11 @@ class BismoAccelerator:
                 )
 
     def _run(
-        self, gemms: list[GemmOperands], wbits: int, abits: int, wsigned: bool, asigned: bool, *, with_data: bool
+        self, gemms: list[GemmOperands], wbits: int, abits: int, wsigned: bool, asigned: bool, *, with_data: bool,
+        per_gemm_bits: list[tuple[int, int, bool, bool]] | None = None,
     ) -> tuple[list[np.ndarray], SimResult]:
-        plan = plan_run(self.cfg, gemms, wbits, abits, wsigned, asigned, with_data=with_data)
+        plan = plan_run(self.cfg, gemms, wbits, abits, wsigned, asigned, with_data=with_data,
+                        per_gemm_bits=per_gemm_bits)
         for a, img in plan.images:
             self.regs.write_mem(a, img)
         for reg, value in plan.register_writes():
@@ -265,13 +285,21 @@ def plan_run(
     asigned: bool,
     *,
     with_data: bool,
+    per_gemm_bits: list[tuple[int, int, bool, bool]] | None = None,
 ) -> RunPlan:
-    """DRAM images, instruction streams and result locations of one run (no hardware access)."""
+    """DRAM images, instruction streams and result locations of one run (no hardware access).
+
+    `per_gemm_bits` gives each GEMM its own (wbits, abits, wsigned, asigned), as the layers of a
+    mixed-precision network have; otherwise all share the arguments'.
+    """
     jobs: list[GemmJob] = []
     images: list[tuple[int, np.ndarray]] = []
     results: list[tuple[int, int, int, int, int]] = []
     addr = 0
-    for g in gemms:
+    bits = per_gemm_bits or [(wbits, abits, wsigned, asigned)] * len(gemms)
+    if len(bits) != len(gemms):
+        raise ValueError("per_gemm_bits needs one entry per GEMM")
+    for g, (wbits, abits, wsigned, asigned) in zip(gemms, bits, strict=True):
         mt, nt, kw = ceil_div(g.m, cfg.dm), ceil_div(g.n, cfg.dn), ceil_div(g.k, cfg.dk)
         lhs_addr = addr
         addr = _align(addr + operand_bytes(g.m, g.k, wbits, cfg.dm, cfg.dk))
@@ -330,7 +358,7 @@ def run_result(cfg: BismoConfig, c: dict[str, int], plan: RunPlan) -> SimResult:
             "gemms": [[g.m, g.k, g.n] for g in gemms],
             "bits": [wbits, abits],
             "formula_compute_cycles": formula,
-            "binary_ops": 2 * sum(g.m * g.k * g.n for g in gemms) * wbits * abits,
+            "binary_ops": 2 * sum(g.m * g.k * g.n * j.wbits * j.abits for g, j in zip(gemms, jobs, strict=True)),
             "dram_read_bytes": rd_bytes,
             "dram_write_bytes": wr_bytes,
             "instruction_read_bytes": c["instruction_read_beats"] * cfg.beat_bytes,
