@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -167,6 +167,19 @@ def geometry(cfg: BitFusionConfig, prec: Precision, p: ConvProblem, obits: int) 
     return Geometry(n_oc, rows, cg, c_pad, tile_ch, c_pad * prec.a_lane // 8, obits, eb, n_oc * eb)
 
 
+@dataclass(frozen=True)
+class OutLayout:
+    """Where a layer's output pixels go: NHWC at `base` with these byte strides per pixel, row and
+    image (each oc tile's slice at +oc * M * obits / 8 within a pixel). The default layout is dense
+    (`Geometry.pix_out` bytes per pixel); a network run with data points it into the interior of the
+    next layer's (spatially padded, channel padded) input image instead."""
+
+    base: int
+    pix: int
+    row: int
+    image: int
+
+
 # ------------------------------------------------------------------------------------------------
 # formulas (ACCELERATORS.md) -- the tests check the RTL's compute counter against these
 
@@ -261,7 +274,8 @@ class Plan:
 
     @property
     def dram_end(self) -> int:
-        return self.o_base + self.o_bytes
+        """End of the plan's own regions (weights, activations, outputs unless sent elsewhere)."""
+        return max(self.o_base + self.o_bytes, self.i_base + self.i_bytes)
 
 
 def transfer_beats(xf: Transfer, beat: int, outer_index: tuple[int, ...] | None = None) -> int:
@@ -295,10 +309,19 @@ class _Builder:
     """Blocks and an analytic cost estimate for one tiling (the estimate only picks the tiling)."""
 
     def __init__(
-        self, cfg: BitFusionConfig, prec: Precision, p: ConvProblem, g: Geometry, o_shift: int, o_signed: bool
+        self,
+        cfg: BitFusionConfig,
+        prec: Precision,
+        p: ConvProblem,
+        g: Geometry,
+        o_shift: int,
+        o_signed: bool,
+        o_strides: tuple[int, int, int] | None = None,
     ) -> None:
         self.cfg, self.prec, self.p, self.g = cfg, prec, p, g
         self.o_shift, self.o_signed = o_shift, o_signed
+        # output bytes per pixel, row and image
+        self.o_strides = o_strides or (g.pix_out, p.w_out * g.pix_out, p.h_out * p.w_out * g.pix_out)
 
     def fits(self, t: Tiling) -> bool:
         c, p, pr = self.cfg, self.p, self.prec
@@ -376,18 +399,18 @@ class _Builder:
                 dstrides=tuple(i_ds[lv] for lv in order),
             )
             # ST OBUF: the tile's output pixels, this oc tile's channel slice of each
-            po = g.pix_out
-            length, lv3 = _merge(g.eb, [(owv, po), (ohv, p.w_out * po), (btv, p.h_out * p.w_out * po)])
+            po, prow, pimg = self.o_strides
+            length, lv3 = _merge(g.eb, [(owv, po), (ohv, prow), (btv, pimg)])
             o_ds = {
                 "oc": g.eb,
-                "b": t.bt * p.h_out * p.w_out * po,
-                "oh": t.oht * p.w_out * po,
+                "b": t.bt * pimg,
+                "oh": t.oht * prow,
                 "ow": t.owt * po,
                 "kh": 0,
                 "ic": 0,
             }
             st = Transfer(
-                base=o_base + ((b0 * p.h_out + oh0) * p.w_out + ow0) * po,
+                base=o_base + b0 * pimg + oh0 * prow + ow0 * po,
                 length=length,
                 n1=lv3[0][0],
                 s1=lv3[0][1],
@@ -458,11 +481,22 @@ def plan_conv(
     o_shift: int = 0,
     o_signed: bool = True,
     tiling: Tiling | None = None,
+    base: int = 0,
+    out: OutLayout | None = None,
 ) -> Plan:
-    """Choose the tiling with the lowest estimated total and build the block program."""
+    """Choose the tiling with the lowest estimated total and build the block program.
+
+    Weights, activations and outputs get consecutive 4 KiB-aligned DRAM regions from `base`; `out`
+    sends the outputs elsewhere (they then take no region here).
+    """
     g = geometry(cfg, prec, p, obits)
-    bld = _Builder(cfg, prec, p, g, o_shift, o_signed)
-    w_base = 0
+    if out is not None and g.n_oc * g.eb > out.pix:
+        raise ConfigError(
+            f"its {g.n_oc * cfg.cols} output channels (padded to M) take {g.n_oc * g.eb} bytes per pixel, "
+            f"the output layout has {out.pix} (the next layer pads its input channels less)"
+        )
+    bld = _Builder(cfg, prec, p, g, o_shift, o_signed, (out.pix, out.row, out.image) if out else None)
+    w_base = base
     candidates = [tiling] if tiling else list(_candidates(cfg, p, g))
     best: tuple[tuple[float, float], Tiling, list[Block], dict[str, float]] | None = None
     for t in candidates:
@@ -487,15 +521,65 @@ def plan_conv(
     w_bytes = g.n_oc * wt * (1 if t.resident else nkh * nic)
     i_base = _align(w_base + w_bytes)
     i_bytes = p.batch * p.h_in * p.w_in * g.pix_in
-    o_base = _align(i_base + i_bytes)
-    o_bytes = p.batch * p.h_out * p.w_out * g.pix_out
-    if o_base + o_bytes > cfg.mem_bytes:
-        raise LayerFitError(
-            f"{p} needs {o_base + o_bytes:,} bytes of DRAM; the model of {cfg.name} has {cfg.mem_bytes:,}"
-        )
+    if out is None:
+        o_base = _align(i_base + i_bytes)
+        o_bytes = p.batch * p.h_out * p.w_out * g.pix_out
+    else:
+        o_base, o_bytes = out.base, 0
+    end = max(o_base + o_bytes, i_base + i_bytes)
+    if end > cfg.mem_bytes:
+        raise LayerFitError(f"{p} needs {end:,} bytes of DRAM; the model of {cfg.name} has {cfg.mem_bytes:,}")
     blocks = bld.blocks(t, w_base, i_base, o_base)
     assert len(blocks[0].outer) == NO and len(blocks[0].inner) == NI
     return Plan(cfg, p, prec, g, t, blocks, w_base, i_base, o_base, w_bytes, i_bytes, o_bytes, est)
+
+
+@dataclass
+class NetworkPlan:
+    """A whole network as one program: the layers' plans and their blocks, in order."""
+
+    plans: list[Plan]
+    blocks: list[Block]
+    first_block: list[int]  # index of each layer's first block in `blocks`
+
+
+def network_regions(cfg: BitFusionConfig, sizes: list[int], reuse: bool) -> list[int]:
+    """DRAM base of each layer's regions: consecutive, aligned to 4 KiB and to the DRAM beat (so each
+    layer's transfers split into beats exactly as in a run of the layer alone).
+
+    With `reuse` (timing runs: the values in DRAM do not matter) a layer that no longer fits starts
+    again at 0; otherwise the network must fit the DRAM model.
+    """
+    align = math.lcm(4096, cfg.beat_bytes)
+    bases, cur = [], 0
+    for i, size in enumerate(sizes):
+        base = (cur + align - 1) // align * align
+        if base + size > cfg.mem_bytes and reuse:
+            base = 0
+        if base + size > cfg.mem_bytes:
+            raise LayerFitError(
+                f"network: layer {i} needs DRAM up to {base + size:,} bytes; the model of {cfg.name} has "
+                f"{cfg.mem_bytes:,} (a run with data keeps every layer's regions)"
+            )
+        bases.append(base)
+        cur = base + size
+    return bases
+
+
+def link_network(plans: list[Plan]) -> NetworkPlan:
+    """One program of every layer's blocks; the first block of each layer after the first gets the
+    `sync` barrier (its activations are what the layer before it stores)."""
+    blocks: list[Block] = []
+    first: list[int] = []
+    for i, plan in enumerate(plans):
+        first.append(len(blocks))
+        for j, b in enumerate(plan.blocks):
+            blocks.append(replace(b, sync=True) if i > 0 and j == 0 else b)
+    if len(blocks) > MAX_BLOCKS:
+        raise LayerFitError(
+            f"network: {len(plans)} layers need {len(blocks)} blocks; the Bit Fusion block table holds {MAX_BLOCKS}"
+        )
+    return NetworkPlan(plans, blocks, first)
 
 
 def _candidates(cfg: BitFusionConfig, p: ConvProblem, g: Geometry):

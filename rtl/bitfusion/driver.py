@@ -5,7 +5,7 @@ the same code drives the native Verilator harness and, given a PYNQ implementati
 interface, a board. Every count in a SimResult is read from the RTL's own counters; the energy is
 the counter-based model of hil.rtl.bitfusion.energy.
 
-Timing runs (`time_gemm`, `layer`) clear CONFIG.DP_EN: the datapath is isolated (no buffer writes,
+Timing runs (`time_gemm`, `layer`, `network`) clear CONFIG.DP_EN: the datapath is isolated (no buffer writes,
 no array evaluation) while the controller, DRAM traffic and counters run unchanged, so the counts
 equal those of a run with data (tested) and the simulation is much faster.
 """
@@ -39,6 +39,9 @@ def _pad_for(h: int, w: int, ho: int, wo: int, k: int, s: int, name: str) -> int
         if (h + 2 * pad - k) // s + 1 == ho and (w + 2 * pad - k) // s + 1 == wo:
             return pad
     raise ConfigError(f"layer {name!r}: output {ho}x{wo} does not follow from input {h}x{w}, kernel {k}, stride {s}")
+
+
+STAGE_COUNTERS = ("compute", "stall_in", "stall_out", "tail", "load_busy", "load_wait", "store_busy", "sync_wait")
 
 
 class BitFusionAccelerator:
@@ -149,34 +152,171 @@ class BitFusionAccelerator:
         if x.ndim != 4:
             raise ConfigError(f"layer {layer.name!r}: activations must be (batch, H, W, C), got {x.shape}")
         plan = self.plan_layer(layer, int(x.shape[0]), obits=32)
-        check_range(x, layer.abits, layer.asigned, f"layer {layer.name!r} activations")
-        check_range(wt, layer.wbits, layer.wsigned, f"layer {layer.name!r} weights")
-        k = int(layer.kernel)
-        h, w, cin = (int(v) for v in layer.input)
-        ho, wo, cout = (int(v) for v in layer.output)
-        if x.shape[1:] != (h, w, cin):
-            raise ConfigError(f"layer {layer.name!r}: activations {x.shape[1:]} are not {(h, w, cin)}")
-        depthwise = plan.problem.depthwise
-        want_w = (cout, k, k, 1 if depthwise else cin)
-        if wt.shape != want_w:
-            raise ConfigError(f"layer {layer.name!r}: weights {wt.shape} are not {want_w}")
-        pad = _pad_for(h, w, ho, wo, k, int(layer.stride), layer.name)
-        xp = np.pad(x.astype(np.int64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        wk = wt.astype(np.int64).transpose(0, 3, 1, 2)  # (Cout, Cin/g, k, k)
-        if depthwise:
-            xin, win = xp, wk[:, 0]
-        elif plan.problem.kernel == 1 and k > 1:  # im2col on the host
-            xin = _im2col(xp, k, int(layer.stride), ho, wo)
-            win = wk.transpose(0, 2, 3, 1).reshape(cout, k * k * cin, 1, 1)
-        else:
-            xin, win = xp, wk
+        xin, win = self._operands(layer, plan, x, wt)
         out, res = self._run(plan, xin, win, self._mapping(layer, plan))
         res.extra["layer"] = layer.key
         return out, res
 
+    def network(self, layers: list[QuantLayer], batch: int, *, outputs: str = "next") -> SimResult:
+        """A whole network as ONE run (one start, one done): every layer's blocks in one program, each
+        at its own widths, outputs requantized to the next layer's activation lane width (what a chained
+        network stores; `outputs="own"`: each layer's own, exactly the stores of `layer()` runs, so that
+        the difference to the sum of `layer()` runs is only the overlap).
+
+        Across a layer boundary the engines overlap what the dependencies allow: the next layer's first
+        weight tile loads while this layer computes and stores; its first activation tile waits (the
+        `sync` barrier) until this layer's last output tile is in DRAM. Counters are the RTL's own.
+        """
+        net = self.plan_network(layers, batch, outputs=outputs)
+        counters = self._execute(net.blocks, with_data=False)
+        return self._network_result(counters, net, layers)
+
+    def run_network(
+        self,
+        layers: list[QuantLayer],
+        x: np.ndarray,
+        weights: list[np.ndarray],
+        shifts: list[int] | None = None,
+    ) -> tuple[np.ndarray, SimResult]:
+        """A network on data in one run. x: the first layer's activations (B, H, W, C_in); weights: per
+        layer (C_out, k, k, C_in / groups); shifts: per layer boundary, the right shift of the
+        requantization to the next layer's activation lane width (default 0).
+
+        Each layer's store writes straight into the next layer's input image in DRAM (its interior:
+        the zero border and channel padding stay), so the layers must chain: layer i+1's input is
+        layer i's output. Returns the last layer's int32 accumulators (B, H_out, W_out, C_out).
+        """
+        x = np.asarray(x)
+        if x.ndim != 4:
+            raise ConfigError(f"network: activations must be (batch, H, W, C), got {x.shape}")
+        if len(weights) != len(layers):
+            raise ConfigError(f"network: {len(layers)} layers but {len(weights)} weight arrays")
+        shifts = list(shifts) if shifts is not None else [0] * (len(layers) - 1)
+        if len(shifts) != len(layers) - 1 or any(not 0 <= v < 32 for v in shifts):
+            raise ConfigError(f"network: need {len(layers) - 1} shifts in 0..31, got {shifts}")
+        net = self.plan_network(layers, int(x.shape[0]), with_data=True, shifts=shifts)
+        for i, (layer, plan, wt) in enumerate(zip(layers, net.plans, weights, strict=True)):
+            xin, win = self._operands(layer, plan, x if i == 0 else None, np.asarray(wt))
+            self.regs.write_mem(plan.w_base, bc.weight_image(plan, win))
+            if i == 0:
+                self.regs.write_mem(plan.i_base, bc.activation_image(plan, xin))
+            else:  # the zero border and channel padding around what the layer before writes
+                self.regs.write_mem(plan.i_base, np.zeros(plan.i_bytes, dtype=np.uint8))
+        counters = self._execute(net.blocks, with_data=True)
+        last = net.plans[-1]
+        out = bc.decode_output(last, self.regs.read_mem(last.o_base, last.o_bytes), signed=True)
+        return out, self._network_result(counters, net, layers)
+
+    def plan_network(
+        self,
+        layers: list[QuantLayer],
+        batch: int,
+        *,
+        with_data: bool = False,
+        shifts: list[int] | None = None,
+        outputs: str = "next",
+    ) -> bc.NetworkPlan:
+        """Every layer's plan in one program. Each layer runs direct (no host im2col) except the first,
+        stores its outputs at the next layer's activation lane width (the last layer: its own, or int32
+        with data), and gets its own DRAM regions; with data, its outputs go into the next layer's input
+        image instead. The first block of every layer after the first carries the `sync` barrier."""
+        if not layers:
+            raise ConfigError("network: no layers")
+        if outputs not in ("next", "own") or (with_data and outputs != "next"):
+            raise ConfigError(f"network: outputs must be 'next' or 'own' (with data: 'next'), not {outputs!r}")
+
+        def out_format(i: int) -> tuple[int, bool, int]:
+            if i + 1 < len(layers) and outputs == "next":
+                nxt = layers[i + 1]
+                return bc.lane_bits(nxt.abits, "activations"), bool(nxt.asigned), (shifts[i] if shifts else 0)
+            if with_data:
+                return 32, True, 0
+            return bc.lane_bits(layers[i].abits, "activations"), bool(layers[i].asigned), 0
+
+        first = []
+        for i, q in enumerate(layers):
+            obits, signed, shift = out_format(i)
+            first.append(self.plan_layer(q, batch, obits, o_signed=signed, o_shift=shift, im2col=i == 0))
+        bases = bc.network_regions(self.cfg, [p.dram_end for p in first], reuse=not with_data)
+        plans: list[bc.Plan] = []  # built from the last: each output may go into the next one's input
+        for i in reversed(range(len(layers))):
+            obits, signed, shift = out_format(i)
+            out = None
+            if with_data and i + 1 < len(layers):
+                out = self._chain_layout(layers[i], layers[i + 1], plans[0])
+            plan = self.plan_layer(
+                layers[i],
+                batch,
+                obits,
+                o_signed=signed,
+                o_shift=shift,
+                im2col=i == 0,
+                tiling=first[i].tiling,
+                base=bases[i],
+                out=out,
+            )
+            plans.insert(0, plan)
+        return bc.link_network(plans)
+
+    def _chain_layout(self, layer: QuantLayer, nxt: QuantLayer, nplan: bc.Plan) -> bc.OutLayout:
+        """Layer `layer`'s outputs as the interior of `nxt`'s padded input image."""
+        if tuple(int(v) for v in layer.output) != tuple(int(v) for v in nxt.input):
+            raise ConfigError(
+                f"network: layer {nxt.name!r} does not read layer {layer.name!r}'s output "
+                f"({tuple(nxt.input)} vs {tuple(layer.output)}); a run with data needs a chain"
+            )
+        p, g = nplan.problem, nplan.geometry
+        pad = (p.h_in - int(nxt.input[0])) // 2
+        return bc.OutLayout(
+            base=nplan.i_base + (pad * p.w_in + pad) * g.pix_in,
+            pix=g.pix_in,
+            row=p.w_in * g.pix_in,
+            image=p.h_in * p.w_in * g.pix_in,
+        )
+
+    def _operands(
+        self, layer: QuantLayer, plan: bc.Plan, x: np.ndarray | None, wt: np.ndarray
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """Checked (padded / im2col'd) activations and (C_out, C_in, k, k) weights of a layer's plan."""
+        check_range(wt, layer.wbits, layer.wsigned, f"layer {layer.name!r} weights")
+        k = int(layer.kernel)
+        h, w, cin = (int(v) for v in layer.input)
+        ho, wo, cout = (int(v) for v in layer.output)
+        depthwise = plan.problem.depthwise
+        want_w = (cout, k, k, 1 if depthwise else cin)
+        if wt.shape != want_w:
+            raise ConfigError(f"layer {layer.name!r}: weights {wt.shape} are not {want_w}")
+        wk = wt.astype(np.int64).transpose(0, 3, 1, 2)  # (Cout, Cin/g, k, k)
+        im2col = plan.problem.kernel == 1 and k > 1
+        win = wk[:, 0] if depthwise else wk.transpose(0, 2, 3, 1).reshape(cout, k * k * cin, 1, 1) if im2col else wk
+        if x is None:
+            return None, win
+        check_range(x, layer.abits, layer.asigned, f"layer {layer.name!r} activations")
+        if x.shape[1:] != (h, w, cin):
+            raise ConfigError(f"layer {layer.name!r}: activations {x.shape[1:]} are not {(h, w, cin)}")
+        pad = _pad_for(h, w, ho, wo, k, int(layer.stride), layer.name)
+        xp = np.pad(x.astype(np.int64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        return (_im2col(xp, k, int(layer.stride), ho, wo) if im2col else xp), win
+
     # ------------------------------------------------------------------ mapping
-    def plan_layer(self, layer: QuantLayer, batch: int, obits: int | None = None) -> bc.Plan:
-        """The problem, tiling and block program of a layer (outputs at the activation lane width)."""
+    def plan_layer(
+        self,
+        layer: QuantLayer,
+        batch: int,
+        obits: int | None = None,
+        *,
+        o_signed: bool | None = None,
+        o_shift: int = 0,
+        im2col: bool = True,
+        tiling: bc.Tiling | None = None,
+        base: int = 0,
+        out: bc.OutLayout | None = None,
+    ) -> bc.Plan:
+        """The problem, tiling and block program of a layer (outputs at the activation lane width).
+
+        `im2col=False` keeps a conv direct (a layer inside a network: its input is the previous layer's
+        output in DRAM, which no host can rearrange mid-run); the other keywords go to `plan_conv`.
+        """
         if batch < 1:
             raise ConfigError(f"layer {layer.name!r}: batch must be >= 1, got {batch}")
         if len(layer.input) != 3 or len(layer.output) != 3:
@@ -199,15 +339,17 @@ class BitFusionAccelerator:
         direct = bc.ConvProblem(batch, h + 2 * pad, w + 2 * pad, cin, ho, wo, k, s, cout, depthwise)
         n, m, pf = self.cfg.rows, self.cfg.cols, prec.pf
         prob = direct
-        im2col = bc.im2col_compute_cycles(batch, ho, wo, k, cin, cout, n, m, pf)
-        if not depthwise and k > 1 and im2col < bc.conv_compute_cycles(batch, ho, wo, k, cin, cout, n, m, pf):
+        via_im2col = bc.im2col_compute_cycles(batch, ho, wo, k, cin, cout, n, m, pf)
+        direct_cycles = bc.conv_compute_cycles(batch, ho, wo, k, cin, cout, n, m, pf)
+        if im2col and not depthwise and k > 1 and via_im2col < direct_cycles:
             prob = bc.ConvProblem(batch, ho, wo, k * k * cin, ho, wo, 1, 1, cout)
         # outputs leave at the activation lane width (the next layer's input), int32 on request
         out_bits = obits if obits is not None else prec.a_lane
+        signed = o_signed if o_signed is not None else (prec.asigned or out_bits == 32)
         try:
-            return bc.plan_conv(self.cfg, prec, prob, obits=out_bits, o_signed=prec.asigned or obits == 32)
-        except bc.LayerFitError as e:
-            raise bc.LayerFitError(f"layer {layer.name!r}: {e}") from None
+            return bc.plan_conv(self.cfg, prec, prob, out_bits, o_shift, signed, tiling=tiling, base=base, out=out)
+        except ConfigError as e:  # LayerFitError, an output layout that does not fit: name the layer
+            raise type(e)(f"layer {layer.name!r}: {e}") from None
 
     def _mapping(self, layer: QuantLayer, plan: bc.Plan) -> str:
         if plan.problem.depthwise:
@@ -222,13 +364,22 @@ class BitFusionAccelerator:
     def _run(
         self, plan: bc.Plan, x: np.ndarray | None, w: np.ndarray | None, mapping: str
     ) -> tuple[np.ndarray | None, SimResult]:
-        regs = self.regs
-        writes = isa.program_register_writes(plan.blocks)
         with_data = x is not None
         if with_data:
             assert w is not None
-            regs.write_mem(plan.w_base, bc.weight_image(plan, w))
-            regs.write_mem(plan.i_base, bc.activation_image(plan, x))
+            self.regs.write_mem(plan.w_base, bc.weight_image(plan, w))
+            self.regs.write_mem(plan.i_base, bc.activation_image(plan, x))
+        counters = self._execute(plan.blocks, with_data)
+        out = None
+        if with_data:
+            raw = self.regs.read_mem(plan.o_base, plan.o_bytes)
+            out = bc.decode_output(plan, raw, signed=True)
+        return out, self._result(counters, plan, mapping)
+
+    def _execute(self, blocks: list[isa.Block], with_data: bool) -> dict[str, int]:
+        """Push the program, start, run to done; the RTL's counters of the run."""
+        regs = self.regs
+        writes = isa.program_register_writes(blocks)
         writes += [(isa.REG_CONFIG, 1 if with_data else 0), (isa.REG_CTRL, isa.CTRL_START)]
         batch = getattr(regs, "write_regs", None)  # one round trip on the simulator
         if batch:
@@ -237,7 +388,7 @@ class BitFusionAccelerator:
             for reg, val in writes:
                 regs.write_reg(reg, val)
         try:
-            regs.run_until_done(self.max_cycles or self._cycle_bound(plan))
+            regs.run_until_done(self.max_cycles or self._cycle_bound(blocks))
         except HilError:
             self._recover()
             raise
@@ -248,12 +399,7 @@ class BitFusionAccelerator:
             raise DeviceError(self.name, f"the accelerator stopped with error {code}: {isa.ERRORS.get(code, '?')}")
         if not status & 1:
             raise DeviceError(self.name, f"run ended without done (status 0x{status:x})")
-        counters = self._counters()
-        out = None
-        if with_data:
-            raw = regs.read_mem(plan.o_base, plan.o_bytes)
-            out = bc.decode_output(plan, raw, signed=True)
-        return out, self._result(counters, plan, mapping)
+        return self._counters()
 
     def _recover(self) -> None:
         """After a run that failed or never finished: stop the engines so the next program can be loaded.
@@ -269,17 +415,18 @@ class BitFusionAccelerator:
         except HilError:
             pass  # the original error is the one to report
 
-    def _cycle_bound(self, plan: bc.Plan) -> int:
+    def _cycle_bound(self, blocks: list[isa.Block]) -> int:
         """Far above any legal run (compute + every beat serialized + latency per transfer)."""
         c = self.cfg
         beats = transfers = 0
-        for b in plan.blocks:
+        for b in blocks:
             bounds = [lp.bound for lp in b.outer]
             for xf in (b.ld_w, b.ld_i, b.st):
                 fires = math.prod(bounds[: xf.level]) if xf.level else 1
                 transfers += fires
                 beats += fires * xf.bursts * (xf.length // c.beat_bytes + 2)
-        return 4 * (plan.compute_cycles + 2 * beats + transfers * (c.dram_latency + 16)) + 100_000
+        compute = sum(b.compute_cycles() for b in blocks)
+        return 4 * (compute + 2 * beats + transfers * (c.dram_latency + 16)) + 100_000
 
     def _counters(self) -> dict[str, int]:
         idx = list(range(isa.REG_COUNTERS, isa.REG_COUNTERS + 2 * len(isa.COUNTERS)))
@@ -289,11 +436,7 @@ class BitFusionAccelerator:
 
     def _result(self, c: dict[str, int], plan: bc.Plan, mapping: str) -> SimResult:
         cfg, p, prec = self.cfg, plan.problem, plan.precision
-        total = max(c["total"], 1)
-        units = cfg.rows * cfg.cols
-        parts = energy.energy_breakdown_uj(c, units, cfg.beat_bytes)
-        dram_bytes = (c["rd_beats"] + c["wr_beats"]) * cfg.beat_bytes
-        macs = p.batch * p.h_out * p.w_out * p.c_out * p.kernel * p.kernel * (1 if p.depthwise else p.c_in)
+        macs = _macs(p)
         # ACCELERATORS.md: total = compute + max(0, memory - compute) + first-tile load + last-tile store,
         # memory in DRAM beats; here with the RTL's own beat count (the first tile also waits the latency)
         terms = bc.formula_terms(plan)
@@ -305,43 +448,68 @@ class BitFusionAccelerator:
             + cfg.dram_latency
             + terms["last_tile_store"]
         )
+        res = self._counter_result(c, macs / (cfg.rows * cfg.cols * prec.pf))
+        res.extra.update(
+            mapping=mapping,
+            bits={"a": prec.abits, "w": prec.wbits, "a_lane": prec.a_lane, "w_lane": prec.w_lane, "pf": prec.pf},
+            problem=_problem_json(p),
+            macs=macs,
+            formula_compute_cycles=plan.compute_cycles,
+            formula_total=formula_total,
+            formula_terms={"compute": c["compute"], "memory_beats": memory, **terms, "dram_latency": cfg.dram_latency},
+            **bc.describe_plan(plan),
+        )
+        return res
+
+    def _network_result(self, c: dict[str, int], net: bc.NetworkPlan, layers: list[QuantLayer]) -> SimResult:
+        units = self.cfg.rows * self.cfg.cols
+        ideal = sum(_macs(p.problem) / (units * p.precision.pf) for p in net.plans)
+        res = self._counter_result(c, ideal)
+        per_layer = []
+        for layer, plan, first in zip(layers, net.plans, net.first_block, strict=True):
+            pr = plan.precision
+            per_layer.append(
+                {
+                    "layer": layer.key,
+                    "mapping": self._mapping(layer, plan),
+                    "bits": {"a": pr.abits, "w": pr.wbits, "pf": pr.pf, "out": plan.geometry.obits},
+                    "first_block": first,
+                    "formula_compute_cycles": plan.compute_cycles,
+                    **bc.describe_plan(plan),
+                }
+            )
+        res.extra.update(
+            mapping="network",
+            layers=per_layer,
+            batch=net.plans[0].problem.batch,
+            blocks=len(net.blocks),
+            macs=sum(_macs(p.problem) for p in net.plans),
+            formula_compute_cycles=sum(p.compute_cycles for p in net.plans),
+        )
+        return res
+
+    def _counter_result(self, c: dict[str, int], ideal_cycles: float) -> SimResult:
+        """What every run reports from the RTL's counters; `ideal_cycles`: useful MACs at peak rate."""
+        cfg = self.cfg
+        total = max(c["total"], 1)
+        parts = energy.energy_breakdown_uj(c, cfg.rows * cfg.cols, cfg.beat_bytes)
+        dram_bytes = (c["rd_beats"] + c["wr_beats"]) * cfg.beat_bytes
         return SimResult(
             cycles=c["total"],
             compute_cycles=c["compute"],
             latency_ms=c["total"] / (cfg.clock_mhz * 1e3),
             energy_uj=parts["total"],
             dram_bytes=dram_bytes,
-            stage_cycles={
-                k: c[k] for k in ("compute", "stall_in", "stall_out", "tail", "load_busy", "load_wait", "store_busy")
-            },
+            stage_cycles={k: c[k] for k in STAGE_COUNTERS},
             utilization={
                 "array": c["compute"] / total,  # non-stalled array cycles
-                "macs": macs / (total * units * prec.pf),  # useful MACs / peak at this precision
+                "macs": ideal_cycles / total,  # useful MACs / peak at the precision they ran at
                 "load": c["load_busy"] / total,
                 "store": c["store_busy"] / total,
                 "dram": dram_bytes / (total * cfg.bytes_per_cycle),
             },
             extra={
                 "config": cfg.name,
-                "mapping": mapping,
-                "bits": {"a": prec.abits, "w": prec.wbits, "a_lane": prec.a_lane, "w_lane": prec.w_lane, "pf": prec.pf},
-                "problem": {
-                    "batch": p.batch,
-                    "in": [p.h_in, p.w_in, p.c_in],
-                    "out": [p.h_out, p.w_out, p.c_out],
-                    "kernel": p.kernel,
-                    "stride": p.stride,
-                    "depthwise": p.depthwise,
-                },
-                "macs": macs,
-                "formula_compute_cycles": plan.compute_cycles,
-                "formula_total": formula_total,
-                "formula_terms": {
-                    "compute": c["compute"],
-                    "memory_beats": memory,
-                    **terms,
-                    "dram_latency": cfg.dram_latency,
-                },
                 "decomposition": {  # total = compute + stall_in + stall_out + tail, exactly
                     "compute": c["compute"],
                     "stall_in": c["stall_in"],
@@ -354,9 +522,23 @@ class BitFusionAccelerator:
                 "dram_useful_bytes": c["rd_bytes"] + c["wr_bytes"],
                 "energy_breakdown_uj": parts,
                 "energy_model": energy.SOURCE,
-                **bc.describe_plan(plan),
             },
         )
+
+
+def _macs(p: bc.ConvProblem) -> int:
+    return p.batch * p.h_out * p.w_out * p.c_out * p.kernel * p.kernel * (1 if p.depthwise else p.c_in)
+
+
+def _problem_json(p: bc.ConvProblem) -> dict[str, Any]:
+    return {
+        "batch": p.batch,
+        "in": [p.h_in, p.w_in, p.c_in],
+        "out": [p.h_out, p.w_out, p.c_out],
+        "kernel": p.kernel,
+        "stride": p.stride,
+        "depthwise": p.depthwise,
+    }
 
 
 def _im2col(xp: np.ndarray, k: int, s: int, ho: int, wo: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 NO = 6  # outer (tile) loop levels
 NI = 6  # inner (compute) loop levels
-MAX_BLOCKS = 16
+MAX_BLOCKS = 256  # the RTL's block table (bf_pkg::MAXB): room for a whole network's layers
 
 OP_SETUP, OP_LOOP, OP_BSTRIDE, OP_XFER, OP_END = 1, 2, 3, 4, 15
 
@@ -57,10 +57,11 @@ COUNTERS = (
     "obuf_rd_bits",
     "obuf_wr_bits",
     "tiles",  # output tiles stored
+    "sync_wait",  # load engine waited at a layer barrier (a block with sync) with a free half
 )
 
 ERRORS = {
-    1: "program error (no blocks, too many blocks, or instructions pushed while running)",
+    1: f"program error (no blocks, more than {MAX_BLOCKS} blocks, or instructions pushed while running)",
     2: "a loop bound of 0",
     3: "IBUF address or transfer outside the buffer half",
     4: "WBUF address or transfer outside the buffer half",
@@ -123,6 +124,9 @@ class Block:
     ld_w: Transfer
     ld_i: Transfer
     st: Transfer
+    # layer barrier: the block's first IBUF load waits until every earlier block's outputs are in
+    # DRAM (set on the first block of each network layer after the first)
+    sync: bool = False
     note: str = field(default="", compare=False)
 
     def steps(self) -> int:
@@ -175,7 +179,8 @@ def encode_block(b: Block) -> list[int]:
             | (b.o_sel & 7) << 6
             | int(b.o_signed) << 9
             | (b.o_shift & 31) << 10
-            | (b.irows_log2 & 15) << 15,
+            | (b.irows_log2 & 15) << 15
+            | int(b.sync) << 19,
         )
     ]
     for pos, lp in enumerate(levels):

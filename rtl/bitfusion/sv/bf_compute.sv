@@ -4,7 +4,7 @@
 // address moves by the block's increment for l (the ISA carries the increments: stride[l] minus
 // the inner levels' wrap-around, computed by the compiler). A step (one point of the outer nest) may start only when its
 // WBUF / IBUF versions are loaded and its OBUF half is free; steps and blocks follow each other
-// without a bubble.
+// without a bubble, whatever their operand widths (each block carries its own SETUP).
 //
 // Transfer firing rule, shared with the load engine: a LD with level L fires on the first step of
 // a block and whenever an outer level < L advanced (L = 0: once per block); the ST with level L
@@ -18,7 +18,7 @@ module bf_compute #(
     input  logic rst,
     input  logic start,
     input  logic abort,
-    input  logic [4:0] nblocks,
+    input  logic [bf_pkg::BW:0] nblocks,
     input  bf_pkg::block_t tbl[bf_pkg::MAXB],
     output bf_pkg::block_t cur,   // the block being computed (its mode drives the datapath)
     // synchronization
@@ -33,7 +33,8 @@ module bf_compute #(
     output logic        st_push,
     output logic        st_half,
     output logic [31:0] st_addr,
-    output logic [3:0]  st_blk,
+    output logic [bf_pkg::BW-1:0] st_blk,
+    output logic [bf_pkg::BW-1:0] blk,  // the block being computed
     // status
     output logic finished,
     output logic stall_in,
@@ -46,7 +47,6 @@ module bf_compute #(
   localparam int NL = NO + NI;  // all levels, outermost first: outer 0..NO-1, then inner
 
   logic running;
-  logic [3:0] blk;
   // (packed vectors, each assigned whole: Verilator then updates them in place)
   logic [NL-1:0][15:0] idx;
   wire [NL-1:0][15:0] bound = {cur.ibound, cur.obound};
@@ -103,7 +103,7 @@ module bf_compute #(
   // the next block's descriptor, latched as the block starts (own always_ff: no shadow copy)
   always_ff @(posedge clk) begin
     if (start) cur <= tbl[0];
-    else if (iss_valid && block_end) cur <= tbl[blk+4'd1];
+    else if (iss_valid && block_end) cur <= tbl[blk+1'b1];
   end
 
   always_ff @(posedge clk) begin
@@ -118,7 +118,7 @@ module bf_compute #(
       err <= ERR_NONE;
       if (start) begin
         running <= 1'b1;
-        finished <= (nblocks == 5'd0);
+        finished <= (nblocks == '0);
         blk <= '0;
         v_w <= '0;
         v_i <= '0;
@@ -176,8 +176,8 @@ module bf_compute #(
             v_o <= v_o + 32'd1;
           end
           if (block_end) begin
-            blk <= blk + 4'd1;
-            if (5'(blk) + 5'd1 == nblocks) finished <= 1'b1;
+            blk <= blk + 1'b1;
+            if ((BW+1)'(blk) + 1'b1 == nblocks) finished <= 1'b1;
           end
         end
       end

@@ -6,6 +6,11 @@
 // and fills its buffer half as one byte stream. Bursts become beat-aligned single-beat read
 // requests; the responses come back in order, and their valid bytes are scattered into the banks
 // by the datapath. A half is reused only after the compute controller freed it.
+//
+// A block with `sync` (the first block of a network layer) holds its first IBUF load until the
+// compute controller has finished every earlier block and every output tile is in DRAM: the
+// layer reads what the layer before it wrote. Its first WBUF load (weights do not depend on
+// earlier layers) goes ahead, so it overlaps the previous layer's compute and last stores.
 module bf_load #(
     parameter int DB = 24,        // DRAM beat bytes (<= 32)
     parameter int RDQ = 64,       // reads in flight (metadata FIFO depth), a power of 2
@@ -17,11 +22,13 @@ module bf_load #(
     input  logic rst,
     input  logic start,
     input  logic abort,
-    input  logic [4:0] nblocks,
+    input  logic [bf_pkg::BW:0] nblocks,
     input  bf_pkg::block_t tbl[bf_pkg::MAXB],
     // synchronization
     input  logic [31:0] w_freed, i_freed,
     output logic [31:0] w_loaded, i_loaded,
+    input  logic [bf_pkg::BW-1:0] c_blk,  // the block the compute controller is in
+    input  logic        drained,    // every output tile pushed so far is stored
     // DRAM read port
     output logic        mem_rd_req_valid,
     input  logic        mem_rd_req_ready,
@@ -41,6 +48,7 @@ module bf_load #(
     output logic finished,   // every transfer issued and every byte received
     output logic busy,       // issuing reads or reads in flight
     output logic wait_half,  // a transfer waits for the compute controller to free a half
+    output logic wait_sync,  // a free half, but the transfer waits at a layer barrier
     output logic rd_beat,    // a read request was accepted
     output logic [5:0] rsp_bytes,  // valid bytes delivered this cycle
     output logic [7:0] err
@@ -49,7 +57,7 @@ module bf_load #(
   import bf_pkg::*;
 
   block_t cur;  // the block whose transfers are being issued
-  logic [3:0] blk;
+  logic [BW-1:0] blk;
   wire [1:0] rl_w = 2'd2 - cur.a_sel;
   wire [1:0] rl_i = 2'd2 - cur.w_sel;
   wire [4:0] lr_i = 5'(cur.irows);
@@ -87,11 +95,17 @@ module bf_load #(
 
   wire xt = fire[0] ? 1'b0 : 1'b1;  // next transfer to fire
   wire half_free = issued[xt] < (xt ? i_freed : w_freed) + 32'd2;
+  // the layer barrier: a sync block's first IBUF load (first step: all outer indices 0) waits until
+  // the blocks before it have computed and stored everything (while that load is pending the
+  // compute controller cannot pass this block, so c_blk == blk means it finished the earlier ones)
+  wire barrier = xt && cur.sync && (oidx == '0) && !(c_blk == blk && drained);
+  wire can_fire = half_free && !barrier;
 
   assign mem_rd_req_valid = (st == S_BURST) && !q_full;
   assign mem_rd_req_addr = ba;
   assign rd_beat = mem_rd_req_valid && mem_rd_req_ready;
   assign wait_half = (st == S_XFER) && (fire != 2'b00) && !half_free;
+  assign wait_sync = (st == S_XFER) && (fire != 2'b00) && half_free && barrier;
   assign busy = (st == S_BURST) || !q_empty;
   assign finished = (st == S_DONE) && q_empty;
   assign w_loaded = loaded[0];
@@ -100,7 +114,7 @@ module bf_load #(
   // the next block's descriptor (its own always_ff: no shadow copy)
   always_ff @(posedge clk) begin
     if (start) cur <= tbl[0];
-    else if (st == S_NEXT && d_next < 0 && 5'(blk) + 5'd1 != nblocks) cur <= tbl[blk+4'd1];
+    else if (st == S_NEXT && d_next < 0 && (BW+1)'(blk) + 1'b1 != nblocks) cur <= tbl[blk+1'b1];
   end
 
   // Beat range of burst (j3, j2, j1) of transfer t.
@@ -133,13 +147,13 @@ module bf_load #(
         issued[0] <= '0;
         issued[1] <= '0;
         q_wp <= '0;
-        st <= (nblocks == 5'd0) ? S_DONE : S_XFER;
+        st <= (nblocks == '0) ? S_DONE : S_XFER;
       end else begin
         case (st)
           S_XFER: begin
             if (fire == 2'b00) begin
               st <= S_NEXT;
-            end else if (half_free) begin
+            end else if (can_fire) begin
               logic [31:0] b, tot;
               b = cur.xf[xt].base;
               for (int o = 0; o < NO; o++) b = b + 32'(oidx[o]) * cur.xf[xt].ds[o];
@@ -196,10 +210,10 @@ module bf_load #(
           end
           S_NEXT: begin
             if (d_next < 0) begin
-              if (5'(blk) + 5'd1 == nblocks) begin
+              if ((BW+1)'(blk) + 1'b1 == nblocks) begin
                 st <= S_DONE;
               end else begin
-                blk <= blk + 4'd1;
+                blk <= blk + 1'b1;
                 oidx <= '0;
                 fire <= 2'b11;
                 st <= S_XFER;

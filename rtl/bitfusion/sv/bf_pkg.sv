@@ -8,7 +8,8 @@ package bf_pkg;
   // (compute) levels issue one array cycle per iteration.
   localparam int NO = 6;
   localparam int NI = 6;
-  localparam int MAXB = 16;  // blocks one program may hold
+  localparam int MAXB = 256;  // blocks one program may hold (a whole network's layers)
+  localparam int BW = $clog2(MAXB);  // block index bits
   localparam int FU_W = 20;  // a fusion unit's partial sum (|8b x 8b| < 2^17, signed)
 
   // 64-bit instructions: [63:60] opcode.
@@ -16,7 +17,9 @@ package bf_pkg;
   localparam logic [3:0] OP_SETUP = 4'd1;    // [1:0] abits sel, [3:2] wbits sel, [4] a signed,
                                              // [5] w signed, [8:6] obits sel, [9] o signed,
                                              // [14:10] output right shift, [18:15] log2 of
-                                             // the IBUF rows one activation word spans
+                                             // the IBUF rows one activation word spans, [19]
+                                             // sync: the block's first IBUF load waits until
+                                             // every earlier block's outputs are in DRAM
   localparam logic [3:0] OP_LOOP = 4'd2;     // [59] inner, [58:56] level, [55] reduction, [15:0] bound
   localparam logic [3:0] OP_BSTRIDE = 4'd3;  // [59] inner, [58:56] level, [55:54] buffer (0 IBUF,
                                              // 1 WBUF, 2 OBUF), [31:0] signed address increment
@@ -40,7 +43,7 @@ package bf_pkg;
 
   // Error codes (STATUS[15:8]).
   localparam logic [7:0] ERR_NONE = 8'd0;
-  localparam logic [7:0] ERR_PROGRAM = 8'd1;   // too many blocks, or start with none
+  localparam logic [7:0] ERR_PROGRAM = 8'd1;   // more than MAXB blocks, or start with none
   localparam logic [7:0] ERR_BOUND = 8'd2;     // a loop bound of 0
   localparam logic [7:0] ERR_IBUF = 8'd3;      // IBUF address outside the half
   localparam logic [7:0] ERR_WBUF = 8'd4;
@@ -75,6 +78,7 @@ package bf_pkg;
     logic o_signed;
     logic [4:0] o_shift;
     logic [3:0] irows;               // log2 of the IBUF rows an activation word spans
+    logic sync;                      // layer barrier (SETUP bit 19)
     fuse_cfg_t fcfg;                 // derived from the widths at decode time
     logic [NO-1:0][15:0] obound;
     logic [NO-1:0] ored;

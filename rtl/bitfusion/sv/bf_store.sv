@@ -19,7 +19,7 @@ module bf_store #(
     input  logic        push,
     input  logic        push_half,
     input  logic [31:0] push_addr,
-    input  logic [3:0]  push_blk,
+    input  logic [bf_pkg::BW-1:0] push_blk,
     input  logic [31:0] o_done,    // tiles whose last accumulate reached the OBUF
     output logic [31:0] o_stored,
     output logic        idle,      // no tile queued or being stored
@@ -47,7 +47,7 @@ module bf_store #(
 
   logic        d_half[4];
   logic [31:0] d_addr[4];
-  logic [3:0]  d_blk[4];
+  logic [BW-1:0] d_blk[4];
   logic [2:0]  d_wp, d_rp;
   wire d_empty = (d_wp == d_rp);
 

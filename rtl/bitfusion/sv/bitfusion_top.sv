@@ -8,7 +8,7 @@
 //   0 ID 'BFUS' (ro)          1 CTRL (wo): bit0 start, bit1 clear program, bit2 abort (stops
 //                             the engines; reads in flight must be dropped by the DRAM side)
 //   2 CONFIG (rw): bit0 DP_EN (datapath enable; reset 1)
-//   3 STATUS (ro): bit0 done, bit1 busy, bit2 error, [15:8] error code, [20:16] blocks loaded
+//   3 STATUS (ro): bit0 done, bit1 busy, bit2 error, [15:8] error code, [24:16] blocks loaded
 //   4 INSTR_LO (wo)           5 INSTR_HI (wo; pushes the 64-bit instruction {HI, LO})
 //   6 {M, N} (ro)  7 DRAM beat bytes (ro)  8 WBUF bytes  9 IBUF bytes  10 OBUF bytes  11 version
 //   16 + 2i / 17 + 2i: 64-bit counter i, low / high word (see CNT_* below)
@@ -70,14 +70,15 @@ module bitfusion_top #(
   localparam int CNT_OBUF_RD = 16;
   localparam int CNT_OBUF_WR = 17;
   localparam int CNT_TILES = 18;      // output tiles stored
-  localparam int NCNT = 19;
+  localparam int CNT_SYNC_WAIT = 19;  // load engine waits at a layer barrier (SETUP sync)
+  localparam int NCNT = 20;
 
   // ---------------------------------------------------------------- registers and control
   logic [31:0] instr_lo;
   logic dp_en;
   logic run, done_r;
   logic [7:0] err_code;
-  logic [4:0] nblocks;
+  logic [BW:0] nblocks;
   logic [NCNT-1:0][63:0] cnt;
   logic start_p, clear_p, abort_p;
 
@@ -98,7 +99,7 @@ module bitfusion_top #(
       case (reg_addr)
         16'd0: reg_rdata = 32'h4246_5553;
         16'd2: reg_rdata = {31'd0, dp_en};
-        16'd3: reg_rdata = {11'd0, nblocks, err_code, 5'd0, err_code != ERR_NONE, run, done_r};
+        16'd3: reg_rdata = {(15-BW)'(0), nblocks, err_code, 5'd0, err_code != ERR_NONE, run, done_r};
         16'd6: reg_rdata = {16'(M), 16'(N)};
         16'd7: reg_rdata = 32'(DB);
         16'd8: reg_rdata = 32'(WBUF_BYTES);
@@ -116,14 +117,14 @@ module bitfusion_top #(
   block_t stg;
   block_t tbl[MAXB];
   localparam block_t BLOCK_DEFAULT = block_default(4'($clog2(N)));
-  wire decode = push_p && !run && nblocks < 5'(MAXB);
+  wire decode = push_p && !run && nblocks < (BW+1)'(MAXB);
   wire end_p = decode && instr[63:60] == OP_END;
 
-  always_ff @(posedge clk) if (end_p) tbl[nblocks[3:0]] <= stg;
+  always_ff @(posedge clk) if (end_p) tbl[nblocks[BW-1:0]] <= stg;
 
   always_ff @(posedge clk) begin
     if (rst || clear_p) nblocks <= '0;
-    else if (end_p) nblocks <= nblocks + 5'd1;
+    else if (end_p) nblocks <= nblocks + 1'b1;
     if (reg_wr_en && reg_addr == 16'd4) instr_lo <= reg_wdata;
   end
 
@@ -146,6 +147,7 @@ module bitfusion_top #(
           stg.o_signed <= instr[9];
           stg.o_shift <= instr[14:10];
           stg.irows <= instr[18:15];
+          stg.sync <= instr[19];
           stg.fcfg <= FUSE_TABLE[((32'(instr[1:0]) * 3 + 32'(instr[3:2])) * 2 + 32'(instr[4])) * 2 +
                                  32'(instr[5])];
         end
@@ -189,7 +191,9 @@ module bitfusion_top #(
   logic [31:0] iss_ai, iss_aw, iss_ao;
   logic st_push, st_push_half;
   logic [31:0] st_push_addr;
-  logic [3:0] st_push_blk;
+  logic [BW-1:0] st_push_blk;
+  logic [BW-1:0] c_blk;
+  logic l_sync;
   logic c_finished, c_stall_in, c_stall_out;
   logic l_finished, l_busy, l_wait, rd_beat;
   logic [5:0] rsp_bytes, wr_bytes;
@@ -204,6 +208,10 @@ module bitfusion_top #(
   logic [31:0] st_addr;
   logic [M-1:0][31:0] st_data;
 
+  // every output tile pushed so far is in DRAM (writes are visible once accepted): a block with
+  // `sync` may then read what the blocks before it wrote
+  wire stores_drained = !st_push && (o_stored == o_pushed);
+
   wire [1:0] c_rl_w = 2'd2 - c_cur.a_sel;  // weight word bytes = 8 / abits'
   wire [1:0] c_rl_i = 2'd2 - c_cur.w_sel;  // activation word bytes = 8 / wbits'
 
@@ -211,16 +219,17 @@ module bitfusion_top #(
       .clk, .rst, .start(start_p), .abort(abort_p), .nblocks, .tbl, .cur(c_cur),
       .w_loaded, .i_loaded, .o_stored, .w_freed, .i_freed,
       .iss_valid, .iss_ai, .iss_aw, .iss_ao, .iss_hi, .iss_hw, .iss_ho, .iss_first, .iss_tile_last,
-      .st_push, .st_half(st_push_half), .st_addr(st_push_addr), .st_blk(st_push_blk),
+      .st_push, .st_half(st_push_half), .st_addr(st_push_addr), .st_blk(st_push_blk), .blk(c_blk),
       .finished(c_finished), .stall_in(c_stall_in), .stall_out(c_stall_out), .err(c_err));
 
   bf_load #(.DB(DB), .RDQ(RDQ), .W_CAP(WB_HALF * N * M), .I_CAP(IB_HALF * N),
             .LNM($clog2(N * M))) u_load (
       .clk, .rst, .start(start_p), .abort(abort_p), .nblocks, .tbl,
-      .w_freed, .i_freed, .w_loaded, .i_loaded,
+      .w_freed, .i_freed, .w_loaded, .i_loaded, .c_blk, .drained(stores_drained),
       .mem_rd_req_valid, .mem_rd_req_ready, .mem_rd_req_addr, .mem_rd_rsp_valid, .mem_rd_rsp_ready,
       .ld_valid, .ld_tgt, .ld_half, .ld_q0, .ld_lo, .ld_n, .ld_rl, .ld_lr,
-      .finished(l_finished), .busy(l_busy), .wait_half(l_wait), .rd_beat, .rsp_bytes, .err(l_err));
+      .finished(l_finished), .busy(l_busy), .wait_half(l_wait), .wait_sync(l_sync), .rd_beat, .rsp_bytes,
+      .err(l_err));
   assign mem_rd_req_id = 8'd0;
 
   bf_store #(.M(M), .DB(DB), .OB_ENT(OB_ENT), .QSZ(QSZ)) u_store (
@@ -261,6 +270,7 @@ module bitfusion_top #(
     if (c_finished) cnt_n[CNT_TAIL] = cnt[CNT_TAIL] + 64'd1;
     if (l_busy) cnt_n[CNT_LOAD_BUSY] = cnt[CNT_LOAD_BUSY] + 64'd1;
     if (l_wait) cnt_n[CNT_LOAD_WAIT] = cnt[CNT_LOAD_WAIT] + 64'd1;
+    if (l_sync) cnt_n[CNT_SYNC_WAIT] = cnt[CNT_SYNC_WAIT] + 64'd1;
     if (s_busy) cnt_n[CNT_STORE_BUSY] = cnt[CNT_STORE_BUSY] + 64'd1;
     if (rd_beat) cnt_n[CNT_RD_BEATS] = cnt[CNT_RD_BEATS] + 64'd1;
     if (wr_beat) cnt_n[CNT_WR_BEATS] = cnt[CNT_WR_BEATS] + 64'd1;
@@ -288,7 +298,7 @@ module bitfusion_top #(
       o_pushed <= '0;
     end else begin
       if (reg_wr_en && reg_addr == 16'd2) dp_en <= reg_wdata[0];
-      if (push_p && (run || nblocks >= 5'(MAXB))) err_code <= ERR_PROGRAM;
+      if (push_p && (run || nblocks >= (BW+1)'(MAXB))) err_code <= ERR_PROGRAM;
       if (push_p && !run && !(instr[63:60] inside {OP_NOP, OP_SETUP, OP_LOOP, OP_BSTRIDE, OP_XFER, OP_END}))
         err_code <= ERR_OPCODE;
       if (clear_p) err_code <= ERR_NONE;
@@ -298,7 +308,7 @@ module bitfusion_top #(
         done_r <= 1'b0;
         o_done <= '0;
         o_pushed <= '0;
-        if (nblocks == 5'd0) err_code <= ERR_PROGRAM;
+        if (nblocks == '0) err_code <= ERR_PROGRAM;
       end else if (run) begin
         if (any_err != ERR_NONE && err_code == ERR_NONE) err_code <= any_err;
         if (tile_done) o_done <= o_done + 32'd1;
