@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", default=None, help="proxyless architecture (default: sample_arch(--arch-seed))")
     p.add_argument("--arch-seed", type=int, default=0)
     p.add_argument("--train-limit", type=int, default=None)
+    p.add_argument("--test-limit", type=int, default=None, help="score only the first N val and test images")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="append the JSON lines to this file")
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = pick_device(args.device)
-    data = fashion_mnist(train_limit=args.train_limit)
+    data = fashion_mnist(train_limit=args.train_limit, val_limit=args.test_limit, test_limit=args.test_limit)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:

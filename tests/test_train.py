@@ -31,6 +31,16 @@ pytestmark = pytest.mark.skipif(
 TINY = TrainConfig(epochs=2, batch_size=64, lr=0.05, seed=1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: with the 2 cores shared, a second OpenMP thread made steps ~10x slower here
+    (docs/BENCHMARKS.md, Training substrate); on an idle machine it costs at most ~2x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     return fashion_mnist(train_limit=128, val_limit=64, test_limit=64)
