@@ -205,6 +205,7 @@ def train(
 ) -> TrainResult:
     """Train `model` in place on `data.train` for `cfg.epochs` epochs, scoring `data.val` each epoch.
 
+    The initial weights are the caller's: seed (`seed_everything`) before building the model.
     With `checkpoint`, weights (plus `meta`) and resume state are written after every epoch, and a
     run whose state file exists continues from it (`resume=False` starts over). Fine-tuning is the
     same call on an already trained model, with a smaller `lr` and fewer epochs.
@@ -254,7 +255,7 @@ def train(
                 seen += len(y)
                 bar.update(1)
                 if progress and i % 20 == 0:
-                    bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.4f}")
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.4f}")
             bar.close()
             train_loss, train_acc = float(loss_sum) / seen, float(correct) / seen
             train_s = time.perf_counter() - t0

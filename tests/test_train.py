@@ -216,6 +216,14 @@ def test_cli_train_then_eval(tmp_path, capsys):
     again = json.loads(capsys.readouterr().out)
     assert again["epochs_run"] == 0 and again["test_acc"] == rep["test_acc"]
 
+    # the same command from scratch gives the same weights: initialization is seeded too
+    other = tmp_path / "n.safetensors"
+    assert main([*argv[:-2], str(other), "--json"]) == 0
+    capsys.readouterr()
+    a, _ = read_checkpoint(out)
+    b, _ = read_checkpoint(other)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["train", "--model", "mobilenet-v2", "--width", "9", "--epochs", "1"], "width multiplier"),

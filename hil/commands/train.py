@@ -14,7 +14,16 @@ from hil.commands.common import add_json_arg, emit, progress_enabled
 from hil.errors import ConfigError
 from hil.optimizers.data import DATA_ENV, fashion_mnist
 from hil.optimizers.models import MODELS, make_model
-from hil.optimizers.train import TrainConfig, evaluate, load_model, model_meta, pick_device, save_checkpoint, train
+from hil.optimizers.train import (
+    TrainConfig,
+    evaluate,
+    load_model,
+    model_meta,
+    pick_device,
+    save_checkpoint,
+    seed_everything,
+    train,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,6 +103,7 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or f"{spec.name}-w{spec.options['width']:g}.safetensors"
     meta = {**model_meta(spec), "data": data.describe(), "train": {k: getattr(cfg, k) for k in
                                                                   ("epochs", "batch_size", "lr", "seed")}}
+    seed_everything(args.seed)  # the initial weights come from the seed too
     model = spec.build()
     progress = progress_enabled(args.json)
     result = train(model, data, cfg, device=device, checkpoint=out, meta=meta, resume=args.resume,
