@@ -243,3 +243,17 @@ def test_cli_missing_data(tmp_path, monkeypatch, capsys):
                  "--out", str(tmp_path / "m.safetensors")]) == 2
     err = capsys.readouterr().err
     assert "apt-get install dataset-fashion-mnist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_names_agree_with_models_and_parser_does_not_import_torch():
+    import subprocess
+    import sys
+
+    from hil.commands.train import DATA_ENV, MODEL_NAMES
+    from hil.optimizers import data
+    from hil.optimizers.models import MODELS
+
+    assert tuple(MODELS) == MODEL_NAMES and data.DATA_ENV == DATA_ENV
+    code = "import sys, hil.cli; hil.cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # `hil lut show` and friends start without torch

@@ -6,29 +6,23 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hil.commands.common import add_json_arg, emit, progress_enabled
 from hil.errors import ConfigError
-from hil.optimizers.data import DATA_ENV, fashion_mnist
-from hil.optimizers.models import MODELS, make_model
-from hil.optimizers.train import (
-    TrainConfig,
-    evaluate,
-    load_model,
-    model_meta,
-    pick_device,
-    save_checkpoint,
-    seed_everything,
-    train,
-)
+
+# torch and the model code are imported inside the commands: every `hil` invocation builds this
+# parser, and `hil lut show` should not pay for importing torch.
+MODEL_NAMES = ("mobilenet-v1", "mobilenet-v2", "proxyless")
+DATA_ENV = "HIL_FASHION_MNIST_DIR"  # the same as hil.optimizers.data.DATA_ENV (tested)
+
+if TYPE_CHECKING:
+    import torch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a base model on Fashion-MNIST and report its test accuracy")
-    p.add_argument("--model", required=True, choices=list(MODELS), help="network family")
+    p.add_argument("--model", required=True, choices=MODEL_NAMES, help="network family")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier, 0.1..4.0 (default 1.0)")
     p.add_argument("--arch", default=None,
                    help="proxyless only: 21 comma-separated block ops, e.g. 3x3_MBConv6,zero,...")
@@ -70,6 +64,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _setup(args: argparse.Namespace) -> torch.device:
+    import torch
+
+    from hil.optimizers.train import pick_device
+
     if args.threads is not None:
         if args.threads < 1:
             raise ConfigError(f"--threads must be positive, got {args.threads}")
@@ -85,6 +83,12 @@ def _log(args: argparse.Namespace) -> Callable[[str], None] | None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from hil.optimizers.data import fashion_mnist
+    from hil.optimizers.models import make_model
+    from hil.optimizers.train import TrainConfig, evaluate, model_meta, save_checkpoint, seed_everything, train
+
     t0 = time.perf_counter()
     device = _setup(args)
     options: dict[str, Any] = {"width": args.width, "stem_stride": args.stem_stride}
@@ -130,6 +134,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from hil.optimizers.data import fashion_mnist
+    from hil.optimizers.train import evaluate, load_model
+
     t0 = time.perf_counter()
     device = _setup(args)
     model, spec, meta = load_model(args.checkpoint, device=device)
