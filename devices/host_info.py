@@ -65,3 +65,33 @@ def host_state() -> dict[str, Any]:
         "cur_freq_khz": int(freq) if freq and freq.isdigit() else None,
         "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
+
+
+DEFAULT_L2_BYTES = 1 << 20
+MAX_ROTATION_COPIES = 16
+
+
+def l2_cache_bytes(cpu: int = 0) -> int:
+    """Size of the core's private L2 from sysfs, or 1 MiB where it can't be read."""
+    base = Path(f"/sys/devices/system/cpu/cpu{cpu}/cache")
+    try:
+        for index in sorted(base.glob("index*")):
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+            if level == "2" and kind in ("Unified", "Data") and size[:-1].isdigit():
+                return int(size[:-1]) * {"K": 1 << 10, "M": 1 << 20}.get(size[-1], 1)
+    except OSError:
+        pass
+    return DEFAULT_L2_BYTES
+
+
+def rotation_copies(footprint_bytes: int, l2_bytes: int, limit: int = MAX_ROTATION_COPIES) -> int:
+    """How many copies of a workload's data together exceed 2 x L2 (at least 1, at most `limit`).
+
+    A block timed alone finds its weights in L2 at every call; inside a network the blocks before it
+    have evicted them. Rotating calls over this many copies gives the isolated block cold weights too.
+    """
+    if footprint_bytes <= 0:
+        return limit
+    return max(1, min(limit, -(-2 * l2_bytes // footprint_bytes)))

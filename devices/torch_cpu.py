@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 from typing import Any
 
 import torch
 
 from hil.devices.backend import MeasureFailure
-from hil.devices.host_info import affinity
+from hil.devices.host_info import affinity, l2_cache_bytes, rotation_copies
 from hil.devices.torch_build import build_module, input_shape
 from hil.measure import MeasureSettings, Stats, time_host
 from hil.workload import Workload
 
 
 class TorchCpuBackend:
+    """Eager torch on the CPU. With `cold_cache` (the default) calls rotate over copies of the module
+    whose weights together exceed 2 x L2, so a block timed alone meets cold weights as it does inside
+    a network (docs/LATENCY_MODEL.md); a whole network is larger than that and runs as one copy."""
+
     name = "torch-cpu"
+
+    def __init__(self, cold_cache: bool = True) -> None:
+        self.cold_cache = cold_cache
+        self.l2_bytes = l2_cache_bytes()
 
     def runtime_info(self, settings: MeasureSettings) -> dict[str, Any]:
         torch.set_num_threads(settings.threads)
@@ -25,6 +35,8 @@ class TorchCpuBackend:
             "affinity": affinity(),
             "mkldnn": bool(torch.backends.mkldnn.is_available()),
             "precision": "float32",
+            "cold_cache": self.cold_cache,
+            "l2_bytes": self.l2_bytes,
         }
 
     def measure_one(self, workload: Workload, settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
@@ -37,6 +49,10 @@ class TorchCpuBackend:
             x = torch.randn(input_shape(workload, settings.batch))
         except (TypeError, ValueError) as e:
             raise MeasureFailure("unsupported", str(e)) from None
+        weights = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+        copies = rotation_copies(weights, self.l2_bytes) if self.cold_cache else 1
+        modules = [module] + [copy.deepcopy(module) for _ in range(copies - 1)]
+        turn = itertools.cycle(modules)
         with torch.inference_mode():
-            stats = time_host(lambda: module(x), settings)
-        return stats, {}
+            stats = time_host(lambda: next(turn)(x), settings)
+        return stats, {"rotated_copies": copies}
