@@ -233,3 +233,13 @@ def test_cold_cache_rotates_copies_and_is_recorded(cache: ConverterCache) -> Non
     assert c.metrics["copies"] > 1 and w.metrics["copies"] == 1  # a tiny block: many copies to exceed L2
     assert rotation_copies(100, 1 << 20) == 16 and rotation_copies(10**9, 1 << 20) == 1
     assert rotation_copies(1 << 20, 1 << 20) == 2 and rotation_copies(0, 1 << 20) == 16
+
+
+def test_the_inventory_precision_reaches_the_backend() -> None:
+    from hil.farm import settings_for
+    from hil.inventory import Device
+
+    dev = Device.model_validate({"backend": "tflite", "precision": "int8", "threads": 2})
+    s = settings_for(dev, QUICK)
+    assert (s.precision, s.threads, s.min_repeats) == ("int8", 2, QUICK.min_repeats)
+    assert MeasureSettings.from_json(s.to_json()) == s  # and travels to the agent with the settings
