@@ -7,7 +7,7 @@ on N sampled architectures (each measured twice) with the real CLI, exactly as a
     hil validate  -d tflite-<precision> --space proxyless-mobile --resolution R --samples N --plot ...
 
 With `--cpu-clock` it repeats the same through the library with the backend's thread-CPU clock
-(`TfliteBackend(clock="thread")`): on a shared host the wall clock of a long invocation is inflated
+(`MeasureSettings(clock="thread")`): on a shared host the wall clock of a long invocation is inflated
 by the other processes' time slices far more than a short block's, which biases "sum of blocks vs
 network" by contention alone; the CPU clock shows what the model error is without it.
 `--hot-blocks` adds the plain sum of blocks timed the old way, with their data left in L2 between
@@ -82,8 +82,8 @@ def via_library(prec: str, args: argparse.Namespace, db: Path, out: Path) -> lis
 
     dev = f"tflite-{prec}-cpuclock"
     space = make_space("proxyless-mobile", resolution=args.resolution)
-    settings = replace(MeasureSettings(), precision=prec, threads=args.threads)
-    target = LocalTarget(dev, TfliteBackend(clock="thread"))
+    settings = replace(MeasureSettings(), precision=prec, threads=args.threads, clock="thread")
+    target = LocalTarget(dev, TfliteBackend())
     store = open_store(str(db))
     t0 = time.perf_counter()
     rows = []
@@ -98,7 +98,7 @@ def via_library(prec: str, args: argparse.Namespace, db: Path, out: Path) -> lis
             # The same networks against a LUT of blocks timed with their data left in L2 (cold_cache off):
             # networks are timed identically either way (a whole network is never rotated: copies = 1).
             t1 = time.perf_counter()
-            hot = LocalTarget(f"{dev}-hot", TfliteBackend(clock="thread", cold_cache=False))
+            hot = LocalTarget(f"{dev}-hot", TfliteBackend(cold_cache=False))
             hres = build_on_target(store, hot, space, settings)
             from hil.latency import LatencyModel
             from hil.target import fingerprint_class

@@ -24,51 +24,15 @@ import importlib
 import itertools
 import json
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from hil.devices.backend import MeasureFailure
-from hil.devices.host_info import affinity
+from hil.devices.host_info import affinity, l2_cache_bytes, rotation_copies
 from hil.measure import MeasureSettings, Stats, time_host
 from hil.workload import Workload
-
-# "wall": the protocol's host clock. "thread": CPU time of the calling thread, which with one
-# interpreter thread is the work of the invocation without the time the OS gave to other processes:
-# a diagnostic for shared hosts (docs/TFLITE.md), recorded in the fingerprint class.
-CLOCKS = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
-
-# A block timed alone finds its weights and buffers in the core's L2 at every invocation; inside a
-# network the other blocks have evicted them. With `cold_cache`, invocations rotate over copies of
-# the model whose data together exceed twice the L2 (docs/TFLITE.md: on this project's CPU the
-# plain block sum then predicts networks within a few %, instead of 10-15% low).
-MAX_COPIES = 16
-DEFAULT_L2_BYTES = 1 << 20
-
-
-def l2_cache_bytes(cpu: int = 0) -> int:
-    """Size of the core's private unified L2 from sysfs, or 1 MiB where it cannot be read."""
-    base = Path(f"/sys/devices/system/cpu/cpu{cpu}/cache")
-    try:
-        for index in sorted(base.glob("index*")):
-            level = (index / "level").read_text().strip()
-            kind = (index / "type").read_text().strip()
-            size = (index / "size").read_text().strip()
-            if level == "2" and kind in ("Unified", "Data") and size[:-1].isdigit():
-                mult = {"K": 1 << 10, "M": 1 << 20}.get(size[-1], 1)
-                return int(size[:-1]) * mult
-    except OSError:
-        pass
-    return DEFAULT_L2_BYTES
-
-
-def rotation_copies(footprint_bytes: int, l2_bytes: int, limit: int = MAX_COPIES) -> int:
-    """Copies of a model whose footprints together exceed 2 x L2 (at least 1, at most `limit`)."""
-    if footprint_bytes <= 0:
-        return limit
-    return max(1, min(limit, -(-2 * l2_bytes // footprint_bytes)))
 
 
 def _footprint(interp: Any) -> int:
@@ -171,12 +135,10 @@ class TfliteBackend:
         self,
         models: ModelSource | None = None,
         runtimes: Sequence[tuple[str, str]] = RUNTIMES,
-        clock: str = "wall",
         cold_cache: bool = True,
     ) -> None:
-        if clock not in CLOCKS:
-            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
-        self.clock = clock
+        # cold_cache: time a block over rotating copies of its model whose data together exceed
+        # 2 x L2, so it meets evicted weights and buffers as inside a network (docs/TFLITE.md).
         self.cold_cache = cold_cache
         self.l2_bytes = l2_cache_bytes()
         self._models = models
@@ -235,7 +197,6 @@ class TfliteBackend:
             "precision": settings.precision,
             # AUTO = builtin kernels with the default XNNPACK delegate, as on a phone
             "op_resolver": "AUTO",
-            "clock": self.clock,
             "cold_cache": self.cold_cache,
             "l2_bytes": self.l2_bytes,
         }
@@ -276,7 +237,7 @@ class TfliteBackend:
 
     def measure_one(self, workload: Workload, settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
         self.runtime()  # a target without LiteRT fails before any conversion work (or numpy import)
-        if self.clock == "thread" and settings.threads != 1:
+        if settings.clock == "thread" and settings.threads != 1:
             raise MeasureFailure("unsupported", "the thread-CPU clock times one interpreter thread only "
                                  f"(threads is {settings.threads}): {workload.key}")
         import numpy as np
@@ -309,7 +270,7 @@ class TfliteBackend:
             # evicted from the core's L2 by the others, as a block does inside a network.
             cycle = itertools.cycle([i.invoke for i in interps])
             run = lambda: next(cycle)()  # noqa: E731
-        stats = time_host(run, settings, clock=CLOCKS[self.clock])
+        stats = time_host(run, settings)
         inp = first.get_input_details()[0]
         metrics = {
             "converter": self._converter(workload, settings),
