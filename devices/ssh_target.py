@@ -423,7 +423,17 @@ class SshTarget:
         return self.session.ping()
 
     def close(self) -> None:
+        self._clean_artifacts()
         self.session.close()
+
+    def _clean_artifacts(self) -> None:
+        """Remove the models this session pushed: a phone's storage is not ours to fill. (The lease
+        makes this session the only user of the device, so nobody else is reading them.)"""
+        pushed, self._artifact_cache = set(self._artifact_cache.values()), {}
+        for remote in pushed:
+            # a dead link: nothing more to clean from here, and nothing measured depends on it
+            with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+                self.session.sftp.remove(remote)
 
 
 def probe(name: str, device: Device) -> AgentSession:

@@ -51,3 +51,5 @@ def test_tflite_models_built_on_host_are_pushed_and_timed_on_target(
         assert again.ok and {p: p.stat().st_mtime_ns for p in pushed} == stamps
     finally:
         t.close()
+    # closing the device cleans up the models it pushed
+    assert not [p for p in (host.workdir / "artifacts").iterdir() if p.suffix == ".tflite"]
