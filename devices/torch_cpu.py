@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from hil.devices.backend import MeasureFailure
-from hil.devices.host_info import affinity, l2_cache_bytes, rotation_copies
+from hil.devices.host_info import affinity, l2_cache_bytes, pin_allocator, rotation_copies
 from hil.devices.torch_build import build_module, input_shape
 from hil.measure import MeasureSettings, Stats, time_host
 from hil.workload import Workload
@@ -25,6 +25,14 @@ class TorchCpuBackend:
     def __init__(self, cold_cache: bool = True) -> None:
         self.cold_cache = cold_cache
         self.l2_bytes = l2_cache_bytes()
+        self._allocator: dict[str, Any] | None = None
+
+    def _steady_heap(self) -> dict[str, Any]:
+        # applied when measuring starts, not at construction: a backend object made on the host
+        # only to ask for artifacts must not change the host process's allocator
+        if self._allocator is None:
+            self._allocator = pin_allocator()
+        return self._allocator
 
     def runtime_info(self, settings: MeasureSettings) -> dict[str, Any]:
         torch.set_num_threads(settings.threads)
@@ -37,10 +45,12 @@ class TorchCpuBackend:
             "precision": "float32",
             "cold_cache": self.cold_cache,
             "l2_bytes": self.l2_bytes,
+            **self._steady_heap(),
         }
 
     def measure_one(self, workload: Workload, settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
         torch.set_num_threads(settings.threads)
+        self._steady_heap()
         if settings.clock == "thread" and settings.threads != 1:
             raise MeasureFailure("unsupported", f"the thread-CPU clock times one thread only (threads is "
                                                 f"{settings.threads}): {workload.key}")
