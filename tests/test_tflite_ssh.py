@@ -63,8 +63,11 @@ def test_tflite_over_ssh_pushes_models_and_times_them(phone: SshdHost, tflite_ca
         settings = replace(QUICK, precision=precision)
         fp = target.describe(settings)
         ms = list(target.measure([STEM, BAD, SKIP, NET], settings))
+        pushed = list(phone.workdir.rglob("*.tflite"))
     finally:
         target.close()
+    assert len(pushed) >= 3  # the models really went over SFTP
+    assert not list(phone.workdir.rglob("*.tflite"))  # and were cleaned up when the device closed
     rt = fp["class"]["runtime"]
     assert rt["package"] == "ai-edge-litert" and rt["precision"] == precision and rt["threads"] == 1
     assert sorted(m.key for m in ms) == sorted([STEM.key, BAD.key, SKIP.key, NET.key])  # one record each
@@ -76,8 +79,6 @@ def test_tflite_over_ssh_pushes_models_and_times_them(phone: SshdHost, tflite_ca
         assert m.stats is not None and m.stats.median_ms > 0
         assert m.metrics["input_dtype"] == ("int8" if precision == "int8" else "float32")
         assert m.metrics["converter"].startswith("tensorflow-")
-    pushed = list(phone.workdir.rglob("*.tflite"))
-    assert len(pushed) >= 3  # the models really went over SFTP
 
 
 def test_phone_without_litert_gives_clear_records(phone: SshdHost, tflite_cache: Path, tmp_path: Path) -> None:
