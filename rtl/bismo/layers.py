@@ -17,58 +17,11 @@ Activations are channels last: (batch, H, W, C); weights (Cout, k, k, Cin/groups
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from hil.errors import ConfigError
 from hil.rtl.bismo.pack import ceil_div
-from hil.workload import QuantLayer
-
-
-@dataclass(frozen=True)
-class ConvGeometry:
-    batch: int
-    h: int
-    w: int
-    cin: int
-    ho: int
-    wo: int
-    cout: int
-    k: int
-    stride: int
-    pad: int
-    depthwise: bool
-
-    @property
-    def pixels(self) -> int:
-        return self.batch * self.ho * self.wo
-
-
-def geometry(layer: QuantLayer, batch: int) -> ConvGeometry:
-    if batch < 1:
-        raise ConfigError(f"layer {layer.name!r}: batch must be >= 1, got {batch}")
-    if len(layer.input) != 3 or len(layer.output) != 3:
-        raise ConfigError(f"layer {layer.name!r}: input and output must be H x W x C")
-    h, w, cin = (int(v) for v in layer.input)
-    ho, wo, cout = (int(v) for v in layer.output)
-    k, s, g = int(layer.kernel), int(layer.stride), int(layer.groups)
-    if min(h, w, cin, ho, wo, cout, k, s) < 1:
-        raise ConfigError(f"layer {layer.name!r}: sizes must be positive")
-    if g == 1:
-        depthwise = False
-    elif g == cin == cout:
-        depthwise = True
-    else:
-        raise ConfigError(
-            f"layer {layer.name!r}: groups={g} is neither a full conv (1) nor depthwise (= C_in = C_out)"
-        )
-    for pad in ((k - 1) // 2, 0):
-        if (h + 2 * pad - k) // s + 1 == ho and (w + 2 * pad - k) // s + 1 == wo:
-            return ConvGeometry(batch, h, w, cin, ho, wo, cout, k, s, pad, depthwise)
-    raise ConfigError(
-        f"layer {layer.name!r}: output {ho}x{wo} does not follow from input {h}x{w}, kernel {k}, stride {s}"
-    )
+from hil.rtl.layer_geometry import ConvGeometry, geometry  # noqa: F401  (re-exported: L.geometry)
 
 
 def depthwise_group(channels: int, k: int, dm: int, dk: int) -> int:

@@ -23,6 +23,7 @@ from hil.rtl.bitfusion import compiler as bc
 from hil.rtl.bitfusion import energy, isa
 from hil.rtl.bitfusion.config import BitFusionConfig
 from hil.rtl.interface import RegisterInterface
+from hil.rtl.layer_geometry import geometry
 from hil.workload import QuantLayer
 
 
@@ -31,14 +32,6 @@ def check_range(x: np.ndarray, bits: int, signed: bool, what: str) -> None:
     if x.size and (x.min() < lo or x.max() > hi):
         kind = "signed" if signed else "unsigned"
         raise ConfigError(f"{what}: values outside the {bits}-bit {kind} range [{lo}, {hi}]")
-
-
-def _pad_for(h: int, w: int, ho: int, wo: int, k: int, s: int, name: str) -> int:
-    """'same' padding ((k-1)/2 zeros) when it gives the layer's output size, else none."""
-    for pad in ((k - 1) // 2, 0):
-        if (h + 2 * pad - k) // s + 1 == ho and (w + 2 * pad - k) // s + 1 == wo:
-            return pad
-    raise ConfigError(f"layer {name!r}: output {ho}x{wo} does not follow from input {h}x{w}, kernel {k}, stride {s}")
 
 
 STAGE_COUNTERS = ("compute", "stall_in", "stall_out", "tail", "load_busy", "load_wait", "store_busy", "sync_wait")
@@ -294,7 +287,7 @@ class BitFusionAccelerator:
         check_range(x, layer.abits, layer.asigned, f"layer {layer.name!r} activations")
         if x.shape[1:] != (h, w, cin):
             raise ConfigError(f"layer {layer.name!r}: activations {x.shape[1:]} are not {(h, w, cin)}")
-        pad = _pad_for(h, w, ho, wo, k, int(layer.stride), layer.name)
+        pad = geometry(layer, int(x.shape[0])).pad
         xp = np.pad(x.astype(np.int64), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         return (_im2col(xp, k, int(layer.stride), ho, wo) if im2col else xp), win
 
@@ -317,25 +310,10 @@ class BitFusionAccelerator:
         `im2col=False` keeps a conv direct (a layer inside a network: its input is the previous layer's
         output in DRAM, which no host can rearrange mid-run); the other keywords go to `plan_conv`.
         """
-        if batch < 1:
-            raise ConfigError(f"layer {layer.name!r}: batch must be >= 1, got {batch}")
-        if len(layer.input) != 3 or len(layer.output) != 3:
-            raise ConfigError(f"layer {layer.name!r}: input and output must be H x W x C")
+        geo = geometry(layer, batch)
         prec = bc.Precision(layer.abits, layer.wbits, layer.asigned, layer.wsigned)
-        h, w, cin = (int(v) for v in layer.input)
-        ho, wo, cout = (int(v) for v in layer.output)
-        k, s, g = int(layer.kernel), int(layer.stride), int(layer.groups)
-        if min(h, w, cin, ho, wo, cout, k, s) < 1:
-            raise ConfigError(f"layer {layer.name!r}: sizes must be positive")
-        if g == 1:
-            depthwise = False
-        elif g == cin == cout:
-            depthwise = True
-        else:
-            raise ConfigError(
-                f"layer {layer.name!r}: groups={g} is neither a full conv (1) nor depthwise (= C_in = C_out)"
-            )
-        pad = _pad_for(h, w, ho, wo, k, s, layer.name)
+        h, w, cin, ho, wo, cout = geo.h, geo.w, geo.cin, geo.ho, geo.wo, geo.cout
+        k, s, pad, depthwise = geo.k, geo.stride, geo.pad, geo.depthwise
         direct = bc.ConvProblem(batch, h + 2 * pad, w + 2 * pad, cin, ho, wo, k, s, cout, depthwise)
         n, m, pf = self.cfg.rows, self.cfg.cols, prec.pf
         prob = direct
