@@ -10,10 +10,12 @@ Agent-side code: standard library + the runtime itself; no pydantic, no hil CLI.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
-from hil.measure import Measurement, MeasureSettings, Stats
+from hil.measure import Measurement, MeasureSettings, Stats, time_host, time_interleaved
 from hil.workload import Workload
 
 
@@ -23,6 +25,14 @@ class MeasureFailure(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+@dataclass
+class Prepared:
+    """A workload built in its runtime and ready to time: `run` is one invocation."""
+
+    run: Callable[[], Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(Protocol):
@@ -37,6 +47,33 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class PreparingBackend(Backend, Protocol):
+    """A backend whose workloads can be built first and timed later, together: what the interleaved
+    schedule needs. Its `measure_one` is `prepare` followed by `time_host`."""
+
+    def prepare(self, workload: Workload, settings: MeasureSettings) -> Prepared:
+        """Build one workload in the runtime (outside any timing) and run it once."""
+        ...
+
+    def timing_context(self) -> AbstractContextManager[Any]:
+        """Entered around the timed runs (e.g. torch's inference mode)."""
+        ...
+
+
+def effective_schedule(backend: Backend, settings: MeasureSettings) -> str:
+    """The schedule this backend really times with (recorded in the fingerprint class)."""
+    return settings.schedule if isinstance(backend, PreparingBackend) else "sequential"
+
+
+def measure_prepared(backend: PreparingBackend, workload: Workload,
+                     settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
+    """`measure_one` of a preparing backend: build, then time on its own."""
+    p = backend.prepare(workload, settings)
+    with backend.timing_context():
+        return time_host(p.run, settings), p.metrics
+
+
 def run_backend(
     backend: Backend,
     device: str,
@@ -45,17 +82,49 @@ def run_backend(
     settings: MeasureSettings,
     provenance: str = "measured",
 ) -> Iterator[Measurement]:
-    """Measure each workload in turn, turning failures into records instead of stopping."""
+    """Measure the workloads, turning failures into records instead of stopping.
+
+    Sequential: one workload after the other, each record as soon as it is timed. Interleaved: all
+    are built first, then timed together in rounds (hil.measure.time_interleaved); the records come
+    when the rounds end, so an interruption loses at most this one request's timings.
+    """
+    def failed(w: Workload, kind: str, error: str) -> Measurement:
+        return Measurement(device, w.key, w.to_json(), fingerprint, provenance, None, ok=False,
+                           error_kind=kind, error=error)
+
+    def done(w: Workload, stats: Stats, metrics: dict[str, Any]) -> Measurement:
+        return Measurement(device, w.key, w.to_json(), fingerprint, provenance, stats, metrics,
+                           noisy=stats.cv > settings.cv_threshold, created_at=time.time())
+
+    if effective_schedule(backend, settings) == "sequential":
+        for w in workloads:
+            try:
+                stats, metrics = backend.measure_one(w, settings)
+            except MeasureFailure as e:
+                yield failed(w, e.kind, str(e))
+                continue
+            except Exception as e:  # a runtime's own exception: a failed run, not a crashed build
+                yield failed(w, "run_error", f"{type(e).__name__}: {e}")
+                continue
+            yield done(w, stats, metrics)
+        return
+
+    assert isinstance(backend, PreparingBackend)
+    ready: list[tuple[Workload, Prepared]] = []
     for w in workloads:
         try:
-            stats, metrics = backend.measure_one(w, settings)
+            ready.append((w, backend.prepare(w, settings)))
         except MeasureFailure as e:
-            yield Measurement(device, w.key, w.to_json(), fingerprint, provenance, None, ok=False,
-                              error_kind=e.kind, error=str(e))
-            continue
-        except Exception as e:  # a runtime's own exception: a failed run, not a crashed build
-            yield Measurement(device, w.key, w.to_json(), fingerprint, provenance, None, ok=False,
-                              error_kind="run_error", error=f"{type(e).__name__}: {e}")
-            continue
-        yield Measurement(device, w.key, w.to_json(), fingerprint, provenance, stats, metrics,
-                          noisy=stats.cv > settings.cv_threshold, created_at=time.time())
+            yield failed(w, e.kind, str(e))
+        except Exception as e:
+            yield failed(w, "run_error", f"{type(e).__name__}: {e}")
+    errors: dict[int, Exception] = {}
+    with backend.timing_context():
+        stats = time_interleaved([p.run for _, p in ready], settings, seed=len(ready),
+                                 on_error=lambda i, e: errors.__setitem__(i, e))
+    for i, ((w, p), st) in enumerate(zip(ready, stats, strict=True)):
+        if st is None:
+            e = errors[i]
+            yield failed(w, "run_error", f"{type(e).__name__}: {e}")
+        else:
+            yield done(w, st, {**p.metrics, "schedule": "interleaved", "session_size": len(ready)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from hil.devices.backend import Backend, run_backend
+from hil.devices.backend import Backend, effective_schedule, run_backend
 from hil.devices.host_info import host_class, host_state, set_affinity
 from hil.measure import Measurement, MeasureSettings
 from hil.workload import Workload
@@ -13,12 +13,14 @@ from hil.workload import Workload
 AGENT_VERSION = "1"
 
 
-def protocol_class(settings: MeasureSettings) -> dict[str, Any]:
+def protocol_class(settings: MeasureSettings, backend: Backend) -> dict[str, Any]:
     """The protocol parameters that shape a measurement. The noise policy (CV threshold, attempts,
-    time cap) decides what is re-measured, not how one measurement is taken, so it stays out."""
+    time cap) decides what is re-measured, not how one measurement is taken, so it stays out; the
+    schedule is the one the backend can really use."""
     d = settings.to_json()
     for policy in ("cv_threshold", "max_attempts", "max_time_s"):
         d.pop(policy)
+    d["schedule"] = effective_schedule(backend, settings)
     return d
 
 
@@ -31,7 +33,7 @@ def fingerprint(device: str, backend: Backend, settings: MeasureSettings) -> dic
             "host": host_class(),
             "runtime": backend.runtime_info(settings),
             "batch": settings.batch,
-            "protocol": protocol_class(settings),
+            "protocol": protocol_class(settings, backend),
             "agent_version": AGENT_VERSION,
         },
         "state": host_state(),

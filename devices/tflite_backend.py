@@ -25,13 +25,14 @@ import itertools
 import json
 import os
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from hil.devices.backend import MeasureFailure
+from hil.devices.backend import MeasureFailure, Prepared, measure_prepared
 from hil.devices.host_info import affinity, l2_cache_bytes, rotation_copies
-from hil.measure import MeasureSettings, Stats, time_host
+from hil.measure import MeasureSettings, Stats
 from hil.workload import Workload
 
 
@@ -235,7 +236,7 @@ class TfliteBackend:
             ) from None
         return interp
 
-    def measure_one(self, workload: Workload, settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
+    def prepare(self, workload: Workload, settings: MeasureSettings) -> Prepared:
         self.runtime()  # a target without LiteRT fails before any conversion work (or numpy import)
         if settings.clock == "thread" and settings.threads != 1:
             raise MeasureFailure("unsupported", "the thread-CPU clock times one interpreter thread only "
@@ -270,7 +271,6 @@ class TfliteBackend:
             # evicted from the core's L2 by the others, as a block does inside a network.
             cycle = itertools.cycle([i.invoke for i in interps])
             run = lambda: next(cycle)()  # noqa: E731
-        stats = time_host(run, settings)
         inp = first.get_input_details()[0]
         metrics = {
             "converter": self._converter(workload, settings),
@@ -280,4 +280,10 @@ class TfliteBackend:
             "input_shape": [int(d) for d in inp["shape"]],
             "copies": copies,
         }
-        return stats, metrics
+        return Prepared(run, metrics)
+
+    def timing_context(self) -> AbstractContextManager[Any]:
+        return nullcontext()
+
+    def measure_one(self, workload: Workload, settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
+        return measure_prepared(self, workload, settings)

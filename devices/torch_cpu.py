@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import copy
 import itertools
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 
-from hil.devices.backend import MeasureFailure
+from hil.devices.backend import MeasureFailure, Prepared, measure_prepared
 from hil.devices.host_info import affinity, l2_cache_bytes, pin_allocator, rotation_copies
 from hil.devices.torch_build import build_module, input_shape
-from hil.measure import MeasureSettings, Stats, time_host
+from hil.measure import MeasureSettings, Stats
 from hil.workload import Workload
 
 
@@ -48,7 +49,7 @@ class TorchCpuBackend:
             **self._steady_heap(),
         }
 
-    def measure_one(self, workload: Workload, settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
+    def prepare(self, workload: Workload, settings: MeasureSettings) -> Prepared:
         torch.set_num_threads(settings.threads)
         self._steady_heap()
         if settings.clock == "thread" and settings.threads != 1:
@@ -63,6 +64,16 @@ class TorchCpuBackend:
         copies = rotation_copies(weights, self.l2_bytes) if self.cold_cache else 1
         modules = [module] + [copy.deepcopy(module) for _ in range(copies - 1)]
         turn = itertools.cycle(modules)
+
+        def run() -> Any:
+            return next(turn)(x)
+
         with torch.inference_mode():
-            stats = time_host(lambda: next(turn)(x), settings)
-        return stats, {"rotated_copies": copies}
+            run()
+        return Prepared(run, {"rotated_copies": copies})
+
+    def timing_context(self) -> AbstractContextManager[Any]:
+        return torch.inference_mode()
+
+    def measure_one(self, workload: Workload, settings: MeasureSettings) -> tuple[Stats, dict[str, Any]]:
+        return measure_prepared(self, workload, settings)

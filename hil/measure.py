@@ -7,12 +7,19 @@ the standard library: no numpy, no hil imports beyond itself.
 from __future__ import annotations
 
 import math
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 CLOCKS: dict[str, Callable[[], int]] = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
+
+# "interleaved": the workloads of one request are timed together in rounds, one timed run of each
+# per round in a shuffled order, so every workload samples the same mix of host states (a shared
+# VM's speed can switch by 1.5x for seconds at a time; docs/MEASUREMENT.md). "sequential": each
+# workload is timed to completion before the next one starts.
+SCHEDULES = ("interleaved", "sequential")
 
 # Explicit error kinds, as TVM's measurement reports them: a failed workload is a record, not a crash.
 ERROR_KINDS = ("build_error", "run_error", "timeout", "unsupported", "device_error")
@@ -40,6 +47,9 @@ class MeasureSettings:
     # with one runtime thread is the invocation's own work without the time the OS gave to other
     # processes: the clock for shared, noisy hosts (docs/MEASUREMENT.md). Recorded in the class.
     clock: str = "wall"
+    # How the workloads of one request share the time: one of SCHEDULES. Backends that can only time
+    # one workload at a time record "sequential" in the fingerprint whatever was asked.
+    schedule: str = "interleaved"
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,24 +110,18 @@ def summarize(samples_ms: list[float], number: int = 1) -> Stats:
     )
 
 
-def time_host(
-    run: Callable[[], Any],
-    settings: MeasureSettings,
-    sync: Callable[[], None] | None = None,
-    clock: Callable[[], int] | None = None,
-) -> Stats:
-    """Time `run` with a host clock following the protocol: warm up, group, repeat, summarize.
+def _clock(settings: MeasureSettings, clock: Callable[[], int] | None) -> Callable[[], int]:
+    if clock is not None:
+        return clock
+    try:
+        return CLOCKS[settings.clock]
+    except KeyError:
+        raise ValueError(f"unknown clock {settings.clock!r} (known: {', '.join(CLOCKS)})") from None
 
-    `sync` is called before each clock read where the work is asynchronous (e.g. a GPU stream).
-    """
-    wait = sync or (lambda: None)
-    if clock is None:
-        try:
-            clock = CLOCKS[settings.clock]
-        except KeyError:
-            raise ValueError(f"unknown clock {settings.clock!r} (known: {', '.join(CLOCKS)})") from None
 
-    # Warm-up: at least warmup_runs and at least warmup_s; also tells us how long one call takes.
+def _warm_up(run: Callable[[], Any], settings: MeasureSettings, clock: Callable[[], int],
+             wait: Callable[[], None]) -> int:
+    """Warm up (at least warmup_runs and warmup_s) and return how many calls make one timed run."""
     t_start = clock()
     runs = 0
     while True:
@@ -130,23 +134,92 @@ def time_host(
         if elapsed > settings.max_time_s:
             break
     per_call_ms = max(elapsed * 1e3 / runs, 1e-6)
-    number = max(1, math.ceil(settings.min_run_ms / per_call_ms))
+    return max(1, math.ceil(settings.min_run_ms / per_call_ms))
 
+
+def _timed_run(run: Callable[[], Any], number: int, clock: Callable[[], int], wait: Callable[[], None]) -> int:
+    wait()
+    t0 = clock()
+    for _ in range(number):
+        run()
+    wait()
+    return clock() - t0
+
+
+def _done(n: int, total_s: float, settings: MeasureSettings) -> bool:
+    if n == 0:
+        return False
+    enough = n >= settings.min_repeats and total_s >= settings.min_time_s
+    return enough or (total_s >= settings.max_time_s and n >= 3)
+
+
+def time_host(
+    run: Callable[[], Any],
+    settings: MeasureSettings,
+    sync: Callable[[], None] | None = None,
+    clock: Callable[[], int] | None = None,
+) -> Stats:
+    """Time `run` with a host clock following the protocol: warm up, group, repeat, summarize.
+
+    `sync` is called before each clock read where the work is asynchronous (e.g. a GPU stream).
+    """
+    wait = sync or (lambda: None)
+    clock = _clock(settings, clock)
+    number = _warm_up(run, settings, clock, wait)
     samples: list[float] = []
-    t_begin = clock()
-    while True:
-        wait()
-        t0 = clock()
-        for _ in range(number):
-            run()
-        wait()
-        t1 = clock()
-        samples.append((t1 - t0) / 1e6 / number)
-        total = (t1 - t_begin) / 1e9
-        enough = len(samples) >= settings.min_repeats and total >= settings.min_time_s
-        if enough or (total >= settings.max_time_s and len(samples) >= 3):
-            break
+    total_ns = 0
+    while not _done(len(samples), total_ns / 1e9, settings):
+        dt = _timed_run(run, number, clock, wait)
+        samples.append(dt / 1e6 / number)
+        total_ns += dt
     return summarize(samples, number)
+
+
+def time_interleaved(
+    runs: Sequence[Callable[[], Any]],
+    settings: MeasureSettings,
+    seed: int = 0,
+    clock: Callable[[], int] | None = None,
+    on_error: Callable[[int, Exception], None] | None = None,
+) -> list[Stats | None]:
+    """Time several workloads together: each is warmed up and grouped as `time_host` does, then the
+    timed runs go in rounds, one run of every unfinished workload per round in a shuffled order,
+    until each has its repeats and time. A workload whose call raises is dropped from the rounds
+    (`on_error(index, exception)`) and gets None.
+
+    Slow changes of the host's speed then fall on all workloads alike instead of on whichever was
+    being timed, so the workloads of one request rank consistently against each other.
+    """
+    clock = _clock(settings, clock)
+    wait: Callable[[], None] = lambda: None  # noqa: E731
+    rng = random.Random(seed)
+    number: dict[int, int] = {}
+    for i, run in enumerate(runs):
+        try:
+            number[i] = _warm_up(run, settings, clock, wait)
+        except Exception as e:  # the runtime's own error, reported per workload
+            if on_error is None:
+                raise
+            on_error(i, e)
+    samples: dict[int, list[float]] = {i: [] for i in number}
+    total_ns = dict.fromkeys(number, 0)
+    while True:
+        todo = [i for i in samples if not _done(len(samples[i]), total_ns[i] / 1e9, settings)]
+        if not todo:
+            break
+        rng.shuffle(todo)
+        for i in todo:
+            try:
+                dt = _timed_run(runs[i], number[i], clock, wait)
+            except Exception as e:
+                if on_error is None:
+                    raise
+                on_error(i, e)
+                del samples[i]
+                continue
+            samples[i].append(dt / 1e6 / number[i])
+            total_ns[i] += dt
+    return [summarize(samples[i], number[i]) if i in samples else None for i in range(len(runs))]
 
 
 @dataclass

@@ -28,11 +28,15 @@ def keys_in(db) -> list[str]:
         con.close()
 
 
+SEQ = ["--schedule", "sequential"]
+
+
 @pytest.mark.slow
 def test_build_resume_show_export_validate(tmp_path):
     db = tmp_path / "hil.db"
-    # --cv-threshold 10: nothing counts as noisy, so each key is measured exactly once (checkable)
-    args = ["lut", "build", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--cv-threshold", "9",
+    # --cv-threshold 9: nothing counts as noisy, so each key is measured exactly once (checkable);
+    # sequential: each record is committed as soon as it is timed, so a kill lands mid-build
+    args = ["lut", "build", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, *SEQ, "--cv-threshold", "9",
             "--calibration-nets", "0"]
     # 1. start a build, kill it hard once some records are committed
     proc = subprocess.Popen([sys.executable, "-m", "hil", *args, "--json"], cwd=ROOT,
@@ -82,7 +86,7 @@ def test_build_resume_show_export_validate(tmp_path):
     # 5. calibrate + validate end to end, with the plot
     assert hil(*args[:-2], "--calibration-nets", "3").returncode == 0
     png = tmp_path / "v.png"
-    p = hil("validate", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--samples", "4", "--json",
+    p = hil("validate", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, *SEQ, "--samples", "4", "--json",
             "--plot", str(png))
     assert p.returncode == 0, p.stderr
     v = json.loads(p.stdout)
@@ -92,7 +96,40 @@ def test_build_resume_show_export_validate(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the validation networks are stored measurements too (measured twice each)
     nets = [k for k in keys_in(db) if k.startswith("network-")]
-    assert len(nets) == 3 + 2 * 4
+    # (each pass measures the 4 validation networks together with the 3 calibration networks)
+    assert len(nets) == 3 + 2 * (4 + 3)
+    assert v["build_calibrated"]["n"] == 4 and len(v["session_calibration"]) == 2
+
+
+def records(db) -> list[dict]:
+    from hil.store import Store
+
+    store = Store(str(db))
+    try:
+        return [m.to_json() for c in store.classes("local-cpu") for m in store.attempts(c.fp_class)]
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_interleaved_build_and_validation_time_each_request_as_one_session(tmp_path):
+    db = tmp_path / "hil.db"
+    build = hil("lut", "build", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--max-attempts", "1",
+                "--calibration-nets", "3", "--json")
+    assert build.returncode == 0, build.stderr
+    p = hil("validate", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--max-attempts", "1",
+            "--samples", "3", "--json")
+    assert p.returncode == 0, p.stderr
+    v = json.loads(p.stdout)
+    recs = [r for r in records(db) if r["ok"] and not r["key"].startswith("drift:")]
+    assert {r["fingerprint"]["class"]["protocol"]["schedule"] for r in recs} == {"interleaved"}
+    blocks = [r for r in recs if not r["key"].startswith("network-")]
+    assert len(blocks) == 70 and {r["metrics"]["session_size"] for r in blocks} == {70}
+    # each validation pass: the 3 networks and the 3 calibration networks in one session
+    passes = [r for r in recs if "validation_pass" in r["metrics"]]
+    assert sorted(r["metrics"]["validation_pass"] for r in passes) == [0] * 6 + [1] * 6
+    assert {r["metrics"]["session_size"] for r in passes} == {6}
+    assert len(v["session_calibration"]) == 2 and v["n"] == 3
 
 
 def test_bad_inputs_are_one_line_errors_and_leave_the_store_alone(tmp_path):

@@ -1,7 +1,9 @@
+import itertools
+
 import numpy as np
 import pytest
 
-from hil.measure import Measurement, MeasureSettings, summarize, time_host
+from hil.measure import Measurement, MeasureSettings, summarize, time_host, time_interleaved
 
 
 def test_summary_matches_numpy():
@@ -88,3 +90,66 @@ def test_clock_is_chosen_by_settings_and_unknown_clock_is_refused():
     assert time_host(sleep, thread).median_ms < 0.5 * time_host(sleep, fast).median_ms
     with pytest.raises(ValueError, match="unknown clock"):
         time_host(spin, replace(fast, clock="sundial"))
+
+
+class SwitchingHost:
+    """A simulated host whose speed switches between two states every `period_ns` of its clock (as
+    the shared VM's does), running workloads that each cost a fixed amount of work."""
+
+    def __init__(self, period_ns: int, slow: float) -> None:
+        self.t = 0
+        self.period_ns = period_ns
+        self.slow = slow
+        self.order: list[int] = []
+
+    def now(self) -> int:
+        return self.t
+
+    def workload(self, i: int, work_ns: int):
+        def run() -> None:
+            self.order.append(i)
+            factor = self.slow if (self.t // self.period_ns) % 2 else 1.0
+            self.t += int(work_ns * factor)
+        return run
+
+
+def test_interleaved_rounds_share_the_host_states_and_keep_the_true_ratios():
+    s = MeasureSettings(warmup_runs=2, warmup_s=0.0, min_repeats=40, min_time_s=0.0, min_run_ms=0.0)
+    work = [1_000_000, 1_100_000, 1_200_000, 1_300_000]  # true ratios 1 : 1.1 : 1.2 : 1.3
+    # the host is 1.6x slower in every other 50 ms: about as long as one whole sequential measurement
+    seq_host = SwitchingHost(period_ns=50_000_000, slow=1.6)
+    seq = [time_host(seq_host.workload(i, w), s, clock=seq_host.now).median_ms for i, w in enumerate(work)]
+    host = SwitchingHost(period_ns=50_000_000, slow=1.6)
+    stats = time_interleaved([host.workload(i, w) for i, w in enumerate(work)], s, clock=host.now)
+    inter = [st.median_ms for st in stats]
+    # sequentially each workload meets one host state: the ranking breaks
+    assert sorted(range(4), key=lambda i: seq[i]) != [0, 1, 2, 3]
+    # interleaved, each sees both states alike: the ranking and (here) the ratios survive
+    assert sorted(range(4), key=lambda i: inter[i]) == [0, 1, 2, 3]
+    for i in range(1, 4):
+        assert inter[i] / inter[0] == pytest.approx(work[i] / work[0], rel=0.1)
+    # and the timed runs really alternate: after warm-up no workload runs many times in a row
+    timed = host.order[2 * 4:]
+    longest = max(len(list(g)) for _, g in itertools.groupby(timed))
+    assert longest <= 2
+    assert all(st.n >= 40 for st in stats)
+
+
+def test_interleaved_drops_a_failing_workload_and_times_the_rest():
+    c = FakeClock(step_ns=1_000_000)
+    calls = {"n": 0}
+
+    def flaky() -> None:
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise RuntimeError("device lost")
+        c.run()
+
+    errors = {}
+    s = MeasureSettings(warmup_runs=2, warmup_s=0.0, min_repeats=10, min_time_s=0.0)
+    stats = time_interleaved([c.run, flaky, c.run], s, clock=c.now, on_error=errors.__setitem__)
+    assert stats[1] is None and isinstance(errors[1], RuntimeError)
+    assert stats[0].n >= 10 and stats[2].n >= 10
+    with pytest.raises(RuntimeError):
+        calls["n"] = 0
+        time_interleaved([flaky], s, clock=c.now)

@@ -8,7 +8,7 @@ from typing import Any
 
 from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_enabled
 from hil.errors import ConfigError
-from hil.measure import MeasureSettings
+from hil.measure import SCHEDULES, MeasureSettings
 
 
 def add_space_args(p: argparse.ArgumentParser) -> None:
@@ -38,6 +38,9 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clock", choices=["wall", "thread"], default=None,
                    help="wall: host clock; thread: CPU time of the one runtime thread, for shared hosts "
                         "(default: the device's, wall unless the inventory says otherwise)")
+    g.add_argument("--schedule", choices=list(SCHEDULES), default=d.schedule,
+                   help="interleaved: the workloads of a request are timed together in shuffled rounds, so "
+                        "changes of the host's speed fall on all alike; sequential: one after the other")
 
 
 def protocol_from_args(args: argparse.Namespace) -> MeasureSettings:
@@ -49,7 +52,7 @@ def protocol_from_args(args: argparse.Namespace) -> MeasureSettings:
     return replace(
         MeasureSettings(), min_repeats=args.min_repeats, min_time_s=args.min_time,
         warmup_runs=args.warmup_runs, warmup_s=args.warmup_time, cv_threshold=args.cv_threshold,
-        max_attempts=args.max_attempts,
+        max_attempts=args.max_attempts, schedule=args.schedule,
     )
 
 
