@@ -4,8 +4,9 @@ SQLite in WAL mode is the embedded default. Each record is committed as soon as 
 interrupted build loses nothing and a rerun asks `missing()` what is left to measure.
 
 A LUT entry is the *accepted* measurement per (fingerprint class, workload key): the latest attempt
-whose CV is under the protocol's threshold, or, when every attempt stayed noisy, the least noisy one
-(flagged).
+whose CV is under the protocol's threshold, or, when every attempt stayed noisy, the attempt with the
+median latency (flagged): the attempts then come from different moments of a host whose speed moved,
+and the middle one is the robust choice (the lowest CV only says which moment was steadiest).
 """
 
 from __future__ import annotations
@@ -224,14 +225,22 @@ class Store:
 
     def lut(self, fp_class: str) -> dict[str, Measurement]:
         """The accepted measurement per key of a class."""
-        best: dict[str, Measurement] = {}
+        clean: dict[str, Measurement] = {}
+        noisy: dict[str, list[Measurement]] = {}
         for m in self.attempts(fp_class):
             if not m.ok:
                 continue
-            cur = best.get(m.key)
-            if cur is None or _better(m, cur):
-                best[m.key] = m
-        return best
+            if not m.noisy:
+                cur = clean.get(m.key)
+                if cur is None or m.created_at >= cur.created_at:
+                    clean[m.key] = m
+            else:
+                noisy.setdefault(m.key, []).append(m)
+        for key, ms in noisy.items():
+            if key not in clean:
+                ms.sort(key=lambda m: m.latency_ms)
+                clean[key] = ms[(len(ms) - 1) // 2]
+        return clean
 
     def missing(self, fp_class: str, keys: Iterable[str], max_attempts: int) -> list[str]:
         """Keys still to measure: never measured, failed (not as unsupported), or noisy with attempts left."""
@@ -256,16 +265,6 @@ class Store:
     def attempt_count(self, fp_class: str, key: str) -> int:
         r = self._rows("SELECT COUNT(*) AS n FROM measurements WHERE class=? AND key=?", [fp_class, key])
         return int(r[0]["n"])
-
-
-def _better(new: Measurement, cur: Measurement) -> bool:
-    """Acceptance rule: clean beats noisy; among clean the latest; among noisy the lowest CV."""
-    if new.noisy != cur.noisy:
-        return not new.noisy
-    if not new.noisy:
-        return new.created_at >= cur.created_at
-    assert new.stats and cur.stats
-    return new.stats.cv < cur.stats.cv
 
 
 def open_store(url: str | None = None) -> Store:
