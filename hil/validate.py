@@ -157,6 +157,12 @@ def calibrate(
     return cal
 
 
+def _tau(a: Sequence[float], b: Sequence[float]) -> float:
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
+
+
 def _median(xs: Sequence[float]) -> float:
     s = sorted(xs)
     mid = len(s) // 2
@@ -241,6 +247,9 @@ def validate(
         "mape": 100 * sum(rep) / len(rep) if rep else float("nan"),
         "within_5pct": sum(r <= 0.05 for r in rep) / len(rep) if rep else float("nan"),
         "within_10pct": sum(r <= 0.10 for r in rep) / len(rep) if rep else float("nan"),
+        # the ranking of the first pass against the second: the ceiling of any predictor's tau here
+        "kendall_tau": _tau([p["attempts_ms"][0] for p in points], [p["attempts_ms"][1] for p in points])
+        if passes >= 2 and len(points) > 1 else float("nan"),
     }
     return ValidationReport(
         device=target.name, space=space.name, options=space.options(), fingerprint_class=cls,

@@ -99,6 +99,7 @@ def test_build_resume_show_export_validate(tmp_path):
     # (each pass measures the 4 validation networks together with the 3 calibration networks)
     assert len(nets) == 3 + 2 * (4 + 3)
     assert v["build_calibrated"]["n"] == 4 and len(v["session_calibration"]) == 2
+    assert -1 <= v["repeatability"]["kendall_tau"] <= 1
 
 
 def records(db) -> list[dict]:

@@ -65,7 +65,8 @@ def _validate(args: argparse.Namespace) -> int:
            f"bias {b.mean_bias:+.2f}% (includes the host's drift since the build)\n" if b else "")
         + f"  plain sum : ±10% {100 * r.within_10pct:5.1f}%  tau {r.kendall_tau:.3f}  MAPE {r.mape:.2f}%  "
         f"bias {r.mean_bias:+.2f}%\n"
-        f"  repeatability (same network twice): MAPE {rep['mape']:.2f}%  within ±10% {100 * rep['within_10pct']:.1f}%\n"
+        f"  repeatability (same network twice): MAPE {rep['mape']:.2f}%  within ±10% {100 * rep['within_10pct']:.1f}%  "
+        f"tau pass 1 vs pass 2 {rep['kendall_tau']:.3f}\n"
         f"  calibration: scale {report.calibration['scale']:.4f} offset {report.calibration['offset_ms']:.3f} ms "
         f"(fitted on {report.calibration['fitted_on']} held-out networks)"
         + (f"\n  plot: {args.plot}" if args.plot else "")
