@@ -82,7 +82,8 @@ def main() -> None:
               f"| {100 * s['within_10pct']:.0f}% / {s['kendall_tau']:.3f} / "
               f"{s['mean_bias']:+.2f}% | {rep['mape']:.2f}% / {100 * rep['within_10pct']:.0f}% "
               f"| ×{c['scale']:.3f} {c['offset_ms']:+.2f} ms |")
-    Path(args.out, f"foundation-bench-{args.clock}-{'-'.join(args.schedules)}.json").write_text(
+    name = f"foundation-bench-{'-'.join(map(str, args.resolutions))}-{args.clock}-{'-'.join(args.schedules)}.json"
+    Path(args.out, name).write_text(
         json.dumps(rows, indent=2))
 
 
