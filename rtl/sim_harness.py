@@ -13,6 +13,8 @@ never steps the clock per cycle here; that is what makes the harness fast.
 
 from __future__ import annotations
 
+import hashlib
+import platform
 import struct
 import subprocess
 import threading
@@ -87,16 +89,45 @@ def harness_spec(
     parameters: Mapping[str, int],
     extra_flags: Sequence[str] = (),
 ) -> HarnessSpec:
-    """A HarnessSpec whose main includes the shared hil_harness.h (hashed into the cache key)."""
+    """A HarnessSpec whose main includes the shared hil_harness.h (hashed into the cache key), compiled
+    for this host's CPU (`host_cflags`)."""
     return HarnessSpec(
         name=name,
         top=top,
         sources=list(sources),
         main_cpp=main_cpp,
         parameters=dict(parameters),
-        extra_flags=list(extra_flags),
+        extra_flags=[*host_cflags(), *extra_flags],
         headers=[HARNESS_HEADER],
     )
+
+
+def host_cflags() -> tuple[str, ...]:
+    """C++ flags that compile the Verilated model for the CPU it will run on.
+
+    On x86-64, -march=native lets the compiler use the host's vector units for the wide datapaths
+    (BISMO's 256-bit AND/popcount lanes compile to AVX-512 VPOPCNTQ where the CPU has it): the
+    bismo-cloud harness ran 2.5x faster on the project's EPYC VM. A binary built so may not run on
+    another CPU, so the CPU's identity (model and ISA flags) goes into the build as a macro, which
+    puts it into the cache key: a cache shared between different machines never hands one the
+    other's binary.
+    """
+    flags = ["-CFLAGS", "-O3"]
+    machine = platform.machine().lower()
+    ident = machine
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        if line.startswith(("model name", "flags", "Features", "CPU part")):
+            ident += "|" + " ".join(line.split())
+            if line.startswith(("flags", "Features")):
+                break
+    if machine in ("x86_64", "amd64"):
+        flags += ["-CFLAGS", "-march=native"]
+    isa = hashlib.sha256(ident.encode()).hexdigest()[:12]
+    return (*flags, "-CFLAGS", f"-DHIL_HOST_ISA={isa}")
 
 
 class SimHarness:

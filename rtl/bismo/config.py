@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,23 +22,6 @@ SV_FILES = (
     "bismo_top.sv",
 )
 MAIN_CPP = Path(__file__).resolve().parent / "harness_main.cpp"
-
-
-def _cflags() -> tuple[str, ...]:
-    """C++ flags of the harness build (part of its cache key).
-
-    The DPU popcount compiles to one popcnt instruction per 64-bit lane where the CPU has it
-    (x86-64 needs -mpopcnt for that; elsewhere the compiler's default is used).
-    """
-    flags = ["-CFLAGS", "-O3"]
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-        if " popcnt" in cpuinfo:
-            flags += ["-CFLAGS", "-mpopcnt"]
-    return tuple(flags)
 
 
 def _pow2(x: int) -> bool:
@@ -103,7 +85,7 @@ class BismoConfig:
 
     def harness_spec(self) -> HarnessSpec:
         return harness_spec(
-            "bismo", "bismo_top", [SV_DIR / f for f in SV_FILES], MAIN_CPP, self.rtl_parameters(), _cflags()
+            "bismo", "bismo_top", [SV_DIR / f for f in SV_FILES], MAIN_CPP, self.rtl_parameters()
         )
 
     def dram(self) -> DramConfig:
