@@ -192,7 +192,9 @@ def test_ssh_lut_equals_local_lut_in_keys_and_agrees_in_value(ssh_farm: dict[str
     local, remote = luts["local-cpu"], luts["ssh-a"]
     assert set(local) == set(remote) and len(local) == 70
     ratios = sorted(remote[k] / local[k] for k in local)
-    assert 0.67 < ratios[len(ratios) // 2] < 1.5, ratios
+    # the same magnitude (a unit or batch mistake would be 10x off); the two builds run minutes
+    # apart on a host whose speed itself moves by up to 1.7x (docs/MEASUREMENT.md), so no tighter
+    assert 0.4 < ratios[len(ratios) // 2] < 2.5, ratios
     tau = kendalltau([local[k] for k in sorted(local)], [remote[k] for k in sorted(local)]).statistic
     assert tau > 0.6, tau  # the same workloads, ranked the same way
 
@@ -202,7 +204,9 @@ def test_killed_host_mid_build_loses_nothing_and_resumes(sshd_factory: SshdFacto
     fa, fb = sshd_factory("fa"), sshd_factory("fb")
     inv = write_inventory(tmp_path / "inv.yaml", {"fa": _ssh_dev(fa), "fb": _ssh_dev(fb)}, local=False)
     db = tmp_path / "farm.db"
-    proc = subprocess.Popen(_build_cmd(inv, db, "fa", "fb"), cwd=ROOT, text=True,
+    # sequential: the agent streams each record as it is timed, so the crash lands mid-stream
+    seq = ("--schedule", "sequential")
+    proc = subprocess.Popen(_build_cmd(inv, db, "fa", "fb", extra=seq), cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -226,7 +230,7 @@ def test_killed_host_mid_build_loses_nothing_and_resumes(sshd_factory: SshdFacto
     before = {r["key"] for r in rows if r["ok"]}
 
     fa.start()  # the host is back (same port, same host key)
-    p = subprocess.run(_build_cmd(inv, db, "fa"), cwd=ROOT, text=True, capture_output=True, timeout=300)
+    p = subprocess.run(_build_cmd(inv, db, "fa", extra=seq), cwd=ROOT, text=True, capture_output=True, timeout=300)
     assert p.returncode == 0, p.stderr
     again = _summary(p)["fa"]
     assert again["status"] == "ok" and again["reused"] == len(before)
