@@ -127,4 +127,5 @@ def run_backend(
             e = errors[i]
             yield failed(w, "run_error", f"{type(e).__name__}: {e}")
         else:
-            yield done(w, st, {**p.metrics, "schedule": "interleaved", "session_size": len(ready)})
+            yield done(w, st.stats, {**p.metrics, "schedule": "interleaved", "session_size": len(ready),
+                                     "host_normalized": st.normalized, "raw_stats": st.raw.to_json()})

@@ -175,20 +175,39 @@ def time_host(
     return summarize(samples, number)
 
 
+# Host-speed normalization of an interleaved session: each sample is divided by the host's speed at
+# that moment, estimated from the samples of other workloads timed just before and after it.
+NEIGHBOURS = 8  # samples on each side
+MIN_WORKLOADS_TO_NORMALIZE = 4
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    """One workload's result from an interleaved session."""
+
+    stats: Stats  # of the host-normalized samples: the latency (== raw when not normalized)
+    raw: Stats  # of the samples as timed
+    normalized: bool
+
+
 def time_interleaved(
     runs: Sequence[Callable[[], Any]],
     settings: MeasureSettings,
     seed: int = 0,
     clock: Callable[[], int] | None = None,
     on_error: Callable[[int, Exception], None] | None = None,
-) -> list[Stats | None]:
+) -> list[SessionStats | None]:
     """Time several workloads together: each is warmed up and grouped as `time_host` does, then the
     timed runs go in rounds, one run of every unfinished workload per round in a shuffled order,
     until each has its repeats and time. A workload whose call raises is dropped from the rounds
     (`on_error(index, exception)`) and gets None.
 
     Slow changes of the host's speed then fall on all workloads alike instead of on whichever was
-    being timed, so the workloads of one request rank consistently against each other.
+    being timed, so the workloads of one request rank consistently against each other. With at
+    least MIN_WORKLOADS_TO_NORMALIZE workloads, the faster changes are taken out too: a sample's
+    time relative to its workload's median, taken over the NEIGHBOURS samples of other workloads
+    on each side of it, says how slow the host was just then, and the sample is divided by that
+    (`host_normalize`).
     """
     clock = _clock(settings, clock)
     wait: Callable[[], None] = lambda: None  # noqa: E731
@@ -203,6 +222,7 @@ def time_interleaved(
             on_error(i, e)
     samples: dict[int, list[float]] = {i: [] for i in number}
     total_ns = dict.fromkeys(number, 0)
+    timeline: list[tuple[int, float]] = []  # (workload, per-call ms) in the order timed
     while True:
         todo = [i for i in samples if not _done(len(samples[i]), total_ns[i] / 1e9, settings)]
         if not todo:
@@ -218,8 +238,39 @@ def time_interleaved(
                 del samples[i]
                 continue
             samples[i].append(dt / 1e6 / number[i])
+            timeline.append((i, dt / 1e6 / number[i]))
             total_ns[i] += dt
-    return [summarize(samples[i], number[i]) if i in samples else None for i in range(len(runs))]
+    timeline = [(i, x) for i, x in timeline if i in samples]
+    normalize = len(samples) >= MIN_WORKLOADS_TO_NORMALIZE
+    scaled = host_normalize(timeline) if normalize else timeline
+    by_workload: dict[int, list[float]] = {i: [] for i in samples}
+    for i, x in scaled:
+        by_workload[i].append(x)
+    out: list[SessionStats | None] = []
+    for i in range(len(runs)):
+        if i not in samples:
+            out.append(None)
+            continue
+        raw = summarize(samples[i], number[i])
+        out.append(SessionStats(summarize(by_workload[i], number[i]), raw, normalize))
+    return out
+
+
+def host_normalize(timeline: Sequence[tuple[int, float]], k: int = NEIGHBOURS) -> list[tuple[int, float]]:
+    """Divide each sample by the host's slowness at its moment: the median, over the k samples of
+    other workloads on each side of it in time, of their time relative to their workload's median."""
+    per: dict[int, list[float]] = {}
+    for i, x in timeline:
+        per.setdefault(i, []).append(x)
+    med = {i: _quantile(sorted(xs), 0.5) for i, xs in per.items()}
+    rel = [x / med[i] if med[i] > 0 else 1.0 for i, x in timeline]
+    out = []
+    for n, (i, x) in enumerate(timeline):
+        lo, hi = max(0, n - k), min(len(timeline), n + k + 1)
+        neighbours = sorted(rel[m] for m in range(lo, hi) if timeline[m][0] != i)
+        f = _quantile(neighbours, 0.5) if neighbours else 1.0
+        out.append((i, x / f if f > 0 else x))
+    return out
 
 
 @dataclass

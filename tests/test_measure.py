@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from hil.measure import Measurement, MeasureSettings, summarize, time_host, time_interleaved
+from hil.measure import Measurement, MeasureSettings, host_normalize, summarize, time_host, time_interleaved
 
 
 def test_summary_matches_numpy():
@@ -121,7 +121,7 @@ def test_interleaved_rounds_share_the_host_states_and_keep_the_true_ratios():
     seq = [time_host(seq_host.workload(i, w), s, clock=seq_host.now).median_ms for i, w in enumerate(work)]
     host = SwitchingHost(period_ns=50_000_000, slow=1.6)
     stats = time_interleaved([host.workload(i, w) for i, w in enumerate(work)], s, clock=host.now)
-    inter = [st.median_ms for st in stats]
+    inter = [st.stats.median_ms for st in stats]
     # sequentially each workload meets one host state: the ranking breaks
     assert sorted(range(4), key=lambda i: seq[i]) != [0, 1, 2, 3]
     # interleaved, each sees both states alike: the ranking and (here) the ratios survive
@@ -132,7 +132,7 @@ def test_interleaved_rounds_share_the_host_states_and_keep_the_true_ratios():
     timed = host.order[2 * 4:]
     longest = max(len(list(g)) for _, g in itertools.groupby(timed))
     assert longest <= 2
-    assert all(st.n >= 40 for st in stats)
+    assert all(st.stats.n >= 40 and st.normalized for st in stats)
 
 
 def test_interleaved_drops_a_failing_workload_and_times_the_rest():
@@ -149,7 +149,27 @@ def test_interleaved_drops_a_failing_workload_and_times_the_rest():
     s = MeasureSettings(warmup_runs=2, warmup_s=0.0, min_repeats=10, min_time_s=0.0)
     stats = time_interleaved([c.run, flaky, c.run], s, clock=c.now, on_error=errors.__setitem__)
     assert stats[1] is None and isinstance(errors[1], RuntimeError)
-    assert stats[0].n >= 10 and stats[2].n >= 10
+    assert stats[0].stats.n >= 10 and stats[2].stats.n >= 10
+    assert not stats[0].normalized and stats[0].stats == stats[0].raw  # too few workloads to normalize
     with pytest.raises(RuntimeError):
         calls["n"] = 0
         time_interleaved([flaky], s, clock=c.now)
+
+
+def test_host_normalization_takes_out_the_hosts_speed_changes():
+    # five workloads of true cost 1..5 ms in rounds; the host is 1.5x slow for one stretch of rounds
+    # and 1.2x slow in another: the raw samples spread, the normalized ones are back to the truth
+    timeline = []
+    for r in range(60):
+        slow = 1.5 if 20 <= r < 35 else 1.2 if 45 <= r < 50 else 1.0
+        for i in ((r * 3 + j) % 5 for j in range(5)):
+            timeline.append((i, (i + 1) * slow))
+    out = host_normalize(timeline)
+    assert [w for w, _ in out] == [w for w, _ in timeline]
+    for i in range(5):
+        raw = summarize([x for w, x in timeline if w == i])
+        norm = summarize([x for w, x in out if w == i])
+        # only samples right at a change of speed (their neighbours straddle it) keep some error
+        assert norm.median_ms == pytest.approx(i + 1)
+        assert norm.p10_ms == pytest.approx(i + 1) and norm.p90_ms == pytest.approx(i + 1)
+        assert raw.cv > 0.15 and norm.cv < raw.cv / 3
