@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--clock", choices=["wall", "thread"], default="wall",
                     help="thread: CPU time of the one torch thread, for a shared, busy machine")
     ap.add_argument("--schedules", nargs="+", choices=["interleaved", "sequential"], default=["interleaved"])
+    ap.add_argument("--min-repeats", type=int, default=None,
+                    help="the protocol's minimum timed runs per workload (default: the protocol's 30)")
     args = ap.parse_args()
     rows = []
     for res, schedule in [(r, s) for r in args.resolutions for s in args.schedules]:
@@ -47,15 +49,19 @@ def main() -> None:
             db = os.path.join(tmp, "bench.db")
             space = ["--space", "proxyless-mobile", "--resolution", str(res), "--db", db, "--clock", args.clock,
                      "--schedule", schedule]
+            if args.min_repeats:
+                space += ["--min-repeats", str(args.min_repeats)]
             t0 = time.perf_counter()
             build = hil("lut", "build", "-d", args.device, *space)
             build_wall = time.perf_counter() - t0
-            plot = os.path.join(args.out, f"validate-{args.device}-{res}-{args.clock}-{schedule}.png")
+            reps = f"-r{args.min_repeats}" if args.min_repeats else ""
+            plot = os.path.join(args.out, f"validate-{args.device}-{res}-{args.clock}-{schedule}{reps}.png")
             t1 = time.perf_counter()
             val = hil("validate", "-d", args.device, *space, "--samples", str(args.samples), "--plot", plot)
             val_wall = time.perf_counter() - t1
         row = {
             "resolution": res, "clock": args.clock, "schedule": schedule, "loadavg": os.getloadavg(),
+            "min_repeats": args.min_repeats or 30,
             "entries": build["entries"], "validate_wall_s": round(val_wall, 1),
             "build_calibrated": val["build_calibrated"], "session_calibration": val["session_calibration"],
             "build_wall_s": round(build_wall, 1),
@@ -82,7 +88,8 @@ def main() -> None:
               f"| {100 * s['within_10pct']:.0f}% / {s['kendall_tau']:.3f} / "
               f"{s['mean_bias']:+.2f}% | {rep['mape']:.2f}% / {100 * rep['within_10pct']:.0f}% "
               f"| ×{c['scale']:.3f} {c['offset_ms']:+.2f} ms |")
-    name = f"foundation-bench-{'-'.join(map(str, args.resolutions))}-{args.clock}-{'-'.join(args.schedules)}.json"
+    reps = f"-r{args.min_repeats}" if args.min_repeats else ""
+    name = f"foundation-bench-{'-'.join(map(str, args.resolutions))}-{args.clock}-{'-'.join(args.schedules)}{reps}.json"
     Path(args.out, name).write_text(
         json.dumps(rows, indent=2))
 
