@@ -38,3 +38,28 @@ def emit(obj: dict[str, Any], as_json: bool, text: str | None = None) -> None:
 def progress_enabled(as_json: bool) -> bool:
     """Progress bars go to stderr, and only when someone is watching."""
     return sys.stderr.isatty() and not as_json
+
+
+def progress_bar(total: int | None, unit: str, desc: str, file: Any = None) -> Any:
+    """A tqdm bar on stderr that redraws itself every second: with the interleaved schedule a
+    session's records arrive together when it ends, and the ticking elapsed time shows the work
+    is alive meanwhile."""
+    import threading
+
+    from tqdm import tqdm
+
+    class Ticking(tqdm):  # type: ignore[misc]
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._stop = threading.Event()
+            threading.Thread(target=self._tick, name="progress-tick", daemon=True).start()
+
+        def _tick(self) -> None:
+            while not self._stop.wait(1.0):
+                self.refresh()
+
+        def close(self) -> None:
+            self._stop.set()
+            super().close()
+
+    return Ticking(total=total, unit=unit, desc=desc, dynamic_ncols=True, file=file)

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from typing import Any
 
-from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_enabled
+from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_bar, progress_enabled
 from hil.errors import ConfigError
 from hil.measure import SCHEDULES, MeasureSettings
 
@@ -164,11 +164,7 @@ def _summary(results: list[Any], space: Any, db: str) -> dict[str, Any]:
 
 
 def _progress_bar(total: int, as_json: bool) -> Any:
-    if not progress_enabled(as_json):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="wl", desc="measuring", dynamic_ncols=True)
+    return progress_bar(total, "wl", "measuring") if progress_enabled(as_json) else None
 
 
 def _load_lut(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_enabled
+from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_bar, progress_enabled
 from hil.commands.lut import add_protocol_args, add_space_args, protocol_from_args, space_from_args
 from hil.errors import ConfigError
 
@@ -39,10 +39,7 @@ def _validate(args: argparse.Namespace) -> int:
     target = open_target(inv, args.device)
     bar = None
     if progress_enabled(args.json):
-        from tqdm import tqdm
-
-        # with the interleaved schedule a pass's records arrive together when its session ends
-        bar = tqdm(total=None, unit="net", desc="measuring networks")
+        bar = progress_bar(None, "net", "measuring networks")
     try:
         report = validate(store, target, space, settings, args.samples, args.seed,
                           (lambda m: bar.update(1)) if bar else None)
