@@ -44,13 +44,11 @@ class Metrics:
 
 
 def metrics(pred: Sequence[float], meas: Sequence[float]) -> Metrics:
-    from scipy.stats import kendalltau
-
     if len(pred) != len(meas) or not pred:
         raise ValueError("metrics need equal, non-empty prediction and measurement lists")
     rel = [(p - m) / m for p, m in zip(pred, meas, strict=True)]
     n = len(rel)
-    tau = float(kendalltau(pred, meas).statistic) if n > 1 else float("nan")
+    tau = _tau(pred, meas) if n > 1 else float("nan")
     return Metrics(
         n=n,
         mape=100 * sum(abs(r) for r in rel) / n,
