@@ -129,7 +129,7 @@ def profile(blocks: list[Any], batch: int, k: int) -> list[dict[str, Any]]:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
-    from hil.devices.torch_build import build_module, input_shape
+    from hil.nets.torch_build import build_module, input_shape
 
     dev = torch.device("cuda", 0)
     rows = []

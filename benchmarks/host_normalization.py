@@ -22,9 +22,9 @@ import torch
 from scipy.stats import kendalltau
 
 from hil.devices.host_info import pin_allocator
-from hil.devices.torch_build import build_module, input_shape
 from hil.lut_builder.spaces import make_space
 from hil.measure import host_normalize
+from hil.nets.torch_build import build_module, input_shape
 
 
 def session(nets: list, rounds: int, rng: random.Random) -> list[tuple[int, float]]:

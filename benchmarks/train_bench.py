@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
+from hil.nets.models import make_model, sample_arch
 from hil.optimizers.data import fashion_mnist
-from hil.optimizers.models import make_model, sample_arch
 from hil.optimizers.train import TrainConfig, evaluate, model_meta, pick_device, train
 
 

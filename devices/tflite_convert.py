@@ -67,7 +67,7 @@ def converter_version() -> str:
     return f"tensorflow-{tf.__version__}/keras-{keras.__version__}/hil-builder-{BUILDER_VERSION}"
 
 
-# --- Keras builds, mirroring hil.devices.torch_build ---------------------------------------------
+# --- Keras builds, mirroring hil.nets.torch_build ---------------------------------------------
 
 
 def _activation(x: Any, act: str, key: str) -> Any:

@@ -11,8 +11,8 @@ import torch
 
 from hil.devices.backend import MeasureFailure, Prepared, measure_prepared
 from hil.devices.host_info import affinity, l2_cache_bytes, pin_allocator, rotation_copies
-from hil.devices.torch_build import build_module, input_shape
 from hil.measure import MeasureSettings, Stats
+from hil.nets.torch_build import build_module, input_shape
 from hil.workload import Workload
 
 

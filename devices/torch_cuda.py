@@ -34,8 +34,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hil.devices.backend import MeasureFailure
-from hil.devices.torch_build import build_module, input_shape
 from hil.measure import MeasureSettings, Stats, summarize
+from hil.nets.torch_build import build_module, input_shape
 from hil.workload import Workload
 
 DTYPES = ("float32", "float16")

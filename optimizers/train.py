@@ -33,8 +33,8 @@ from torch import nn
 from tqdm import tqdm
 
 from hil.errors import ConfigError, HilError
+from hil.nets.models import ModelSpec, make_model
 from hil.optimizers.data import Batches, DataSplits, ImageSet
-from hil.optimizers.models import ModelSpec, make_model
 
 FORMAT = "hil-checkpoint/1"
 

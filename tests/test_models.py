@@ -8,17 +8,18 @@ import pytest
 import torch
 from torch import nn
 
-from hil.devices.torch_build import build_module
 from hil.errors import ConfigError
-from hil.optimizers.models import (
+from hil.lut_builder.spaces.proxyless import ProxylessMobileSpace
+from hil.nets.models import (
     OPS,
     make_model,
     mobilenet_v1,
     mobilenet_v2,
+    proxyless_family,
     proxyless_net,
-    proxyless_space,
     sample_arch,
 )
+from hil.nets.torch_build import build_module
 from hil.workload import ConvLayer, MBConv, workload_from_json
 
 ARCH = sample_arch(7, 0.5)
@@ -141,14 +142,14 @@ def test_network_workload_builds_the_same_model():
 
 
 def test_proxyless_layers_are_keys_of_the_space_lut():
-    space = proxyless_space(0.5)
+    space = ProxylessMobileSpace(**proxyless_family(0.5).options())
     lut_keys = {w.key for w in space.workloads()}
     for seed in range(5):
         spec = proxyless_net(sample_arch(seed, 0.5), 0.5)
         assert {w.key for w in spec.workloads()} <= lut_keys
     # v2's fixed layers are the space's fixed layers: one LUT prices both
     v2 = mobilenet_v2(1.0)
-    full = proxyless_space(1.0)
+    full = proxyless_family(1.0)
     assert v2.layer("stem").workload.key == full.first_conv.key
     assert v2.layer("block0").workload.key == full.first_block.key
     assert v2.layer("head").workload.key == full.last_conv.key

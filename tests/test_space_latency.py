@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from hil.devices.torch_build import build_module, input_shape
 from hil.errors import ConfigError, MissingEntryError
 from hil.latency import LatencyModel, NetworkCalibration
 from hil.lut_builder.spaces import make_space
-from hil.lut_builder.spaces.proxyless import OPS
+from hil.nets.proxyless import OPS
+from hil.nets.torch_build import build_module, input_shape
 
 
 def test_space_shape_and_unique_workloads():

@@ -70,7 +70,7 @@ def test_tflite_and_torch_build_the_same_network_shapes(cache: ConverterCache) -
     import torch
     from ai_edge_litert.interpreter import Interpreter
 
-    from hil.devices.torch_build import build_module, input_shape
+    from hil.nets.torch_build import build_module, input_shape
 
     for w in (STEM, SKIP, DOWN, HEAD, NET, Linear(12, 5)):
         interp = Interpreter(model_path=str(cache.model_path(w, "float32", batch=2)))

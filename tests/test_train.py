@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from hil.cli import main
+from hil.nets.models import mobilenet_v1, mobilenet_v2
 from hil.optimizers.data import DATA_ENV, data_dir, fashion_mnist
-from hil.optimizers.models import mobilenet_v1, mobilenet_v2
 from hil.optimizers.train import (
     CheckpointError,
     TrainConfig,
@@ -250,8 +250,8 @@ def test_cli_names_agree_with_models_and_parser_does_not_import_torch():
     import sys
 
     from hil.commands.train import DATA_ENV, MODEL_NAMES
+    from hil.nets.models import MODELS
     from hil.optimizers import data
-    from hil.optimizers.models import MODELS
 
     assert tuple(MODELS) == MODEL_NAMES and data.DATA_ENV == DATA_ENV
     code = "import sys, hil.cli; hil.cli.build_parser(); print('torch' in sys.modules)"

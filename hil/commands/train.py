@@ -85,8 +85,8 @@ def _log(args: argparse.Namespace) -> Callable[[str], None] | None:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
+    from hil.nets.models import make_model
     from hil.optimizers.data import fashion_mnist
-    from hil.optimizers.models import make_model
     from hil.optimizers.train import TrainConfig, evaluate, model_meta, save_checkpoint, seed_everything, train
 
     t0 = time.perf_counter()

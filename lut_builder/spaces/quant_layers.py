@@ -12,6 +12,7 @@ import random
 from typing import Any
 
 from hil.errors import ConfigError
+from hil.nets.models import make_model
 from hil.workload import Network, QuantLayer, Workload
 
 
@@ -34,8 +35,6 @@ def parse_bits(spec: str | int | None, default: str = "2..8") -> tuple[int, ...]
 class QuantLayerSpace:
     def __init__(self, model: str, bits: str | None = None, resolution: int = 224, width: float = 1.0,
                  classes: int = 1000, channels: int = 3) -> None:
-        from hil.optimizers.models import make_model
-
         self.name = f"{model}-layers"
         self.bits = parse_bits(bits)
         self.spec = make_model(model, width=width, input_size=resolution, in_channels=channels, classes=classes)

@@ -1,7 +1,9 @@
 """Build any workload as a torch module, the same way on every torch backend (CPU, CUDA).
 
 A `Network` is the `nn.Sequential` of its layers' modules, so a whole network and the sum of its
-parts are built from the very same code.
+parts are built from the very same code. `conv_paths` says where the convolutions sit inside what
+this module builds, so code that must find them (models' conv units, pruning, quantization) asks the
+builder instead of repeating its layout.
 """
 
 from __future__ import annotations
@@ -70,6 +72,21 @@ def build_module(w: Workload) -> nn.Module:
     if isinstance(w, Network):
         return nn.Sequential(*(build_module(x) for x in w.layers))
     raise TypeError(f"torch backends cannot build workload kind {w.kind!r}")
+
+
+def conv_paths(w: Workload) -> list[tuple[str, str | None]]:
+    """(conv or linear, batch norm) submodule paths inside `build_module(w)`, in execution order;
+    '' is the module itself."""
+    if isinstance(w, ConvLayer):
+        return [("0", "1")]  # conv_bn_act: Sequential(conv, bn, act)
+    if isinstance(w, MBConv):
+        convs = 3 if w.expand != 1 else 2
+        return [(f"body.{i}.0", f"body.{i}.1") for i in range(convs)]
+    if isinstance(w, Logits):
+        return [("fc", None)]
+    if isinstance(w, Linear):
+        return [("", None)]
+    raise TypeError(f"workload kind {w.kind!r} has no conv layout")
 
 
 def input_shape(w: Workload, batch: int) -> tuple[int, ...]:

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from hil.devices.torch_build import build_module
 from hil.errors import ConfigError
-from hil.lut_builder.spaces.proxyless import OPS, ProxylessMobileSpace, make_divisible
+from hil.nets.proxyless import OPS, ProxylessMobile
+from hil.nets.shapes import conv_out, make_divisible
+from hil.nets.torch_build import build_module, conv_paths
 from hil.workload import ConvLayer, Linear, Logits, MBConv, Network, QuantLayer, Workload
 
 Shape = tuple[int, int, int]
@@ -89,34 +90,37 @@ class ConvUnit:
 
 def _conv_units(layer: Layer, signed_input: bool) -> list[ConvUnit]:
     w = layer.workload
+    if not isinstance(w, (ConvLayer, MBConv, Logits, Linear)):
+        raise ConfigError(f"layer {layer.name!r}: no conv decomposition for workload kind {w.kind!r}")
+    # Where the builder put each conv (and its BN) inside this layer's module.
+    paths = [(_join(layer.name, conv), None if bn is None else _join(layer.name, bn))
+             for conv, bn in conv_paths(w)]
     if isinstance(w, ConvLayer):
         kind = "dwconv" if w.groups > 1 and w.groups == w.input[2] else "conv"
-        return [ConvUnit(layer.name, kind, w.input, w.output, w.kernel, w.stride, w.groups,
-                         f"{layer.name}.0", f"{layer.name}.1", signed_input)]
+        return [ConvUnit(layer.name, kind, w.input, w.output, w.kernel, w.stride, w.groups, *paths[0], signed_input)]
     if isinstance(w, MBConv):
         h, wd, cin = w.input
         ho, wo, _ = w.output
         mid = cin * w.expand
         units = []
-        i = 0
         if w.expand != 1:
             units.append(ConvUnit(f"{layer.name}.expand", "conv", w.input, (h, wd, mid), 1, 1, 1,
-                                  f"{layer.name}.body.{i}.0", f"{layer.name}.body.{i}.1", signed_input))
-            i += 1
+                                  *paths[len(units)], signed_input))
             signed_input = False
         units.append(ConvUnit(f"{layer.name}.dw", "dwconv", (h, wd, mid), (ho, wo, mid), w.kernel, w.stride,
-                              mid, f"{layer.name}.body.{i}.0", f"{layer.name}.body.{i}.1", signed_input))
+                              mid, *paths[len(units)], signed_input))
         units.append(ConvUnit(f"{layer.name}.project", "conv", (ho, wo, mid), w.output, 1, 1, 1,
-                              f"{layer.name}.body.{i + 1}.0", f"{layer.name}.body.{i + 1}.1", False))
+                              *paths[len(units)], False))
         return units
     if isinstance(w, Logits):
         c = w.input[2]
-        return [ConvUnit(layer.name, "fc", (1, 1, c), (1, 1, w.classes), 1, 1, 1, f"{layer.name}.fc", None,
-                         signed_input)]
-    if isinstance(w, Linear):
-        return [ConvUnit(layer.name, "fc", (1, 1, w.in_features), (1, 1, w.out_features), 1, 1, 1,
-                         layer.name, None, signed_input)]
-    raise ConfigError(f"layer {layer.name!r}: no conv decomposition for workload kind {w.kind!r}")
+        return [ConvUnit(layer.name, "fc", (1, 1, c), (1, 1, w.classes), 1, 1, 1, *paths[0], signed_input)]
+    return [ConvUnit(layer.name, "fc", (1, 1, w.in_features), (1, 1, w.out_features), 1, 1, 1, *paths[0],
+                     signed_input)]
+
+
+def _join(prefix: str, path: str) -> str:
+    return f"{prefix}.{path}" if path else prefix
 
 
 def _output_signed(w: Workload) -> bool:
@@ -234,10 +238,6 @@ def _default_stem_stride(input_size: int) -> int:
     return 1 if input_size < 64 else 2
 
 
-def _out(size: int, stride: int) -> int:
-    return (size - 1) // stride + 1
-
-
 # MobileNet-V1 (Howard et al. 2017): depthwise-separable blocks as (output channels, stride).
 V1_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (512, 1),
              (512, 1), (512, 1), (1024, 2), (1024, 1))
@@ -248,12 +248,12 @@ def mobilenet_v1(width: float = 1.0, *, input_size: int = 32, in_channels: int =
     """Conv 3x3/32 then 13 depthwise-separable blocks ('blockN.dw' 3x3 + 'blockN.pw' 1x1), pool, FC."""
     stem_stride = _default_stem_stride(input_size) if stem_stride is None else stem_stride
     _check_common(width, input_size, in_channels, classes, stem_stride)
-    s = _out(input_size, stem_stride)
+    s = conv_out(input_size, stem_stride)
     c = make_divisible(32 * width)
     stem = ConvLayer("Conv", (input_size, input_size, in_channels), (s, s, c), 3, stem_stride)
     layers = [Layer("stem", stem)]
     for i, (ch, stride) in enumerate(V1_BLOCKS, start=1):
-        so, co = _out(s, stride), make_divisible(ch * width)
+        so, co = conv_out(s, stride), make_divisible(ch * width)
         layers.append(Layer(f"block{i}.dw", ConvLayer("conv", (s, s, c), (so, so, c), 3, stride, groups=c)))
         layers.append(Layer(f"block{i}.pw", ConvLayer("conv", (so, so, c), (so, so, co), 1, 1)))
         s, c = so, co
@@ -272,7 +272,7 @@ def mobilenet_v2(width: float = 1.0, *, input_size: int = 32, in_channels: int =
     """ProxylessNAS's skeleton ('Conv', first MBConv, 'Conv_1', Logits) with MobileNet-V2's 16 blocks."""
     stem_stride = _default_stem_stride(input_size) if stem_stride is None else stem_stride
     _check_common(width, input_size, in_channels, classes, stem_stride)
-    s = _out(input_size, stem_stride)
+    s = conv_out(input_size, stem_stride)
     c0, c1 = make_divisible(32 * width), make_divisible(16 * width)
     layers = [
         Layer("stem", ConvLayer("Conv", (input_size, input_size, in_channels), (s, s, c0), 3, stem_stride)),
@@ -283,7 +283,7 @@ def mobilenet_v2(width: float = 1.0, *, input_size: int = 32, in_channels: int =
         cout = make_divisible(ch * width)
         for b in range(blocks):
             st = stride if b == 0 else 1
-            so = _out(s, st)
+            so = conv_out(s, st)
             idskip = int(st == 1 and cin == cout)
             layers.append(Layer(f"block{n}", MBConv((s, s, cin), (so, so, cout), expand, 3, st, idskip)))
             s, cin, n = so, cout, n + 1
@@ -295,11 +295,11 @@ def mobilenet_v2(width: float = 1.0, *, input_size: int = 32, in_channels: int =
     return ModelSpec("mobilenet-v2", tuple(layers), opts)
 
 
-def proxyless_space(width: float = 1.0, *, input_size: int = 32, in_channels: int = 1, classes: int = 10,
-                    stem_stride: int | None = None) -> ProxylessMobileSpace:
+def proxyless_family(width: float = 1.0, *, input_size: int = 32, in_channels: int = 1, classes: int = 10,
+                    stem_stride: int | None = None) -> ProxylessMobile:
     stem_stride = _default_stem_stride(input_size) if stem_stride is None else stem_stride
     _check_common(width, input_size, in_channels, classes, stem_stride)
-    return ProxylessMobileSpace(resolution=input_size, width=width, channels=in_channels, classes=classes,
+    return ProxylessMobile(resolution=input_size, width=width, channels=in_channels, classes=classes,
                                 stem_stride=stem_stride)
 
 
@@ -313,7 +313,7 @@ def proxyless_net(arch: str | Sequence[str], width: float = 1.0, *, input_size: 
                   in_channels: int = 1, classes: int = 10, stem_stride: int | None = None) -> ModelSpec:
     """One network of the ProxylessNAS space; block names keep the space's positions ('block7' is
     always the 7th searchable block), so a name means the same slot in every architecture."""
-    space = proxyless_space(width, input_size=input_size, in_channels=in_channels, classes=classes,
+    space = proxyless_family(width, input_size=input_size, in_channels=in_channels, classes=classes,
                             stem_stride=stem_stride)
     ops = space.check_arch(parse_arch(arch))
     layers = [Layer("stem", space.first_conv), Layer("block0", space.first_block)]
@@ -329,7 +329,7 @@ def proxyless_net(arch: str | Sequence[str], width: float = 1.0, *, input_size: 
 
 def sample_arch(seed: int, width: float = 1.0, **space_options: Any) -> tuple[str, ...]:
     """A uniformly random architecture of the space, from `seed`."""
-    return proxyless_space(width, **space_options).random_arch(random.Random(seed))
+    return proxyless_family(width, **space_options).random_arch(random.Random(seed))
 
 
 MODELS: dict[str, Callable[..., ModelSpec]] = {
