@@ -67,13 +67,13 @@ _namespace()
 
 
 def make_target(backend: str, graphs: bool) -> Any:
-    from hil.devices.local import LocalTarget
+    from hil.devices.agent.local import LocalTarget
 
     if backend == "torch-cpu":
-        from hil.devices.torch_cpu import TorchCpuBackend
+        from hil.devices.agent.torch_cpu import TorchCpuBackend
 
         return LocalTarget("cpu", TorchCpuBackend())
-    from hil.devices.torch_cuda import CudaOptions, TorchCudaBackend
+    from hil.devices.agent.torch_cuda import CudaOptions, TorchCudaBackend
 
     return LocalTarget("gpu", TorchCudaBackend(CudaOptions(cuda_graphs=graphs)))
 
@@ -169,7 +169,7 @@ def main() -> None:
     from hil.validate import CALIBRATION_SEED_OFFSET
 
     if args.backend == "torch-cuda":
-        from hil.devices.torch_cuda import cuda_unavailable_reason
+        from hil.devices.agent.torch_cuda import cuda_unavailable_reason
 
         reason = cuda_unavailable_reason()
         if reason:

@@ -21,7 +21,7 @@ import time
 import torch
 from scipy.stats import kendalltau
 
-from hil.devices.host_info import pin_allocator
+from hil.devices.agent.host_info import pin_allocator
 from hil.lut_builder.spaces import make_space
 from hil.measure import host_normalize
 from hil.nets.torch_build import build_module, input_shape

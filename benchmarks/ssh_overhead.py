@@ -40,9 +40,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/sshd.py: the same real-sshd fixture the tests use
 
-from hil.devices.host_info import cpu_model  # noqa: E402
-from hil.devices.ssh_target import AgentSession  # noqa: E402
-from hil.farm import open_target, settings_for  # noqa: E402
+from hil.devices.agent.host_info import cpu_model  # noqa: E402
+from hil.devices.host.ssh_target import AgentSession  # noqa: E402
+from hil.devices.host.targets import open_target, settings_for  # noqa: E402
 from hil.inventory import parse_inventory  # noqa: E402
 from hil.lut_builder.build import build_devices  # noqa: E402
 from hil.lut_builder.spaces import make_space  # noqa: E402

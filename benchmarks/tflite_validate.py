@@ -72,8 +72,9 @@ def via_cli(prec: str, args: argparse.Namespace, inv: Path, db: Path, out: Path)
 
 
 def via_library(prec: str, args: argparse.Namespace, db: Path, out: Path) -> list[dict[str, Any]]:
-    from hil.devices.local import LocalTarget
-    from hil.devices.tflite_backend import TfliteBackend
+    from hil.devices.agent.local import LocalTarget
+    from hil.devices.agent.tflite_backend import TfliteBackend
+    from hil.devices.host.tflite_convert import ConverterCache
     from hil.lut_builder.build import build_on_target
     from hil.lut_builder.spaces import make_space
     from hil.measure import MeasureSettings
@@ -83,7 +84,7 @@ def via_library(prec: str, args: argparse.Namespace, db: Path, out: Path) -> lis
     dev = f"tflite-{prec}-cpuclock"
     space = make_space("proxyless-mobile", resolution=args.resolution)
     settings = replace(MeasureSettings(), precision=prec, threads=args.threads, clock="thread")
-    target = LocalTarget(dev, TfliteBackend())
+    target = LocalTarget(dev, TfliteBackend(ConverterCache()))
     store = open_store(str(db))
     t0 = time.perf_counter()
     rows = []
@@ -98,7 +99,7 @@ def via_library(prec: str, args: argparse.Namespace, db: Path, out: Path) -> lis
             # The same networks against a LUT of blocks timed with their data left in L2 (cold_cache off):
             # networks are timed identically either way (a whole network is never rotated: copies = 1).
             t1 = time.perf_counter()
-            hot = LocalTarget(f"{dev}-hot", TfliteBackend(cold_cache=False))
+            hot = LocalTarget(f"{dev}-hot", TfliteBackend(ConverterCache(), cold_cache=False))
             hres = build_on_target(store, hot, space, settings)
             from hil.latency import LatencyModel
             from hil.target import fingerprint_class

@@ -18,7 +18,7 @@ from hil.errors import ConfigError
 
 DEFAULT_INVENTORY = "inventory.yaml"
 
-Backend = Literal["torch-cpu", "torch-cuda", "tflite", "rtl-sim", "pynq"]
+BackendName = Literal["torch-cpu", "torch-cuda", "tflite", "rtl-sim", "pynq"]
 
 
 class _Strict(BaseModel):
@@ -50,7 +50,7 @@ class RtlConfig(_Strict):
 
 
 class Device(_Strict):
-    backend: Backend
+    backend: BackendName
     description: str = ""
     ssh: SshConfig | None = None
     threads: int = Field(1, ge=1, description="runtime threads (torch / TFLite num_threads)")

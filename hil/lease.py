@@ -5,7 +5,7 @@ The operating system drops the lock when the holding process exits or dies, so a
 coordinator never leaves a stale lease behind. Where the lock lives:
 
 - a remote device: in the agent's workdir on the target, held by the agent process
-  (`hil.devices.agent`), so it is released when the agent exits or its SSH session dies;
+  (`hil.devices.agent.server`), so it is released when the agent exits or its SSH session dies;
 - an in-process device (`local-cpu`, `rtl-sim`): a lock file on this host, one per device name, in
   `$HIL_LEASE_DIR` or `~/.cache/hil/leases`.
 

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from typing import Any
 
 CLOCKS: dict[str, Callable[[], int]] = {"wall": time.perf_counter_ns, "thread": time.thread_time_ns}
@@ -21,8 +22,19 @@ CLOCKS: dict[str, Callable[[], int]] = {"wall": time.perf_counter_ns, "thread": 
 # workload is timed to completion before the next one starts.
 SCHEDULES = ("interleaved", "sequential")
 
-# Explicit error kinds, as TVM's measurement reports them: a failed workload is a record, not a crash.
-ERROR_KINDS = ("build_error", "run_error", "timeout", "unsupported", "device_error")
+
+class ErrorKind(str, Enum):
+    """Why an attempt failed, as TVM's measurement reports it: a failed workload is a record, not a
+    crash. `unsupported` is final (the device cannot run it); the others are retried on a rerun.
+    A hung workload is not a kind of its own: a device that stops answering fails its whole request
+    (SSH timeouts, the RTL harness's cycle limit) and the build retries or quarantines it."""
+
+    BUILD_ERROR = "build_error"  # the workload could not be built for the device (conversion, compile)
+    RUN_ERROR = "run_error"  # it was built but failed while running
+    UNSUPPORTED = "unsupported"  # the device or its runtime cannot run this workload at all
+
+    def __str__(self) -> str:  # messages and the store show the plain name
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -277,7 +289,8 @@ def host_normalize(timeline: Sequence[tuple[int, float]], k: int = NEIGHBOURS) -
 class Measurement:
     """One attempt at timing one workload on one device: the raw record the store keeps forever.
 
-    `ok` is False for a failed attempt; then `error_kind` is one of ERROR_KINDS and `stats` is None.
+    `ok` is False for a failed attempt; then `error_kind` says why and `stats` is None (make one with
+    `Measurement.failure`).
     `metrics` holds what a target reports beyond time (cycles, energy_uj, dram_bytes, ...).
     """
 
@@ -291,9 +304,29 @@ class Measurement:
     attempt: int = 1
     ok: bool = True
     noisy: bool = False  # CV above the protocol's threshold
-    error_kind: str = ""
+    error_kind: ErrorKind | None = None
     error: str = ""
     created_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if self.ok:
+            if self.error_kind:
+                raise ValueError(f"measurement of {self.key}: a successful record has no error kind")
+            self.error_kind = None
+            return
+        try:
+            self.error_kind = ErrorKind(self.error_kind)
+        except ValueError:
+            known = ", ".join(k.value for k in ErrorKind)
+            raise ValueError(f"measurement of {self.key}: unknown error kind {self.error_kind!r} "
+                             f"(known: {known})") from None
+
+    @classmethod
+    def failure(cls, device: str, key: str, workload: dict[str, Any], fingerprint: dict[str, Any],
+                provenance: str, kind: ErrorKind | str, error: str) -> Measurement:
+        """The record of an attempt that failed: no statistics, an explicit kind and a message."""
+        return cls(device, key, workload, fingerprint, provenance, None, ok=False, error_kind=ErrorKind(kind),
+                   error=error)
 
     @property
     def latency_ms(self) -> float:
@@ -304,6 +337,7 @@ class Measurement:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["stats"] = self.stats.to_json() if self.stats else None
+        d["error_kind"] = self.error_kind.value if self.error_kind else ""
         return d
 
     @classmethod

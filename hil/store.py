@@ -147,7 +147,8 @@ class Store:
                         m.device, fp_class, m.key, canonical_json(m.workload), m.provenance, int(m.ok),
                         int(m.noisy), st.median_ms if st else None, st.cv if st else None,
                         json.dumps(st.to_json()) if st else None, json.dumps(m.metrics),
-                        json.dumps(m.fingerprint.get("state", {})), m.attempt, m.error_kind, m.error,
+                        json.dumps(m.fingerprint.get("state", {})), m.attempt,
+                        m.error_kind.value if m.error_kind else "", m.error,
                         m.created_at,
                     ),
                 )

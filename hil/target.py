@@ -1,7 +1,7 @@
 """The Target seam: anything that can describe itself and time workloads.
 
-Implementations: in-process local (`hil.devices.local`), a remote agent over SSH
-(`hil.devices.ssh_target`), an RTL simulation (`hil.devices.rtl_sim`), a PYNQ board. The LUT builder,
+Implementations: in-process local (`hil.devices.agent.local`), a remote agent over SSH
+(`hil.devices.host.ssh_target`), an RTL simulation (`hil.devices.host.rtl_sim`), a PYNQ board. The LUT builder,
 the latency model and the optimizers never know which.
 """
 

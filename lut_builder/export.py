@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hil.errors import ConfigError
+from hil.files import atomic_write
 
 
 def _sidecar(path: Path, meta: dict[str, Any]) -> str:
@@ -25,28 +25,19 @@ def _sidecar(path: Path, meta: dict[str, Any]) -> str:
     return str(side)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def export_lut(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, output: str) -> list[str]:
     path = Path(output)
     if not path.parent.exists():
         raise ConfigError(f"{output}: folder {path.parent} does not exist")
     if fmt == "proxyless-yaml":
         table = {r["key"]: {"count": r["n"], "mean": r["latency_ms"], "var": r["std_ms"] ** 2} for r in rows}
-        _atomic_write(path, lambda p: p.write_text(yaml.safe_dump(table, sort_keys=True)))
+        atomic_write(path, lambda p: p.write_text(yaml.safe_dump(table, sort_keys=True)))
         return [str(path), _sidecar(path, meta)]
     import pandas as pd
 
     df = pd.DataFrame(rows).sort_values("key") if rows else pd.DataFrame(columns=["key", "latency_ms"])
     if fmt == "csv":
-        _atomic_write(path, lambda p: df.to_csv(p, index=False))
+        atomic_write(path, lambda p: df.to_csv(p, index=False))
         return [str(path), _sidecar(path, meta)]
     if fmt == "parquet":
         try:
@@ -57,6 +48,6 @@ def export_lut(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, outpu
         table = pa.Table.from_pandas(df, preserve_index=False)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                b"hil.fingerprint": json.dumps(meta).encode()})
-        _atomic_write(path, lambda p: pq.write_table(table, p))
+        atomic_write(path, lambda p: pq.write_table(table, p))
         return [str(path)]
     raise ConfigError(f"unknown export format {fmt!r}")

@@ -21,9 +21,8 @@ import numpy as np
 import torch
 
 from hil.errors import HilError
+from hil.optimizers.dataset_location import DATA_ENV, DEFAULT_DIR, data_dir
 
-DATA_ENV = "HIL_FASHION_MNIST_DIR"
-DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -38,11 +37,6 @@ INSTALL_HINT = (f"install it with `sudo apt-get install dataset-fashion-mnist` (
 
 class DataError(HilError):
     """The dataset is missing or its files are damaged."""
-
-
-def data_dir(root: str | os.PathLike[str] | None = None) -> Path:
-    """The folder to read: `root`, else $HIL_FASHION_MNIST_DIR, else the Debian package's folder."""
-    return Path(root or os.environ.get(DATA_ENV) or DEFAULT_DIR)
 
 
 def _find(folder: Path, stem: str) -> Path:

@@ -1,7 +1,7 @@
 """What every simulated (or board-hosted) accelerator offers the rest of hil.
 
 `rtl/bismo/` and `rtl/bitfusion/` each implement `Accelerator`; the rtl-sim device
-(`hil.devices.rtl_sim`) and `hil rtl sim` use only this seam.
+(`hil.devices.host.rtl_sim`) and `hil rtl sim` use only this seam.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from hil.devices.local import LocalTarget
-from hil.devices.registry import make_backend
-from hil.devices.torch_cuda import CudaOptions, TorchCudaBackend, cuda_unavailable_reason, pool_size
+from hil.devices.agent.local import LocalTarget
+from hil.devices.agent.registry import make_backend
+from hil.devices.agent.torch_cuda import CudaOptions, TorchCudaBackend, cuda_unavailable_reason, pool_size
 from hil.measure import MeasureSettings
 from hil.target import fingerprint_class
 from hil.workload import ConvLayer, Gemm, Logits, MBConv, Network

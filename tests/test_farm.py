@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hil.cli import main
-from hil.devices.ssh_target import probe
+from hil.devices.host.ssh_target import probe
 from hil.inventory import Device
 from hil.lease import FileLease, LeaseBusy, LeaseBusyError, local_lease_path, this_holder
 from hil.store import Store

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from hil.cli import main
-from hil.devices.agent_bundle import make_bundle
-from hil.devices.ssh_target import SshTarget
-from hil.devices.ssh_transport import (
+from hil.devices.host.agent_bundle import make_bundle
+from hil.devices.host.ssh_target import SshTarget
+from hil.devices.host.ssh_transport import (
     HostKeyChangedError,
     HostKeyUnknownError,
     connect,
@@ -30,8 +30,8 @@ from hil.devices.ssh_transport import (
     record_host_key,
     scan_host_key,
 )
+from hil.devices.host.targets import open_target
 from hil.errors import ConfigError, DeviceError
-from hil.farm import open_target
 from hil.inventory import Device, Inventory, SshConfig, parse_inventory
 from hil.measure import MeasureSettings
 from hil.workload import ConvLayer, Linear, MBConv

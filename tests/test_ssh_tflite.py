@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("ai_edge_litert", reason="LiteRT is the `tflite` extra: pip install -e '.[tflite]'")
 pytest.importorskip("tensorflow", reason="the converter is the `tflite-convert` extra")
 
-from hil.devices.ssh_target import SshTarget
-from hil.devices.tflite_convert import CACHE_ENV
+from hil.devices.host.ssh_target import SshTarget
+from hil.devices.host.tflite_convert import CACHE_ENV
 from hil.inventory import Device
 from hil.measure import MeasureSettings
 from hil.workload import Linear, MBConv

@@ -2,7 +2,7 @@
 
 import socket
 
-from hil.farm import open_target
+from hil.devices.host.targets import open_target
 from hil.inventory import parse_inventory
 from hil.lut_builder.build import build_devices
 from hil.lut_builder.spaces import make_space

@@ -14,11 +14,12 @@ import pytest
 pytest.importorskip("ai_edge_litert", reason="LiteRT is the `tflite` extra: pip install -e '.[tflite]'")
 pytest.importorskip("tensorflow", reason="the converter is the `tflite-convert` extra (tensorflow-cpu)")
 
-from hil.devices.backend import MeasureFailure
-from hil.devices.local import LocalTarget
-from hil.devices.registry import make_backend
-from hil.devices.tflite_backend import TfliteBackend
-from hil.devices.tflite_convert import CACHE_ENV, ConverterCache, default_cache_dir, model_ops
+from hil.devices.agent.backend import MeasureFailure
+from hil.devices.agent.local import LocalTarget
+from hil.devices.agent.registry import make_backend
+from hil.devices.agent.tflite_backend import TfliteBackend
+from hil.devices.host.artifacts import host_artifacts
+from hil.devices.host.tflite_convert import CACHE_ENV, ConverterCache, default_cache_dir, model_ops
 from hil.measure import MeasureSettings
 from hil.target import fingerprint_class
 from hil.workload import ConvLayer, Gemm, Linear, Logits, MBConv, Network
@@ -139,7 +140,7 @@ def test_bad_workloads_become_records_and_the_rest_goes_on(cache: ConverterCache
     ms = list(target.measure([skip_across_shapes, wrong_shape, odd_act, gemm, STEM], QUICK))
     kinds = [(m.ok, m.error_kind) for m in ms]
     assert kinds == [(False, "build_error"), (False, "build_error"), (False, "unsupported"),
-                     (False, "unsupported"), (True, "")]
+                     (False, "unsupported"), (True, None)]
     for m, w in zip(ms[:4], (skip_across_shapes, wrong_shape, odd_act, gemm), strict=True):
         assert m.device == "tfl-local" and m.key == w.key
         assert w.key in m.error  # the message names the workload
@@ -174,9 +175,8 @@ def _push(files: dict[str, Path], remote: Path) -> dict[str, str]:
 
 
 def test_pushed_artifacts_path_as_the_agent_uses_it(cache: ConverterCache, tmp_path: Path) -> None:
-    host = TfliteBackend(cache)
     settings = replace(QUICK, precision="int8")
-    arts = host.host_artifacts(SKIP, settings)
+    arts = host_artifacts(cache, SKIP, settings)
     assert set(arts) == {"model", "meta"}
 
     agent_side = TfliteBackend()
@@ -193,7 +193,7 @@ def test_pushed_artifacts_path_as_the_agent_uses_it(cache: ConverterCache, tmp_p
 def test_a_host_side_build_failure_is_a_measure_failure(cache: ConverterCache) -> None:
     bad = MBConv((8, 8, 16), (4, 4, 16), 3, 3, 2, 1)  # identity skip across a shape change
     with pytest.raises(MeasureFailure) as e:  # the SSH target makes it that workload's record
-        TfliteBackend(cache).host_artifacts(bad, QUICK)
+        host_artifacts(cache, bad, QUICK)
     assert e.value.kind == "build_error" and bad.key in str(e.value)
 
 
@@ -219,7 +219,7 @@ def test_thread_cpu_clock_is_recorded_and_needs_one_thread(cache: ConverterCache
 
 
 def test_cold_cache_rotates_copies_and_is_recorded(cache: ConverterCache) -> None:
-    from hil.devices.host_info import l2_cache_bytes, rotation_copies
+    from hil.devices.agent.host_info import l2_cache_bytes, rotation_copies
 
     cold = LocalTarget("tfl-local", TfliteBackend(cache))
     warm = LocalTarget("tfl-local", TfliteBackend(cache, cold_cache=False))
@@ -234,7 +234,7 @@ def test_cold_cache_rotates_copies_and_is_recorded(cache: ConverterCache) -> Non
 
 
 def test_the_inventory_precision_reaches_the_backend() -> None:
-    from hil.farm import settings_for
+    from hil.devices.host.targets import settings_for
     from hil.inventory import Device
 
     dev = Device.model_validate({"backend": "tflite", "precision": "int8", "threads": 2})

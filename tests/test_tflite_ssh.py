@@ -18,7 +18,7 @@ pytest.importorskip("ai_edge_litert", reason="LiteRT is the `tflite` extra: pip 
 pytest.importorskip("tensorflow", reason="the converter is the `tflite-convert` extra (tensorflow-cpu)")
 pytest.importorskip("paramiko")
 
-from hil.devices.ssh_target import SshTarget
+from hil.devices.host.ssh_target import SshTarget
 from hil.inventory import Device
 from hil.measure import MeasureSettings
 from hil.workload import ConvLayer, MBConv, Network

@@ -13,19 +13,14 @@ when it matches `--expect SHA256:...`. A changed key is replaced only with `--re
 from __future__ import annotations
 
 import argparse
-import platform
-import statistics
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from hil.commands.common import add_inventory_arg, add_json_arg, emit
-from hil.errors import ConfigError, DeviceError, HilError
-from hil.inventory import Device, Inventory, SshConfig, load_inventory
-
-PINGS = 5
+from hil.errors import ConfigError, DeviceError
+from hil.inventory import SshConfig, load_inventory
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,86 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 # -- check ---------------------------------------------------------------------------------------
-
-
-def _runtimes(caps: dict[str, Any]) -> str:
-    parts = [f"{k} {v}" for k, v in caps.items() if k != "cuda" and v]
-    cuda = caps.get("cuda")
-    if isinstance(cuda, dict) and cuda.get("available"):
-        parts.append(f"CUDA {cuda.get('built')} ({', '.join(cuda.get('devices') or [])})")
-    return ", ".join(parts) or "none"
-
-
-def _check_remote(name: str, dev: Device, row: dict[str, Any]) -> None:
-    from hil.devices.ssh_target import SshTarget, probe
-    from hil.devices.ssh_transport import key_fingerprint
-    from hil.farm import settings_for
-    from hil.target import fingerprint_class
-
-    session = probe(name, dev)
-    try:
-        row["reachable"] = True
-        row["connect_ms"] = round(session.connect_s * 1e3, 1)
-        row["rtt_ms"] = round(statistics.median(session.ping() for _ in range(PINGS)), 3)
-        h = session.hello
-        row["python"] = f"{h.get('python')} ({h.get('executable')})"
-        row["capabilities"] = h.get("capabilities", {})
-        row["runtimes"] = _runtimes(row["capabilities"])
-        row["agent"] = f"{h.get('agent_version')}/{h.get('bundle')}"
-        row["host_key"] = key_fingerprint(session.conn.host_key) if session.conn.host_key else None
-        row["lease_holder"] = session.lease_holder()
-    except BaseException:
-        session.close()
-        raise
-    target = SshTarget(name, dev, session)  # opens the backend; closes the session if it cannot
-    try:
-        row["fingerprint"] = fingerprint_class(target.describe(settings_for(dev)))
-        row["backend_ok"] = True
-    finally:
-        target.close()
-
-
-def _check_local(inv: Inventory, name: str, dev: Device, row: dict[str, Any]) -> None:
-    from hil.devices.agent import capabilities
-    from hil.farm import open_target, settings_for
-    from hil.lease import lease_holder
-    from hil.target import fingerprint_class
-
-    row["reachable"] = True
-    row["python"] = f"{platform.python_version()} ({sys.executable})"
-    row["capabilities"] = capabilities()
-    row["runtimes"] = _runtimes(row["capabilities"])
-    target = open_target(inv, name)
-    try:
-        row["lease_holder"] = lease_holder(target)
-        row["fingerprint"] = fingerprint_class(target.describe(settings_for(dev)))
-        row["backend_ok"] = True
-    finally:
-        target.close()
-
-
-def check_device(inv: Inventory, name: str) -> dict[str, Any]:
-    """One row of `hil farm check`; never raises for a device's own fault."""
-    dev = inv.device(name)
-    where = f"{dev.ssh.user}@{dev.ssh.host}:{dev.ssh.port}" if dev.ssh else "this host"
-    row: dict[str, Any] = {
-        "device": name, "backend": dev.backend, "where": where, "reachable": False, "backend_ok": False,
-        "connect_ms": None, "rtt_ms": None, "python": None, "runtimes": None, "capabilities": None,
-        "agent": None, "host_key": None, "fingerprint": None, "lease_holder": None,
-        "substitute": dev.substitute, "error": None,
-    }
-    t0 = time.perf_counter()
-    try:
-        if dev.ssh is not None:
-            _check_remote(name, dev, row)
-        else:
-            _check_local(inv, name, dev, row)
-    except HilError as e:
-        row["error"] = str(e)
-    except Exception as e:  # one device's unexpected failure must not hide the others' rows
-        row["error"] = f"device {name!r}: {type(e).__name__}: {e}"
-    row["check_s"] = round(time.perf_counter() - t0, 2)
-    return row
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -158,6 +73,8 @@ def _check(args: argparse.Namespace) -> int:
     rows: dict[str, dict[str, Any]] = {}
 
     def visit(n: str) -> None:
+        from hil.devices.host.health import check_device
+
         rows[n] = check_device(inv, n)
 
     threads = [threading.Thread(target=visit, args=(n,), name=f"check-{n}", daemon=True) for n in names]
@@ -189,7 +106,7 @@ def _confirm(args: argparse.Namespace, fingerprint: str) -> bool:
 
 
 def _record(args: argparse.Namespace, label: str, entry: str, key: Any, known_hosts: Path, old: str = "") -> bool:
-    from hil.devices.ssh_transport import describe_key, forget_host_key, key_fingerprint, record_host_key
+    from hil.devices.host.ssh_transport import describe_key, forget_host_key, key_fingerprint, record_host_key
 
     print(f"device {args.device!r}: {label} {entry} offers {describe_key(key)}", file=sys.stderr)
     if old:
@@ -205,7 +122,7 @@ def _record(args: argparse.Namespace, label: str, entry: str, key: Any, known_ho
 
 
 def _trust(args: argparse.Namespace) -> int:
-    from hil.devices.ssh_transport import (
+    from hil.devices.host.ssh_transport import (
         HostKeyChangedError,
         HostKeyUnknownError,
         describe_key,

@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from hil.farm import open_target, settings_for
+    from hil.devices.host.targets import open_target, settings_for
     from hil.inventory import load_inventory
     from hil.lut_builder.build import build_devices
     from hil.store import open_store

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from hil.commands.common import add_json_arg, emit, progress_enabled
 from hil.errors import ConfigError
+from hil.optimizers.dataset_location import DATA_ENV
 
 # torch and the model code are imported inside the commands: every `hil` invocation builds this
 # parser, and `hil lut show` should not pay for importing torch.
 MODEL_NAMES = ("mobilenet-v1", "mobilenet-v2", "proxyless")
-DATA_ENV = "HIL_FASHION_MNIST_DIR"  # the same as hil.optimizers.data.DATA_ENV (tested)
 
 if TYPE_CHECKING:
     import torch

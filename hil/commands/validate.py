@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from hil.farm import open_target, settings_for
+    from hil.devices.host.targets import open_target, settings_for
     from hil.inventory import load_inventory
     from hil.store import open_store
     from hil.validate import plot, validate

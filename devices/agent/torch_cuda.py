@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hil.devices.backend import MeasureFailure
+from hil.devices.agent.backend import MeasureFailure
 from hil.measure import MeasureSettings, Stats, summarize
 from hil.nets.torch_build import build_module, input_shape
 from hil.workload import Workload

@@ -15,16 +15,16 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from hil.measure import Measurement, MeasureSettings, Stats, time_host, time_interleaved
+from hil.measure import ErrorKind, Measurement, MeasureSettings, Stats, time_host, time_interleaved
 from hil.workload import Workload
 
 
 class MeasureFailure(Exception):
-    """One workload could not be timed; `kind` is one of hil.measure.ERROR_KINDS."""
+    """One workload could not be timed, for the reason `kind` says."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: ErrorKind | str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.kind = ErrorKind(kind)
 
 
 @dataclass
@@ -61,6 +61,22 @@ class PreparingBackend(Backend, Protocol):
         ...
 
 
+@runtime_checkable
+class HostBuiltModels(Protocol):
+    """A backend that times models the host builds (converted .tflite files) instead of building
+    them itself, so the target needs only the runtime. In-process the host hands it its builder
+    (`use_model_source`); over SSH the host pushes the files and the agent passes their paths on
+    (`use_artifacts`)."""
+
+    def use_model_source(self, source: Any) -> None:
+        """Read models from `source` (an object with `model_path(workload, precision, batch)`)."""
+        ...
+
+    def use_artifacts(self, workload: Workload, settings: MeasureSettings, paths: dict[str, str]) -> None:
+        """The host pushed this workload's files (name -> path on this target)."""
+        ...
+
+
 def effective_schedule(backend: Backend, settings: MeasureSettings) -> str:
     """The schedule this backend really times with (recorded in the fingerprint class)."""
     return settings.schedule if isinstance(backend, PreparingBackend) else "sequential"
@@ -88,9 +104,8 @@ def run_backend(
     are built first, then timed together in rounds (hil.measure.time_interleaved); the records come
     when the rounds end, so an interruption loses at most this one request's timings.
     """
-    def failed(w: Workload, kind: str, error: str) -> Measurement:
-        return Measurement(device, w.key, w.to_json(), fingerprint, provenance, None, ok=False,
-                           error_kind=kind, error=error)
+    def failed(w: Workload, kind: ErrorKind, error: str) -> Measurement:
+        return Measurement.failure(device, w.key, w.to_json(), fingerprint, provenance, kind, error)
 
     def done(w: Workload, stats: Stats, metrics: dict[str, Any]) -> Measurement:
         return Measurement(device, w.key, w.to_json(), fingerprint, provenance, stats, metrics,
@@ -104,7 +119,7 @@ def run_backend(
                 yield failed(w, e.kind, str(e))
                 continue
             except Exception as e:  # a runtime's own exception: a failed run, not a crashed build
-                yield failed(w, "run_error", f"{type(e).__name__}: {e}")
+                yield failed(w, ErrorKind.RUN_ERROR, f"{type(e).__name__}: {e}")
                 continue
             yield done(w, stats, metrics)
         return
@@ -117,7 +132,7 @@ def run_backend(
         except MeasureFailure as e:
             yield failed(w, e.kind, str(e))
         except Exception as e:
-            yield failed(w, "run_error", f"{type(e).__name__}: {e}")
+            yield failed(w, ErrorKind.RUN_ERROR, f"{type(e).__name__}: {e}")
     errors: dict[int, Exception] = {}
     with backend.timing_context():
         stats = time_interleaved([p.run for _, p in ready], settings, seed=len(ready),
@@ -125,7 +140,7 @@ def run_backend(
     for i, ((w, p), st) in enumerate(zip(ready, stats, strict=True)):
         if st is None:
             e = errors[i]
-            yield failed(w, "run_error", f"{type(e).__name__}: {e}")
+            yield failed(w, ErrorKind.RUN_ERROR, f"{type(e).__name__}: {e}")
         else:
             yield done(w, st.stats, {**p.metrics, "schedule": "interleaved", "session_size": len(ready),
                                      "host_normalized": st.normalized, "raw_stats": st.raw.to_json()})

@@ -1,8 +1,8 @@
 """The remote agent: runs on an SSH target with the target's own Python and times workloads there.
 
 It is pushed over SFTP as a small `hil` package tree into a content-hashed directory
-(`<workdir>/agent-<hash>/`, see `hil.devices.agent_bundle`) and started as `<python> <dir>/hil_agent.py`
-(`agent_launcher.py`): nothing from the inventory or a workload is on that command line. The
+(`<workdir>/agent-<hash>/`, see `hil.devices.host.agent_bundle`) and started as `<python> <dir>/hil_agent.py`
+(`devices/agent/launcher.py`): nothing from the inventory or a workload is on that command line. The
 launcher checks every file of the bundle against its manifest before importing any of them. The
 agent speaks JSON lines: one object per line on stdin (requests, field `op`) and stdout (replies,
 field `type`).
@@ -46,16 +46,17 @@ import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hil.devices.host_info import host_class
-from hil.devices.local import AGENT_VERSION, LocalTarget
-from hil.devices.registry import make_backend
+from hil.devices.agent.backend import HostBuiltModels
+from hil.devices.agent.host_info import host_class
+from hil.devices.agent.local import AGENT_VERSION, LocalTarget
+from hil.devices.agent.registry import make_backend
 from hil.errors import HilError
 from hil.lease import FileLease, LeaseBusy
 from hil.measure import MeasureSettings
 from hil.workload import workload_from_json
 
 PROTOCOL = 1
-MANIFEST = "MANIFEST.json"  # agent_launcher.py reads it under this name
+MANIFEST = "MANIFEST.json"  # the launcher reads it under this name
 LEASE_FILE = "lease.lock"
 LAUNCHER = "hil_agent.py"
 LEASE_HEARTBEAT_S = 5.0
@@ -121,7 +122,10 @@ class _Lines:
         return line
 
 
-class AgentError(Exception):
+class RequestError(Exception):
+    """A request the agent refuses; sent back as `error {kind, message}` (the host raises it as
+    `RemoteAgentError`)."""
+
     def __init__(self, kind: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.kind = kind
@@ -161,17 +165,17 @@ class Agent:
         try:
             backend = make_backend(name)
         except (ImportError, HilError) as e:  # the runtime is missing here, or no such backend
-            raise AgentError("backend_unavailable", str(e)) from None
+            raise RequestError("backend_unavailable", str(e)) from None
         self.backend = backend
         self.device = str(req["device"])
         cpus = req.get("cpus")
         self.cpus = [int(c) for c in cpus] if cpus else None
         # The host builds files for this backend only if it says so: spares the host its runtime import.
-        self.send({"type": "opened", "backend": name, "host_artifacts": hasattr(backend, "host_artifacts")})
+        self.send({"type": "opened", "backend": name, "host_artifacts": isinstance(backend, HostBuiltModels)})
 
     def _target(self) -> Any:
         if self.backend is None:
-            raise AgentError("protocol", "no backend open: send 'open' first")
+            raise RequestError("protocol", "no backend open: send 'open' first")
         return LocalTarget(self.device, self.backend, self.cpus)
 
     def op_describe(self, req: dict[str, Any]) -> None:
@@ -185,15 +189,14 @@ class Agent:
         try:
             workloads = [workload_from_json(d) for d in req["workloads"]]
         except HilError as e:
-            raise AgentError("bad_request", str(e)) from None
+            raise RequestError("bad_request", str(e)) from None
         artifacts = req.get("artifacts") or {}
         if artifacts:
-            use = getattr(self.backend, "use_artifacts", None)
-            if use is None:
-                raise AgentError("bad_request", f"backend {self.backend.name!r} takes no artifacts")
+            if not isinstance(self.backend, HostBuiltModels):
+                raise RequestError("bad_request", f"backend {self.backend.name!r} takes no artifacts")
             for w in workloads:
                 if w.key in artifacts:
-                    use(w, settings, {name: str(p) for name, p in artifacts[w.key].items()})
+                    self.backend.use_artifacts(w, settings, {name: str(p) for name, p in artifacts[w.key].items()})
         n = 0
         for m in target.measure(workloads, settings):
             self.send({"type": "measurement", "id": rid, "measurement": m.to_json()})
@@ -211,7 +214,7 @@ class Agent:
                                on_wait=lambda h: self.send({"type": "lease_wait", "holder": h}),
                                heartbeat_s=LEASE_HEARTBEAT_S)
         except LeaseBusy as e:
-            raise AgentError("lease_busy", str(e), holder=e.holder, waited_s=e.waited_s) from None
+            raise RequestError("lease_busy", str(e), holder=e.holder, waited_s=e.waited_s) from None
         self.send({"type": "leased"})
 
     def op_release(self, req: dict[str, Any]) -> None:
@@ -251,7 +254,7 @@ class Agent:
                 continue
             try:
                 handler(req)
-            except AgentError as e:
+            except RequestError as e:
                 self.send({"type": "error", "kind": e.kind, "message": str(e), **e.extra})
             except BrokenPipeError:
                 return 1

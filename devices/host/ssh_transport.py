@@ -302,22 +302,35 @@ def _open_chain(device: str, cfg: SshConfig, jumps: list[paramiko.Transport]) ->
     return t
 
 
-def connect(device: str, cfg: SshConfig) -> SshConnection:
-    """An authenticated connection to the device, host key (and every jump host's) checked strictly."""
+def _open_host(device: str, cfg: SshConfig) -> tuple[paramiko.Transport, list[paramiko.Transport], paramiko.PKey]:
+    """The transport to the host through its jump chain (every jump host's key checked and its login
+    done) and the key the host offers, not yet checked. On failure nothing stays open."""
     jumps: list[paramiko.Transport] = []
+    t: paramiko.Transport | None = None
     try:
         via = _open_chain(device, cfg, jumps)
         t = _start(device, cfg, via, "host")
-        try:
-            key = t.get_remote_server_key()
-            _verify_host_key(device, cfg, key, "host")
-            _authenticate(device, cfg, t, "host")
-        except BaseException:
-            t.close()
-            raise
+        return t, jumps, t.get_remote_server_key()
     except BaseException:
-        for j in jumps:
-            j.close()
+        _close_all(t, jumps)
+        raise
+
+
+def _close_all(t: paramiko.Transport | None, jumps: list[paramiko.Transport]) -> None:
+    if t is not None:
+        t.close()
+    for j in jumps:
+        j.close()
+
+
+def connect(device: str, cfg: SshConfig) -> SshConnection:
+    """An authenticated connection to the device, host key (and every jump host's) checked strictly."""
+    t, jumps, key = _open_host(device, cfg)
+    try:
+        _verify_host_key(device, cfg, key, "host")
+        _authenticate(device, cfg, t, "host")
+    except BaseException:
+        _close_all(t, jumps)
         raise
     # Keepalives let a dead peer (or a NAT that dropped us) show up as an error instead of a hang.
     t.set_keepalive(max(1, int(min(30.0, cfg.idle_timeout_s / 3))))
@@ -341,17 +354,8 @@ class ScannedKey:
 
 def scan_host_key(device: str, cfg: SshConfig) -> ScannedKey:
     """The host key a device offers (jump hosts must already be trusted). Authenticates nothing."""
-    jumps: list[paramiko.Transport] = []
-    try:
-        via = _open_chain(device, cfg, jumps)
-        t = _start(device, cfg, via, "host")
-        try:
-            key = t.get_remote_server_key()
-        finally:
-            t.close()
-    finally:
-        for j in jumps:
-            j.close()
+    t, jumps, key = _open_host(device, cfg)
+    _close_all(t, jumps)
     known = known_keys(device, cfg)
     if not known:
         status = "unknown"

@@ -26,19 +26,19 @@ from pathlib import Path
 
 import paramiko
 
-from hil.devices.agent import LAUNCHER, MANIFEST, PROTOCOL
-from hil.devices.local import AGENT_VERSION
-from hil.devices.registry import BACKENDS
+from hil.devices.agent.local import AGENT_VERSION
+from hil.devices.agent.registry import BACKENDS
+from hil.devices.agent.server import LAUNCHER, MANIFEST, PROTOCOL
 
 # What the agent imports by name at run time (not visible as an import statement elsewhere).
-ROOTS = ("hil.devices.agent", "hil.lease", "hil.devices.registry")
+ROOTS = ("hil.devices.agent.server", "hil.lease", "hil.devices.agent.registry")
 
-LAUNCHER_SOURCE = Path(__file__).with_name("agent_launcher.py")
+LAUNCHER_SOURCE = Path(__file__).parents[1] / "agent" / "launcher.py"
 
 
 def bundle_hash(manifest: dict[str, object]) -> str:
     """The bundle's identity: the hash of its manifest (agent version, protocol, every file's sha256).
-    agent_launcher.py computes the same on the target."""
+    devices/agent/launcher.py computes the same on the target."""
     text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -64,8 +64,9 @@ def _module_file(name: str) -> Path | None:
     return Path(spec.origin)
 
 
-def _imports(name: str, path: Path) -> set[str]:
-    """`hil` modules that `name` imports anywhere in its source (top level or inside functions)."""
+def module_imports(name: str, path: Path) -> set[str]:
+    """Every name module `name` imports anywhere in its source (top level or inside functions), made
+    absolute: `from hil.x import y` gives both hil.x and hil.x.y, as y may be a module."""
     tree = ast.parse(path.read_text(), str(path))
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -81,7 +82,11 @@ def _imports(name: str, path: Path) -> set[str]:
                 base = node.module or ""
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names)
-    return {n for n in found if n == "hil" or n.startswith("hil.")}
+    return found
+
+
+def _hil_imports(name: str, path: Path) -> set[str]:
+    return {n for n in module_imports(name, path) if n == "hil" or n.startswith("hil.")}
 
 
 def _bundle_path(name: str, path: Path) -> str:
@@ -104,7 +109,7 @@ def collect_sources() -> dict[str, Path]:
             continue  # not a module (an imported name), or a backend not written yet
         out[_bundle_path(name, path)] = path
         parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
-        todo += parents + sorted(_imports(name, path))
+        todo += parents + sorted(_hil_imports(name, path))
     return out
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from hil.devices.backend import MeasureFailure, Prepared, measure_prepared
-from hil.devices.host_info import affinity, l2_cache_bytes, pin_allocator, rotation_copies
+from hil.devices.agent.backend import MeasureFailure, Prepared, measure_prepared
+from hil.devices.agent.host_info import affinity, l2_cache_bytes, pin_allocator, rotation_copies
 from hil.measure import MeasureSettings, Stats
 from hil.nets.torch_build import build_module, input_shape
 from hil.workload import Workload

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from hil.devices.backend import Backend, effective_schedule, run_backend
-from hil.devices.host_info import host_class, host_state, set_affinity
+from hil.devices.agent.backend import Backend, effective_schedule, run_backend
+from hil.devices.agent.host_info import host_class, host_state, set_affinity
 from hil.measure import Measurement, MeasureSettings
 from hil.workload import Workload
 

@@ -1,13 +1,14 @@
 """tflite backend: `.tflite` models timed with the LiteRT interpreter (the phone path).
 
 Where the model comes from depends on where the backend runs:
-- in-process (`LocalTarget`), the host converts workloads itself (`ConverterCache` in
-  `tflite_convert`, imported only then: tensorflow is a host-side dependency);
+- in-process (`LocalTarget`), the host hands the backend its converter (`use_model_source` with
+  `hil.devices.host.tflite_convert.ConverterCache`: tensorflow is a host-side dependency, never
+  imported here);
 - in the remote agent on a phone or any SSH host, the host built the models beforehand
-  (`host_artifacts`), the SSH target pushed them over SFTP, and the agent hands their remote paths
-  to `use_artifacts` before measuring. The target needs LiteRT only (`ai-edge-litert`, or the older
-  `tflite-runtime` where that is all it has). Beside each model goes its sidecar (`meta`: which
-  converter made it).
+  (`hil.devices.host.artifacts.host_artifacts`), the SSH target pushed them over SFTP, and the agent
+  hands their remote paths to `use_artifacts` before measuring. The target needs LiteRT only
+  (`ai-edge-litert`, or the older `tflite-runtime` where that is all it has). Beside each model goes
+  its sidecar (`meta`: which converter made it).
 
 Threads (`num_threads`, default 1 like the phone figures in the literature) and CPU affinity are
 applied and recorded in the fingerprint. By default a block is timed with cold caches (invocations
@@ -30,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from hil.devices.backend import MeasureFailure, Prepared, measure_prepared
-from hil.devices.host_info import affinity, l2_cache_bytes, rotation_copies
+from hil.devices.agent.backend import MeasureFailure, Prepared, measure_prepared
+from hil.devices.agent.host_info import affinity, l2_cache_bytes, rotation_copies
 from hil.measure import MeasureSettings, Stats
 from hil.workload import Workload
 
@@ -152,23 +153,13 @@ class TfliteBackend:
     @property
     def models(self) -> ModelSource:
         if self._models is None:
-            from hil.devices.tflite_convert import ConverterCache
-
-            self._models = ConverterCache()
+            raise MeasureFailure("build_error", "no TFLite models here: the host converts them and pushes them "
+                                 "(over SSH) or hands this backend its converter (in-process)")
         return self._models
 
-    def host_artifacts(self, workload: Workload, settings: MeasureSettings) -> dict[str, Path]:
-        """Host side: the files the target needs to time `workload` (converted now if not cached).
-
-        A conversion that fails raises MeasureFailure; the SSH target turns it into that workload's
-        failed record and goes on with the rest.
-        """
-        model = self.models.model_path(workload, settings.precision, settings.batch)
-        files = {"model": model}
-        meta = model.with_suffix(".json")
-        if meta.is_file():
-            files["meta"] = meta
-        return files
+    def use_model_source(self, source: ModelSource) -> None:
+        """In-process: read models straight from the host's converter."""
+        self._models = source
 
     def use_artifacts(self, workload: Workload, settings: MeasureSettings, paths: dict[str, str]) -> None:
         """Target side: the host pushed `host_artifacts(workload, settings)` to these paths."""

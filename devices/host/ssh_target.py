@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import importlib
 import itertools
 import json
 import re
@@ -28,22 +27,23 @@ from typing import Any
 
 import paramiko
 
-from hil.devices.agent import LAUNCHER, LEASE_HEARTBEAT_S
-from hil.devices.agent_bundle import Bundle, make_bundle, push_bundle, push_file
-from hil.devices.backend import MeasureFailure
-from hil.devices.registry import BACKENDS
-from hil.devices.ssh_transport import DeviceConfigError, SshConnection, connect, safe_remote_path
+from hil.devices.agent.backend import MeasureFailure
+from hil.devices.agent.server import LAUNCHER, LEASE_HEARTBEAT_S
+from hil.devices.agent.tflite_backend import ModelSource
+from hil.devices.host.agent_bundle import Bundle, make_bundle, push_bundle, push_file
+from hil.devices.host.artifacts import host_artifacts, model_source
+from hil.devices.host.ssh_transport import DeviceConfigError, SshConnection, connect, safe_remote_path
 from hil.errors import ConfigError, DeviceError
 from hil.inventory import Device, SshConfig
 from hil.lease import Holder, LeaseBusyError
-from hil.measure import Measurement, MeasureSettings
+from hil.measure import ErrorKind, Measurement, MeasureSettings
 from hil.workload import Workload
 
 _BARE_COMMAND = re.compile(r"^[A-Za-z0-9_.+-]+$")
 ARTIFACT_BATCH = 16  # workloads per request when each needs files built on the host first
 
 
-class AgentError(DeviceError):
+class RemoteAgentError(DeviceError):
     """The agent answered a request with an error."""
 
     def __init__(self, device: str, kind: str, message: str, reply: dict[str, Any]) -> None:
@@ -214,7 +214,7 @@ class AgentSession:
         self.send(obj)
         msg = self.recv(starting, timeout)
         if msg.get("type") == "error":
-            raise AgentError(self.device, str(msg.get("kind")), str(msg.get("message")), msg)
+            raise RemoteAgentError(self.device, str(msg.get("kind")), str(msg.get("message")), msg)
         if msg.get("type") != expect:
             raise DeviceError(self.device, f"the agent answered {msg.get('type')!r}, expected {expect!r}")
         return msg
@@ -249,7 +249,7 @@ class AgentSession:
             if kind == "error" and msg.get("kind") == "lease_busy":
                 raise LeaseBusyError(self.device, msg.get("holder"), float(msg.get("waited_s") or timeout_s))
             if kind == "error":
-                raise AgentError(self.device, str(msg.get("kind")), str(msg.get("message")), msg)
+                raise RemoteAgentError(self.device, str(msg.get("kind")), str(msg.get("message")), msg)
             raise DeviceError(self.device, f"unexpected {kind!r} from the agent while leasing")
 
     def release_lease(self) -> None:
@@ -298,7 +298,7 @@ class SshTarget:
         self.session = session or AgentSession(name, device.ssh)
         self._ids = itertools.count(1)
         self._artifact_cache: dict[str, str] = {}
-        self._host_artifacts: Callable[[Workload, MeasureSettings], dict[str, Path]] | None = None
+        self._models: ModelSource | None = None  # the host's builder, for backends that time host-built models
         try:
             opened = self.session.request(
                 {"op": "open", "device": name, "backend": device.backend, "cpus": device.cpus,
@@ -306,8 +306,8 @@ class SshTarget:
                 "opened", starting=True,
             )
             if opened.get("host_artifacts"):
-                self._host_artifacts = self._backend_hook()
-        except AgentError as e:
+                self._models = model_source(device.backend)
+        except RemoteAgentError as e:
             self.session.close()
             if e.kind == "backend_unavailable":
                 h = self.session.hello
@@ -318,16 +318,6 @@ class SshTarget:
             self.session.close()
             raise
 
-    def _backend_hook(self) -> Callable[[Workload, MeasureSettings], dict[str, Path]]:
-        """The backend's host side, `host_artifacts(workload, settings)` (the agent said it has one)."""
-        module, cls = BACKENDS[self.device.backend].split(":")
-        try:
-            klass = getattr(importlib.import_module(module), cls)
-        except ImportError as e:
-            raise DeviceConfigError(self.name, f"backend {self.device.backend!r} needs files built on this host, "
-                                    f"but {module} does not import here: {e}") from None
-        return klass().host_artifacts  # a backend's constructor loads no runtime (registry contract)
-
     @property
     def hello(self) -> dict[str, Any]:
         return self.session.hello
@@ -337,9 +327,9 @@ class SshTarget:
 
     def _push_artifacts(self, w: Workload, settings: MeasureSettings) -> dict[str, str]:
         """Build `w`'s files on this host (the backend's host side) and put them on the target."""
-        assert self._host_artifacts is not None
+        assert self._models is not None
         paths = {}
-        for name, local in self._host_artifacts(w, settings).items():
+        for name, local in host_artifacts(self._models, w, settings).items():
             local = Path(local)
             st = local.stat()
             key = f"{local.resolve()}:{st.st_mtime_ns}:{st.st_size}"
@@ -356,7 +346,7 @@ class SshTarget:
     ) -> tuple[list[Workload], dict[str, dict[str, str]], list[Measurement]]:
         """Artifacts for a batch. A workload whose files cannot be built here becomes a failed record,
         as it would in-process (the backend raises the same MeasureFailure there)."""
-        if self._host_artifacts is None:
+        if self._models is None:
             return list(chunk), {}, []
         send, artifacts, failed = [], {}, []
         fp: dict[str, Any] | None = None
@@ -367,18 +357,18 @@ class SshTarget:
             except DeviceError:
                 raise
             except Exception as e:
-                kind = e.kind if isinstance(e, MeasureFailure) else "build_error"
+                kind = e.kind if isinstance(e, MeasureFailure) else ErrorKind.BUILD_ERROR
                 msg = str(e) if isinstance(e, MeasureFailure) else f"{type(e).__name__}: {e}"
                 fp = fp or self.describe(settings)
-                failed.append(Measurement(self.name, w.key, w.to_json(), fp, self.provenance, None, ok=False,
-                                          error_kind=kind, error=f"on the host: {msg}"))
+                failed.append(Measurement.failure(self.name, w.key, w.to_json(), fp, self.provenance, kind,
+                                                  f"on the host: {msg}"))
                 continue
             send.append(w)
         return send, artifacts, failed
 
     def measure(self, workloads: Sequence[Workload], settings: MeasureSettings) -> Iterator[Measurement]:
         """One request per batch; each Measurement is yielded as soon as the agent reports it."""
-        size = ARTIFACT_BATCH if self._host_artifacts is not None else max(1, len(workloads))
+        size = ARTIFACT_BATCH if self._models is not None else max(1, len(workloads))
         for i in range(0, len(workloads), size):
             chunk, artifacts, failed = self._prepare(workloads[i : i + size], settings)
             yield from failed
@@ -399,7 +389,7 @@ class SshTarget:
                         break
                     elif kind == "error":
                         done = True  # the agent rejected the whole request and is ready for the next
-                        raise AgentError(self.name, str(msg.get("kind")), str(msg.get("message")), msg)
+                        raise RemoteAgentError(self.name, str(msg.get("kind")), str(msg.get("message")), msg)
                     else:
                         raise DeviceError(self.name, f"unexpected {kind!r} from the agent during a measurement")
             finally:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hil.devices.backend import MeasureFailure
+from hil.devices.agent.backend import MeasureFailure
+from hil.files import atomic_write
 from hil.workload import ConvLayer, Linear, Logits, MBConv, Network, Workload, canonical_json
 
 # Bump when the Keras build of a workload changes: it is part of every cache key and fingerprint.
@@ -273,19 +274,6 @@ def model_ops(buf: bytes) -> list[OpInfo]:
 # --- the cache -------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ConverterCache:
     """`.tflite` models on the host, converted on first use and kept by content-defining key.
 
@@ -318,6 +306,6 @@ class ConverterCache:
         self.root.mkdir(parents=True, exist_ok=True)
         meta = {"key": w.key, "precision": precision, "batch": batch, "converter": self.version,
                 "bytes": len(buf), "ops": [op.name for op in model_ops(buf)]}
-        _atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1).encode())
-        _atomic_write(path, buf)
+        atomic_write(path.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta, indent=1)))
+        atomic_write(path, lambda p: p.write_bytes(buf))
         return path

@@ -16,10 +16,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from hil.devices.backend import MeasureFailure
+from hil.devices.agent.backend import MeasureFailure
 from hil.errors import HilError
 from hil.inventory import Device
-from hil.measure import Measurement, MeasureSettings, Stats
+from hil.measure import ErrorKind, Measurement, MeasureSettings, Stats
 from hil.workload import Gemm, Network, QuantLayer, Workload
 
 PROTOCOL = {"kind": "cycle-accurate RTL simulation", "runs": 1}
@@ -95,11 +95,11 @@ class RtlSimTarget:
                     stats, metrics = self._one(acc, w, settings.batch)
                     done.put(Measurement(self.name, w.key, w.to_json(), fp, self.provenance, stats, metrics))
                 except MeasureFailure as e:
-                    done.put(Measurement(self.name, w.key, w.to_json(), fp, self.provenance, None, ok=False,
-                                         error_kind=e.kind, error=str(e)))
+                    done.put(Measurement.failure(self.name, w.key, w.to_json(), fp, self.provenance, e.kind,
+                                                 str(e)))
                 except HilError as e:  # unsupported bits, does not fit, cycle limit: the workload's fault
-                    done.put(Measurement(self.name, w.key, w.to_json(), fp, self.provenance, None, ok=False,
-                                         error_kind="run_error", error=str(e)))
+                    done.put(Measurement.failure(self.name, w.key, w.to_json(), fp, self.provenance,
+                                                 ErrorKind.RUN_ERROR, str(e)))
                 except BaseException as e:  # a dead harness: stop this worker, report once
                     done.put(e)
                     return

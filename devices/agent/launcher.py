@@ -5,7 +5,7 @@ against the bundle's manifest (and the manifest against the directory's name), s
 tampered bundle is reported in the handshake and never run, not even in part. It then makes sure
 `hil` and its submodules come from this bundle only, not from another `hil` installed on the target.
 
-Its hash rule must equal `hil.devices.agent_bundle.bundle_hash`; the handshake compares the two.
+Its hash rule must equal `hil.devices.host.agent_bundle.bundle_hash`; the handshake compares the two.
 Standard library only, and it must parse on old Pythons to say clearly that they are too old.
 """
 
@@ -69,7 +69,7 @@ def run():
         return 3
     sys.meta_path.insert(0, BundleOnly)
     sys.path.insert(0, ROOT)
-    from hil.devices.agent import main
+    from hil.devices.agent.server import main
 
     return main(ROOT, bundle)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-from hil.devices.backend import Backend
+from hil.devices.agent.backend import Backend
 from hil.errors import ConfigError
 
 # name -> "module:Class" (modules under hil.devices)
 BACKENDS = {
-    "torch-cpu": "hil.devices.torch_cpu:TorchCpuBackend",
-    "torch-cuda": "hil.devices.torch_cuda:TorchCudaBackend",
-    "tflite": "hil.devices.tflite_backend:TfliteBackend",
+    "torch-cpu": "hil.devices.agent.torch_cpu:TorchCpuBackend",
+    "torch-cuda": "hil.devices.agent.torch_cuda:TorchCudaBackend",
+    "tflite": "hil.devices.agent.tflite_backend:TfliteBackend",
 }
 
 

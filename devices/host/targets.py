@@ -1,12 +1,19 @@
-"""The device manager: inventory device names to Targets, with settings from the inventory."""
+"""Opening targets: an inventory device name to a Target (in-process, over SSH, or the Verilator
+simulation), with its substitute when the device is absent, and its protocol settings from the
+inventory."""
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import replace
 
+from hil.devices.agent.backend import Backend, HostBuiltModels
+from hil.devices.agent.local import LocalTarget
+from hil.devices.agent.registry import make_backend
+from hil.devices.host.artifacts import model_source
+from hil.devices.host.rtl_sim import RtlSimTarget
+from hil.devices.host.ssh_target import SshTarget
 from hil.errors import ConfigError, DeviceError
 from hil.inventory import Device, Inventory
 from hil.measure import MeasureSettings
@@ -20,11 +27,6 @@ def settings_for(device: Device, base: MeasureSettings | None = None, batch: int
     s = base or MeasureSettings()
     return replace(s, threads=device.threads, batch=batch if batch is not None else device.batch,
                    precision=device.precision, clock=clock or device.clock)
-
-
-def _load(spec: str) -> type:
-    module, cls = spec.split(":")
-    return getattr(importlib.import_module(module), cls)
 
 
 def open_target(inventory: Inventory, name: str, notify: Callable[[str], None] | None = None) -> Target:
@@ -56,12 +58,18 @@ def _stderr(msg: str) -> None:
 def _open(inventory: Inventory, name: str) -> Target:
     dev = inventory.device(name)
     if dev.backend == "rtl-sim":
-        return _load("hil.devices.rtl_sim:RtlSimTarget")(name, dev)
+        return RtlSimTarget(name, dev)
     if dev.ssh is not None:
-        return _load("hil.devices.ssh_target:SshTarget")(name, dev)
+        return SshTarget(name, dev)
     if dev.backend == "pynq":  # the inventory guarantees an ssh: section for pynq
         raise ConfigError(f"device {name!r}: a PYNQ board is reached over SSH; add an 'ssh:' section")
-    from hil.devices.local import LocalTarget
-    from hil.devices.registry import make_backend
+    return LocalTarget(name, local_backend(dev.backend), dev.cpus)
 
-    return LocalTarget(name, make_backend(dev.backend), dev.cpus)
+
+def local_backend(name: str) -> Backend:
+    """A backend to run in this process. One that times host-built models gets this host's builder
+    as its model source: here the host and the target are the same machine."""
+    backend = make_backend(name)
+    if isinstance(backend, HostBuiltModels):
+        backend.use_model_source(model_source(name))
+    return backend

@@ -1,0 +1,1 @@
+"""What runs on a device: the agent, its backends and the in-process target (stdlib + runtime)."""

@@ -1,0 +1,1 @@
+"""What runs on the host: opening targets, SSH, the agent bundle, TFLite conversion, RTL simulation."""
