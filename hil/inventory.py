@@ -8,6 +8,7 @@ in this process. Errors name the file, the device and the field; unknown keys ar
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,33 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hil.errors import ConfigError
 
 DEFAULT_INVENTORY = "inventory.yaml"
+MAX_INVENTORY_BYTES = 1 << 20  # a farm's inventory is a few KiB; anything this large is a wrong file
+
+# What a remote path or command name may contain: nothing a shell could read more into (they are also
+# quoted where used). The SSH target applies the same rules to the paths it derives.
+SAFE_REMOTE_PATH = re.compile(r"^[A-Za-z0-9_./+@%=:,-]+$")
+BARE_COMMAND = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def remote_path_problem(path: str) -> str | None:
+    """Why `path` is not a safe remote path (None when it is)."""
+    if not SAFE_REMOTE_PATH.match(path) or ".." in path.split("/"):
+        return "may contain only letters, digits and _ . / + @ % = : , - (no '..')"
+    return None
+
+
+def _home_relative(path: str) -> str:
+    # '~' and '~/x' are expanded on the target to its home directory, so they are safe as written
+    return "." if path == "~" else path[2:] if path.startswith("~/") else path
+
+
+def python_problem(python: str) -> str | None:
+    """Why `python` is neither a plain command name nor a safe path (None when it is one)."""
+    if "/" in python or python.startswith("~"):
+        return remote_path_problem(_home_relative(python))
+    if not BARE_COMMAND.match(python):
+        return "is not a plain command name or path"
+    return None
 
 BackendName = Literal["torch-cpu", "torch-cuda", "tflite", "rtl-sim", "pynq"]
 
@@ -39,6 +67,22 @@ class SshConfig(_Strict):
     connect_timeout_s: float = Field(10.0, gt=0)
     command_timeout_s: float = Field(600.0, gt=0)
     idle_timeout_s: float = Field(120.0, gt=0)
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, v: str) -> str:
+        problem = python_problem(v)
+        if problem:
+            raise ValueError(f"{v!r} {problem}")
+        return v
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str) -> str:
+        problem = remote_path_problem(_home_relative(v))
+        if problem:
+            raise ValueError(f"{v!r} {problem}")
+        return v
 
 
 class RtlConfig(_Strict):
@@ -125,16 +169,50 @@ def parse_inventory(data: Any, source: str) -> Inventory:
         raise ConfigError(f"{source}: {_describe(tuple(err['loc']))}: {msg}{more}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error instead of the last one
+    silently winning (a device listed twice, a field repeated)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' merges, it is not a key
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be a plain value, not a list or mapping", key_node.start_mark
+                ) from None
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given at line {first})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def load_inventory(path: str | Path | None = None) -> Inventory:
     p = Path(path or DEFAULT_INVENTORY)
     try:
-        text = p.read_text()
+        if p.is_dir():
+            raise ConfigError(f"{p}: is a directory, not an inventory file")
+        size = p.stat().st_size
+        if size > MAX_INVENTORY_BYTES:
+            raise ConfigError(f"{p}: {size} bytes is too large for an inventory (at most {MAX_INVENTORY_BYTES})")
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{p}: inventory file not found") from None
     except OSError as e:
         raise ConfigError(f"{p}: cannot read inventory ({e.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+                          "an inventory is a YAML text file") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -366,7 +366,25 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
         meta = json.loads(header["hil"])
     except json.JSONDecodeError:
         raise CheckpointError(f"checkpoint {path}: damaged metadata") from None
+    _check_meta(path, meta)
     return tensors, meta
+
+
+def _check_meta(path: Path, meta: Any) -> None:
+    """The metadata is JSON we read fields of: each must have the type we use it as."""
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: metadata must be a JSON object, got {type(meta).__name__}")
+    expect: dict[str, tuple[type, ...]] = {"model": (str,), "options": (dict,), "data": (dict,),
+                                           "epoch": (int, type(None))}
+    for key, types in expect.items():
+        if key in meta and not isinstance(meta[key], types):
+            raise CheckpointError(f"checkpoint {path}: metadata field {key!r} has the wrong type "
+                                  f"({type(meta[key]).__name__})")
+    for key in ("split_seed", "val_size"):
+        value = meta.get("data", {}).get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise CheckpointError(f"checkpoint {path}: metadata field 'data.{key}' must be a non-negative "
+                                  f"integer, got {value!r}")
 
 
 def model_meta(spec: ModelSpec) -> dict[str, Any]:
@@ -380,7 +398,10 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device | Non
     tensors, meta = read_checkpoint(path)
     if "model" not in meta or not isinstance(meta.get("options"), dict):
         raise CheckpointError(f"checkpoint {path} does not name its model")
-    spec = make_model(meta["model"], **meta["options"])
+    try:
+        spec = make_model(meta["model"], **meta["options"])
+    except (HilError, TypeError, ValueError) as e:  # options of the wrong type reach the factories too
+        raise CheckpointError(f"checkpoint {path}: its model metadata does not build a model: {e}") from None
     model = spec.build()
     try:
         model.load_state_dict(tensors)

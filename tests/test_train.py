@@ -257,3 +257,42 @@ def test_cli_names_agree_with_models_and_parser_does_not_import_torch():
     code = "import sys, hil.cli; hil.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # `hil lut show` and friends start without torch
+
+
+@pytest.mark.parametrize("meta, words", [
+    ([1, 2], ["must be a JSON object", "list"]),
+    ("mobilenet-v1", ["must be a JSON object"]),
+    ({"model": 3, "options": {}}, ["'model'", "wrong type"]),
+    ({"model": "mobilenet-v1", "options": []}, ["'options'", "wrong type"]),
+    ({"model": "mobilenet-v1", "options": {"classes": "10"}}, ["does not build a model"]),
+    ({"model": "mobilenet-v1", "options": {"width": 0.25}, "data": []}, ["'data'", "wrong type"]),
+    ({"model": "mobilenet-v1", "options": {"width": 0.25}, "data": {"split_seed": "x"}}, ["data.split_seed"]),
+    ({"model": "mobilenet-v1", "options": {"width": 0.25}, "epoch": "three"}, ["'epoch'"]),
+])
+def test_checkpoint_metadata_of_the_wrong_shape_is_a_checkpoint_error(tmp_path, meta, words):
+    from hil.optimizers.train import CheckpointError, load_model
+
+    path = _odd_checkpoint(tmp_path, meta)
+    with pytest.raises(CheckpointError) as e:
+        load_model(path)
+    for w in [str(path), *words]:
+        assert w in str(e.value)
+
+
+def _odd_checkpoint(tmp_path, meta):
+    import json
+
+    from safetensors.torch import save_file
+
+    from hil.optimizers.train import FORMAT
+
+    path = tmp_path / "odd.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"format": FORMAT, "hil": json.dumps(meta)})
+    return path
+
+
+def test_hil_eval_of_odd_metadata_says_so_in_one_line(tmp_path):
+    from tests.hilcli import assert_user_error, hil
+
+    path = _odd_checkpoint(tmp_path, {"model": "mobilenet-v1", "options": {"width": 0.25}, "data": [1]})
+    assert_user_error(hil("eval", str(path)), str(path), "'data'")

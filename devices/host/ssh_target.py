@@ -17,7 +17,6 @@ import collections
 import contextlib
 import itertools
 import json
-import re
 import shlex
 import threading
 import time
@@ -34,12 +33,11 @@ from hil.devices.host.agent_bundle import Bundle, make_bundle, push_bundle, push
 from hil.devices.host.artifacts import host_artifacts, model_source
 from hil.devices.host.ssh_transport import DeviceConfigError, SshConnection, connect, safe_remote_path
 from hil.errors import ConfigError, DeviceError
-from hil.inventory import Device, SshConfig
+from hil.inventory import Device, SshConfig, python_problem
 from hil.lease import Holder, LeaseBusyError
 from hil.measure import ErrorKind, Measurement, MeasureSettings
 from hil.workload import Workload
 
-_BARE_COMMAND = re.compile(r"^[A-Za-z0-9_.+-]+$")
 ARTIFACT_BATCH = 16  # workloads per request when each needs files built on the host first
 
 
@@ -53,13 +51,12 @@ class RemoteAgentError(DeviceError):
 
 
 def check_python(device: str, python: str) -> str:
-    """The inventory's `ssh.python`: a bare command name or a path, nothing a shell could read more into."""
-    if "/" in python:
-        return python if python.startswith("~") else safe_remote_path(device, "ssh.python", python)
-    if not _BARE_COMMAND.match(python):
-        raise ConfigError(
-            f"device {device!r}, field 'ssh.python': {python!r} is not a plain command name or path"
-        )
+    """The inventory's `ssh.python`: a bare command name or a path, nothing a shell could read more
+    into. The inventory already refuses anything else; checked again here because an `SshConfig` can
+    be made in code too."""
+    problem = python_problem(python)
+    if problem:
+        raise ConfigError(f"device {device!r}, field 'ssh.python': {python!r} {problem}")
     return python
 
 

@@ -19,7 +19,6 @@ import base64
 import contextlib
 import hashlib
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +26,10 @@ from pathlib import Path
 import paramiko
 
 from hil.errors import ConfigError, DeviceError
-from hil.inventory import SshConfig
+from hil.inventory import SshConfig, remote_path_problem
 
 # Remote paths that reach a command line (the Python interpreter, the agent's directory) must match
 # this, and are quoted all the same. Nothing else is ever put on a command line.
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+@%=:,-]+$")
 
 
 class DeviceConfigError(DeviceError, ConfigError):
@@ -217,10 +215,9 @@ class SshConnection:
 
 def safe_remote_path(device: str, what: str, path: str) -> str:
     """Reject a remote path that could mean anything to a shell (it is also quoted where used)."""
-    if not _SAFE_PATH.match(path) or ".." in path.split("/"):
-        raise DeviceConfigError(
-            device, f"{what} {path!r} may contain only letters, digits and _ . / + @ % = : , - (no '..')"
-        )
+    problem = remote_path_problem(path)
+    if problem:
+        raise DeviceConfigError(device, f"{what} {path!r} {problem}")
     return path
 
 
