@@ -193,6 +193,15 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """Where and what, on one line (PyYAML's own text spans several)."""
+    if isinstance(e, yaml.reader.ReaderError):
+        return f" at offset {e.position}: character {e.character!r} is not allowed in YAML"
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{where}: {' '.join(str(getattr(e, 'problem', None) or e).split())}"
+
+
 def load_inventory(path: str | Path | None = None) -> Inventory:
     p = Path(path or DEFAULT_INVENTORY)
     try:
@@ -214,9 +223,7 @@ def load_inventory(path: str | Path | None = None) -> Inventory:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: malformed YAML{where}: {getattr(e, 'problem', None) or e}") from None
+        raise ConfigError(f"{p}: malformed YAML{_yaml_problem(e)}") from None
     return parse_inventory(data, str(p))
 
 

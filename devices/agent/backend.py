@@ -100,9 +100,10 @@ def run_backend(
 ) -> Iterator[Measurement]:
     """Measure the workloads, turning failures into records instead of stopping.
 
-    Sequential: one workload after the other, each record as soon as it is timed. Interleaved: all
-    are built first, then timed together in rounds (hil.measure.time_interleaved); the records come
-    when the rounds end, so an interruption loses at most this one request's timings.
+    Sequential: one workload after the other, each record as soon as it is timed. Interleaved: the
+    workloads are built, then timed together in rounds (hil.measure.time_interleaved), in sessions of
+    about `settings.session_s` seconds; a session's records come when it ends, so an interruption loses at most
+    the session being timed.
     """
     def failed(w: Workload, kind: ErrorKind, error: str) -> Measurement:
         return Measurement.failure(device, w.key, w.to_json(), fingerprint, provenance, kind, error)
@@ -125,14 +126,47 @@ def run_backend(
         return
 
     assert isinstance(backend, PreparingBackend)
-    ready: list[tuple[Workload, Prepared]] = []
-    for w in workloads:
+    session: list[tuple[Workload, Prepared]] = []
+    expected_s = 0.0
+    for n, w in enumerate(workloads):
         try:
-            ready.append((w, backend.prepare(w, settings)))
+            p = backend.prepare(w, settings)
+            with backend.timing_context():
+                expected_s += _expected_timing_s(p, settings)
+            session.append((w, p))
         except MeasureFailure as e:
             yield failed(w, e.kind, str(e))
         except Exception as e:
             yield failed(w, ErrorKind.RUN_ERROR, f"{type(e).__name__}: {e}")
+        left = len(workloads) - n - 1
+        # a short tail joins this session rather than being timed without neighbours
+        full = expected_s >= settings.session_s and len(session) >= MIN_SESSION and left >= MIN_SESSION
+        if session and (left == 0 or full):
+            yield from _time_session(backend, session, settings, failed, done)
+            session, expected_s = [], 0.0
+
+
+# An interleaved request is timed in sessions of about `settings.session_s` seconds and at least
+# MIN_SESSION workloads (host normalization needs neighbours), and each session's records are sent as
+# it ends: a kill loses at most the session being timed, not the whole request.
+MIN_SESSION = 8
+
+
+def _expected_timing_s(p: Prepared, settings: MeasureSettings) -> float:
+    """How long `time_interleaved` will spend on this workload, from one more untimed-protocol run."""
+    t0 = time.perf_counter()
+    p.run()
+    once = max(time.perf_counter() - t0, settings.min_run_ms / 1e3)
+    return settings.warmup_s + min(settings.max_time_s, max(settings.min_time_s, settings.min_repeats * once))
+
+
+def _time_session(
+    backend: PreparingBackend,
+    ready: list[tuple[Workload, Prepared]],
+    settings: MeasureSettings,
+    failed: Callable[[Workload, ErrorKind, str], Measurement],
+    done: Callable[[Workload, Stats, dict[str, Any]], Measurement],
+) -> Iterator[Measurement]:
     errors: dict[int, Exception] = {}
     with backend.timing_context():
         stats = time_interleaved([p.run for _, p in ready], settings, seed=len(ready),
