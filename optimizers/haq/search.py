@@ -69,7 +69,8 @@ class SearchConfig:
     batch_size: int = 128
     min_bits: int = 1
     max_bits: int = 8
-    seed: int = 0
+    seed: int = 0  # agent, fine-tune order, pretraining
+    split_seed: int = 0  # train/val split; a --checkpoint's own split wins (its val must stay unseen)
     val_size: int = 5000
     val_limit: int | None = 2000
     train_limit: int | None = None
@@ -132,15 +133,19 @@ def prepare(cfg: SearchConfig, out: Path, store: Store, inventory: Inventory,
     budget = Budget.parse(cfg.budget)
     out.mkdir(parents=True, exist_ok=True)
     pretrain: dict[str, Any] = {}
+    split_seed, val_size = cfg.split_seed, cfg.val_size
     if cfg.checkpoint:
         model, spec, meta = load_model(cfg.checkpoint, device="cpu")
         if spec.name not in MODELS:
             raise ConfigError(f"checkpoint {cfg.checkpoint} holds a {spec.name}; HAQ searches {', '.join(MODELS)}")
-        pretrain = {"checkpoint": cfg.checkpoint, "test_acc": meta.get("test_acc")}
+        split = meta.get("data", {})
+        split_seed, val_size = split.get("split_seed", split_seed), split.get("val_size", val_size)
+        pretrain = {"checkpoint": cfg.checkpoint, "test_acc": meta.get("test_acc"), "val_acc": meta.get("val_acc"),
+                    "split_seed": split_seed}
     else:
         spec = make_model(cfg.model, width=cfg.width, input_size=cfg.input_size)
         model = spec.build()
-    data = fashion_mnist(val_size=cfg.val_size, seed=cfg.seed, size=spec.options["input_size"],
+    data = fashion_mnist(val_size=val_size, seed=split_seed, size=spec.options["input_size"],
                          train_limit=cfg.train_limit, val_limit=cfg.val_limit, test_limit=cfg.test_limit)
     if not cfg.checkpoint:
         path = out / "pretrained.safetensors"
@@ -263,6 +268,31 @@ def fixed(cfg: SearchConfig, bits: int, out: str | os.PathLike[str], store: Stor
     try:
         report = finish(setup, setup.qmodel.uniform(bits, bits), out, log=log)
         report["fixed_bits"] = bits
+        (out / "policy.json").write_text(json.dumps(report, indent=1))
+        return report
+    finally:
+        setup.costs.close()
+
+
+def transfer(source: str | os.PathLike[str], cfg: SearchConfig, out: str | os.PathLike[str], store: Store,
+             inventory: Inventory, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """HAQ's Table 7: the agent a search trained on one network acts (greedily, no noise) on
+    another; its bits are then held to this budget and fine-tuned like a search's best policy."""
+    src = Path(source) / "agent"
+    out = Path(out)
+    setup = prepare(cfg, out, store, inventory, log)
+    try:
+        agent = DDPGAgent.load(src)
+        env = setup.env
+        if agent.state_dim != env.state_dim:
+            raise ConfigError(f"the agent in {src} sees {agent.state_dim} state features, this model {env.state_dim}")
+        actions, prev = [], 0.0
+        for i in range(len(env.steps)):
+            prev = agent.act(env.state(i, prev), explore=False)
+            actions.append(prev)
+        policy, lowered = env.enforce(env.policy_from_actions(actions))
+        report = finish(setup, policy, out, log=log)
+        report["transfer"] = {"agent": str(src), "agent_episodes": agent.episode, "lowered": lowered}
         (out / "policy.json").write_text(json.dumps(report, indent=1))
         return report
     finally:
@@ -392,7 +422,7 @@ def checkpoint_accuracy(path: str | os.PathLike[str], cfg: dict[str, Any]) -> di
     q, meta = load_quantized(path)
     names = {f.name for f in fields(SearchConfig)}
     c = SearchConfig(**{k: v for k, v in cfg.items() if k in names and k != "classifier_bits"})
-    data = fashion_mnist(val_size=c.val_size, seed=c.seed, size=q.spec.options["input_size"],
+    data = fashion_mnist(val_size=c.val_size, seed=c.split_seed, size=q.spec.options["input_size"],
                          val_limit=c.val_limit, test_limit=c.test_limit, train_limit=1)
     with torch.no_grad():
         test = evaluate(q.model, data.test, device="cpu", channels_last=False)
