@@ -56,6 +56,11 @@ def _progress(e: dict[str, Any]) -> None:
          f"agent {t['agent_s']:.2f})")
 
 
+def _partial(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """Rows so far, so an interrupted benchmark still leaves its finished rows."""
+    (args.out / f"{args.shape}.partial.json").write_text(json.dumps(rows, indent=1))
+
+
 def shape_a(args: argparse.Namespace, store: Any, inv: Any) -> dict[str, Any]:
     rows = []
     for seed in args.seeds:
@@ -68,6 +73,7 @@ def shape_a(args: argparse.Namespace, store: Any, inv: Any) -> dict[str, Any]:
                    for d in DEVICES}
             rows.append({"seed": seed, "searched_on": dev, "latency_ms": lat,
                          "val_acc": rep["accuracy"]["val_after_finetune"]})
+            _partial(args, rows)
     return {"rows": rows}
 
 
@@ -87,6 +93,7 @@ def shape_b(args: argparse.Namespace, store: Any, inv: Any) -> dict[str, Any]:
                          "haq_latency_ms": s["predicted"]["latency_ms"],
                          "haq_simulated_ms": s["simulated"]["latency_ms"],
                          "haq_test_acc": s["accuracy"]["test_after_finetune"]})
+            _partial(args, rows)
     return {"device": args.device, "rows": rows}
 
 

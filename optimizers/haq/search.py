@@ -136,8 +136,8 @@ def prepare(cfg: SearchConfig, out: Path, store: Store, inventory: Inventory,
     split_seed, val_size = cfg.split_seed, cfg.val_size
     if cfg.checkpoint:
         model, spec, meta = load_model(cfg.checkpoint, device="cpu")
-        if spec.name not in MODELS:
-            raise ConfigError(f"checkpoint {cfg.checkpoint} holds a {spec.name}; HAQ searches {', '.join(MODELS)}")
+        if spec.name != cfg.model:
+            raise ConfigError(f"checkpoint {cfg.checkpoint} holds a {spec.name}, not the {cfg.model} asked for")
         split = meta.get("data", {})
         split_seed, val_size = split.get("split_seed", split_seed), split.get("val_size", val_size)
         pretrain = {"checkpoint": cfg.checkpoint, "test_acc": meta.get("test_acc"), "val_acc": meta.get("val_acc"),
