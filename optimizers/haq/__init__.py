@@ -1,0 +1,1 @@
+"""HAQ: hardware-aware automated mixed-precision quantization against simulated accelerators."""

@@ -1,0 +1,1 @@
+"""Reinforcement-learning parts shared by the optimizers (HAQ, AMC)."""
