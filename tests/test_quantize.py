@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from hil.errors import ConfigError
+from hil.nets.models import ConvUnit, make_model
 from hil.optimizers.data import Batches, fashion_mnist
 from hil.optimizers.haq.quantize import QuantConv, QuantOptions, act_codes, quantize, weight_codes
-from hil.optimizers.models import ConvUnit, make_model
 
 torch.set_num_threads(1)
 

@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from hil.devices.host.targets import open_target, settings_for
 from hil.errors import ConfigError, HilError
-from hil.farm import open_target, settings_for
 from hil.inventory import Inventory
 from hil.lease import hold
 from hil.lut_builder.build import build_on_target
 from hil.measure import Measurement, MeasureSettings
+from hil.nets.models import ConvUnit
 from hil.optimizers.data import DataSplits
 from hil.optimizers.haq.quantize import Policy, QuantizedModel, check_bits
-from hil.optimizers.models import ConvUnit
 from hil.optimizers.train import evaluate, finetune
 from hil.store import Store
 from hil.target import Target, fingerprint_class

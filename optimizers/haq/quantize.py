@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from hil.errors import ConfigError
-from hil.optimizers.models import ConvUnit, ModelSpec
+from hil.nets.models import ConvUnit, ModelSpec
 
 BITS = range(1, 9)
 Policy = dict[str, tuple[int, int]]  # layer name -> (weight bits, activation bits)

@@ -29,11 +29,11 @@ import torch
 
 from hil.errors import ConfigError
 from hil.inventory import Inventory
+from hil.nets.models import ModelSpec, make_model
 from hil.optimizers.data import Batches, DataSplits, fashion_mnist
 from hil.optimizers.haq.env import Budget, CostModel, EnvConfig, HaqEnv
 from hil.optimizers.haq.plots import plot_bits, plot_roofline
 from hil.optimizers.haq.quantize import Policy, QuantizedModel, QuantOptions, check_bits, quantize
-from hil.optimizers.models import ModelSpec, make_model
 from hil.optimizers.rl.ddpg import DDPGAgent, DDPGConfig, Transition
 from hil.optimizers.train import (
     CheckpointError,
