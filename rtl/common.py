@@ -49,6 +49,20 @@ class HarnessDriver:
     def _check_hardware(self) -> None:
         raise NotImplementedError
 
+    def _expect_registers(self, kind: str, ident: tuple[int, int], fields: dict[str, tuple[int, int]]) -> None:
+        """Refuse hardware whose ID register (index, value) or parameter registers ({what: (index,
+        value)}) differ from the configuration (e.g. a harness built for another configuration)."""
+        from hil.errors import DeviceError
+
+        reg, want = ident
+        got = self.regs.read_reg(reg)
+        if got != want:
+            raise DeviceError(self.name, f"register {reg} reads 0x{got:08x}, not the {kind} id 0x{want:08x}")
+        for what, (reg, want) in fields.items():
+            got = self.regs.read_reg(reg)
+            if got != want:
+                raise DeviceError(self.name, f"the hardware has {what} = {got}, the configuration says {want}")
+
     def close(self) -> None:
         self.regs.close()
 

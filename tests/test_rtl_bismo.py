@@ -252,7 +252,7 @@ def test_a_harness_of_another_configuration_is_refused() -> None:
     edge_cfg = BISMO_PRESETS["bismo-edge"]
     other = dataclasses.replace(edge_cfg, name="edge-bm512", bm=512)
     exe = build_harness(edge_cfg.harness_spec())
-    with pytest.raises(DeviceError, match="hardware has bm=1024, the configuration says 512"):
+    with pytest.raises(DeviceError, match="hardware has bm = 1024, the configuration says 512"):
         BismoAccelerator(other, regs=SimHarness(exe, edge_cfg.dram()))
 
 

@@ -134,13 +134,9 @@ class BismoAccelerator(HarnessDriver):
         return self.cfg.harness_spec()
 
     def _check_hardware(self) -> None:
-        ident = self.regs.read_reg(REG_ID)
-        if ident != BISMO_ID:
-            raise DeviceError(self.name, f"register 0 reads 0x{ident:08x}, not the BISMO id 0x{BISMO_ID:08x}")
-        for field, reg in REG_HW.items():
-            got, want = self.regs.read_reg(reg), getattr(self.cfg, field)
-            if got != want:
-                raise DeviceError(self.name, f"the hardware has {field}={got}, the configuration says {want}")
+        self._expect_registers(
+            "BISMO", (REG_ID, BISMO_ID), {f: (reg, getattr(self.cfg, f)) for f, reg in REG_HW.items()}
+        )
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -48,21 +48,14 @@ class BitFusionAccelerator(HarnessDriver):
         return harness.spec(self.cfg)
 
     def _check_hardware(self) -> None:
-        ident = self.regs.read_reg(isa.REG_ID)
-        if ident != isa.ID_VALUE:
-            raise DeviceError(self.name, f"register 0 reads 0x{ident:08x}, not the Bit Fusion id 0x{isa.ID_VALUE:08x}")
         c = self.cfg
-        want = {
-            "rows/cols": ((c.cols << 16) | c.rows, isa.REG_NM),
-            "DRAM beat bytes": (c.beat_bytes, isa.REG_BEAT),
-            "WBUF bytes": (c.wbuf_bytes, isa.REG_WBUF),
-            "IBUF bytes": (c.ibuf_bytes, isa.REG_IBUF),
-            "OBUF bytes": (c.obuf_bytes, isa.REG_OBUF),
-        }
-        for field, (value, reg) in want.items():
-            got = self.regs.read_reg(reg)
-            if got != value:
-                raise DeviceError(self.name, f"the hardware has {field} = {got}, the configuration says {value}")
+        self._expect_registers("Bit Fusion", (isa.REG_ID, isa.ID_VALUE), {
+            "rows/cols": (isa.REG_NM, (c.cols << 16) | c.rows),
+            "DRAM beat bytes": (isa.REG_BEAT, c.beat_bytes),
+            "WBUF bytes": (isa.REG_WBUF, c.wbuf_bytes),
+            "IBUF bytes": (isa.REG_IBUF, c.ibuf_bytes),
+            "OBUF bytes": (isa.REG_OBUF, c.obuf_bytes),
+        })
 
     def describe(self) -> dict[str, Any]:
         return {
