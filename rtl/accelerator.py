@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,9 +47,11 @@ class Accelerator(Protocol):
         ...
 
     def time_gemm(
-        self, m: int, k: int, n: int, wbits: int, abits: int, wsigned: bool = True, asigned: bool = False
+        self, m: int, k: int, n: int, wbits: int, abits: int, wsigned: bool = True, asigned: bool = False,
+        out_bits: int | None = None,
     ) -> SimResult:
-        """Counters for a GEMM of this shape (cycle counts don't depend on operand values)."""
+        """Counters for a GEMM of this shape (cycle counts don't depend on operand values). Outputs are
+        stored at `out_bits` (None: what the accelerator's layer LUT entries store)."""
         ...
 
     def layer(self, layer: QuantLayer, batch: int) -> SimResult:
@@ -57,3 +59,12 @@ class Accelerator(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class NetworkRunner(Protocol):
+    """An accelerator that can run a whole (mixed-precision) network as one continuous simulation."""
+
+    def network(self, layers: list[QuantLayer], batch: int) -> SimResult:
+        """Every layer in one run; the counters are the RTL's own for the whole network."""
+        ...

@@ -34,7 +34,7 @@ PROTOCOL_VERSION = 1
 
 # Protocol ops (hil_harness.h: enum Op)
 _WRITE_REG, _READ_REG, _WRITE_MEM, _READ_MEM, _RUN, _STEP, _STATS, _SET_DRAM = range(1, 9)
-_WRITE_REGS, _READ_REGS, _RESET, _CLEAR_STATS = 0x09, 0x0A, 0x0B, 0x0C
+_WRITE_REGS, _READ_REGS, _RESET, _CLEAR_STATS, _SET_PAGES = 0x09, 0x0A, 0x0B, 0x0C, 0x0D
 _QUIT = 0x0F
 
 STAT_NAMES = (
@@ -46,6 +46,8 @@ STAT_NAMES = (
     "rd_bw_stall",
     "wr_bw_stall",
     "rd_outstanding_stall",
+    "row_misses",
+    "turnarounds",
 )
 
 
@@ -60,25 +62,50 @@ class SimTimeoutError(SimError):
 
 
 @dataclass(frozen=True)
+class DramPages:
+    """The DRAM's page (row-buffer) model: what a row miss and a bus turnaround cost (rtl/harness/README.md).
+
+    Rows of `row_bytes` interleave over `banks`; a beat to another row of its bank costs `row_miss`
+    cycles of bandwidth, a change of direction (read <-> write) `turnaround` cycles.
+    """
+
+    row_bytes: int  # bytes of one row (page) across the whole data bus
+    banks: int = 8
+    row_miss: int = 0  # cycles (at the accelerator clock): precharge + activate
+    turnaround: int = 0  # cycles (at the accelerator clock): write-to-read / read-to-write
+
+    def __post_init__(self) -> None:
+        if self.row_bytes < 1 or self.banks < 1 or self.row_miss < 0 or self.turnaround < 0:
+            raise SimError(f"invalid DRAM page model {self}: need row_bytes >= 1, banks >= 1, penalties >= 0")
+
+
+@dataclass(frozen=True)
 class DramConfig:
-    """The harness's DRAM model: bandwidth shared by reads and writes, in-order read latency."""
+    """The harness's DRAM model: bandwidth shared by reads and writes, in-order read latency, and
+    optionally a page model (row misses and bus turnarounds cost bandwidth)."""
 
     bytes_per_cycle: float
     latency: int = 32  # cycles from read acceptance to data
     size: int = 256 << 20  # bytes of DRAM
     max_outstanding: int = 256  # reads in flight
+    pages: DramPages | None = None  # None: every beat costs only its bytes
 
     def __post_init__(self) -> None:
         if not self.bytes_per_cycle > 0 or self.latency < 1 or self.size <= 0 or self.max_outstanding < 1:
             raise SimError(f"invalid DRAM model {self}: need bytes_per_cycle > 0, latency >= 1, size > 0")
 
     def argv(self) -> list[str]:
-        return [
+        args = [
             "--mem-bytes", str(int(self.size)),
             "--bytes-per-cycle", repr(float(self.bytes_per_cycle)),
             "--latency", str(int(self.latency)),
             "--max-outstanding", str(int(self.max_outstanding)),
         ]
+        if self.pages is not None:
+            pg = self.pages
+            args += ["--row-bytes", str(pg.row_bytes), "--banks", str(pg.banks),
+                     "--row-miss", str(pg.row_miss), "--turnaround", str(pg.turnaround)]
+        return args
 
 
 def harness_spec(
@@ -281,6 +308,12 @@ class SimHarness:
         """Change the DRAM model's bandwidth and latency (takes effect on the next cycle)."""
         self._send(struct.pack("<BdII", _SET_DRAM, bytes_per_cycle, latency, max_outstanding))
         self._status("set_dram")
+
+    def set_pages(self, pages: DramPages | None) -> None:
+        """Change (or with None switch off) the DRAM's page model; open rows are forgotten."""
+        fields = (0, 1, 0, 0) if pages is None else (pages.row_bytes, pages.banks, pages.row_miss, pages.turnaround)
+        self._send(struct.pack("<BIIII", _SET_PAGES, *fields))
+        self._status("set_pages")
 
     def reset(self, cycles: int = 4) -> None:
         """Hold the design in reset for `cycles` cycles and drop reads in flight (memory is kept)."""

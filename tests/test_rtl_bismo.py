@@ -211,9 +211,9 @@ def test_unsupported_bitwidths_and_values_are_clear_errors(edge: BismoAccelerato
         edge.time_gemm(8, 8, 8, 9, 8)
     with pytest.raises(ConfigError, match="abits=0 is not supported"):
         edge.time_gemm(8, 8, 8, 8, 0)
-    with pytest.raises(ConfigError, match="outside signed 4-bit range"):
+    with pytest.raises(ConfigError, match="outside the signed 4-bit range"):
         edge.gemm(np.full((2, 2), 8), np.ones((2, 2), int), 4, 4, True, False)
-    with pytest.raises(ConfigError, match="outside unsigned 2-bit range"):
+    with pytest.raises(ConfigError, match="outside the unsigned 2-bit range"):
         edge.gemm(np.ones((2, 2), int), np.full((2, 2), -1), 4, 2, True, False)
     with pytest.raises(ConfigError, match="groups=2"):
         edge.layer(QuantLayer("g", (4, 4, 4), (4, 4, 4), 3, 1, 2, 8, 8), 1)
@@ -252,7 +252,7 @@ def test_a_harness_of_another_configuration_is_refused() -> None:
     edge_cfg = BISMO_PRESETS["bismo-edge"]
     other = dataclasses.replace(edge_cfg, name="edge-bm512", bm=512)
     exe = build_harness(edge_cfg.harness_spec())
-    with pytest.raises(DeviceError, match="hardware has bm=1024, the configuration says 512"):
+    with pytest.raises(DeviceError, match="hardware has bm = 1024, the configuration says 512"):
         BismoAccelerator(other, regs=SimHarness(exe, edge_cfg.dram()))
 
 

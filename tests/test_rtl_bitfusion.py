@@ -294,7 +294,7 @@ def test_layers_refused_clearly(acc):
     # kernel row of 4-byte words); a WBUF half holds 64 B per unit
     with pytest.raises(bc.LayerFitError, match=r"layer 'huge'.*fits the buffers"):
         acc.layer(QuantLayer("huge", (17, 17, 8), (1, 1, 8), 17, 1, 8, wbits=8, abits=2), 1)
-    with pytest.raises(ConfigError, match="outside the 4-bit unsigned range"):
+    with pytest.raises(ConfigError, match="outside the unsigned 4-bit range"):
         acc.gemm(np.ones((2, 2), dtype=np.int64), np.full((2, 2), 16), 4, 4, True, False)
 
 

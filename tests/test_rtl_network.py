@@ -31,8 +31,10 @@ def test_bismo_network_run_overlaps_layers_and_keeps_compute_exact():
         acc.close()
     # the array does exactly the same work, layer by layer or in one stream
     assert net.compute_cycles == sum(r.compute_cycles for r in per_layer)
-    # one stream can only hide work (fetch of layer i+1 under execute of layer i), never add any
-    assert net.cycles <= sum(r.cycles for r in per_layer)
+    # one stream hides work (fetch of layer i+1 under execute of layer i) but, on a DRAM with open rows
+    # and bus turnarounds (the board's page model), interleaving two layers' streams also costs row
+    # misses and turnarounds that separate runs do not pay: the net effect is small either way
+    assert net.cycles <= 1.05 * sum(r.cycles for r in per_layer)
     assert net.cycles >= max(r.cycles for r in per_layer)
 
 
@@ -143,7 +145,7 @@ def test_bitfusion_network_errors(bitfusion):
     odd = [QuantLayer("a", (4, 4, 8), (4, 4, 40), 1, 1, 1, 8, 8), QuantLayer("b", (4, 4, 40), (4, 4, 8), 1, 1, 1, 8, 8)]
     with pytest.raises(ConfigError, match=r"layer 'a': its 64 output channels .* take 64 bytes per pixel.* has 48"):
         bitfusion.run_network(odd, np.zeros((1, 4, 4, 8)), [np.zeros((40, 1, 1, 8)), np.zeros((8, 1, 1, 40))])
-    with pytest.raises(ConfigError, match=r"layer 'dw' weights: values outside the 3-bit signed range"):
+    with pytest.raises(ConfigError, match=r"layer 'dw' weights: values span 9..9, outside the signed 3-bit range"):
         bitfusion.run_network(CHAIN, x, [ws[0], ws[1] * 0 + 9, *ws[2:]], SHIFTS)
 
 
@@ -164,5 +166,6 @@ def test_validate_on_rtl_device_compares_layer_sum_with_network_runs(tmp_path, d
     rep = json.loads(v.stdout)
     assert rep["n"] == 3
     for p in rep["points"]:
-        # the network run overlaps layers: never slower than the sum of separately simulated layers
-        assert p["measured_ms"] <= p["block_sum_ms"] * 1.0000001
+        # the network run overlaps layers; on bismo-edge's page-modelled DRAM the interleaved streams may
+        # also cost a little (row misses, turnarounds): within 5 % of the separately simulated layers' sum
+        assert p["measured_ms"] <= p["block_sum_ms"] * 1.05

@@ -20,6 +20,7 @@ from hil.devices.agent.backend import MeasureFailure
 from hil.errors import HilError
 from hil.inventory import Device
 from hil.measure import ErrorKind, Measurement, MeasureSettings, Stats
+from hil.rtl.accelerator import NetworkRunner
 from hil.workload import Gemm, Network, QuantLayer, Workload
 
 PROTOCOL = {"kind": "cycle-accurate RTL simulation", "runs": 1}
@@ -68,7 +69,7 @@ class RtlSimTarget:
         elif isinstance(w, Gemm):
             r = acc.time_gemm(w.m, w.k, w.n, w.wbits, w.abits, w.wsigned, w.asigned)
         elif isinstance(w, Network) and all(isinstance(x, QuantLayer) for x in w.layers):
-            if not hasattr(acc, "network"):
+            if not isinstance(acc, NetworkRunner):
                 raise MeasureFailure("unsupported", f"{self.preset} cannot simulate whole networks yet")
             r = acc.network(list(w.layers), batch)
         else:

@@ -10,13 +10,15 @@ from hil.commands.common import add_inventory_arg, add_json_arg, emit
 from hil.errors import ConfigError
 
 
-def _ints(text: str, n: int, what: str) -> list[int]:
+def _ints(text: str, n: int | tuple[int, int], what: str) -> list[int]:
+    lo, hi = (n, n) if isinstance(n, int) else n
     try:
         vals = [int(x) for x in text.split(",")]
     except ValueError:
         vals = []
-    if len(vals) != n or min(vals) < 1:
-        raise ConfigError(f"--{what} takes {n} positive integers separated by commas, got {text!r}")
+    if not lo <= len(vals) <= hi or min(vals) < 1:
+        count = str(lo) if lo == hi else f"{lo} or {hi}"
+        raise ConfigError(f"--{what} takes {count} positive integers separated by commas, got {text!r}")
     return vals
 
 
@@ -24,12 +26,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rtl", help="simulate GEMMs on the accelerator RTL; prebuild harnesses")
     s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    sim = s.add_parser("sim", help="run one GEMM through an rtl-sim device")
+    sim = s.add_parser("sim", help="run one GEMM or one conv layer through an rtl-sim device")
     sim.add_argument("--device", "-d", required=True)
-    sim.add_argument("--gemm", required=True, metavar="M,K,N",
-                     help="M weight rows (output channels), K reduction length, N activation columns per sample")
+    what = sim.add_mutually_exclusive_group(required=True)
+    what.add_argument("--gemm", metavar="M,K,N",
+                      help="M weight rows (output channels), K reduction length, N activation columns per sample")
+    what.add_argument("--conv", metavar="K,CIN,COUT,H,W[,STRIDE]",
+                      help="a conv layer: kernel, input channels, output channels, input height and width, stride "
+                           "(default 1; 'same' padding); FC: 1,CIN,COUT,1,1. Runs exactly as the layer's LUT entry")
+    sim.add_argument("--depthwise", action="store_true", help="with --conv: a depthwise conv (CIN = COUT)")
     sim.add_argument("--bits", required=True, metavar="W,A", help="weight and activation bitwidths")
-    sim.add_argument("--batch", type=int, default=1, help="samples: the GEMM has N x batch columns")
+    sim.add_argument("--batch", type=int, default=None,
+                     help="samples (--gemm: N x batch columns, default 1; --conv: default the device's batch, "
+                          "as its LUT entries)")
+    sim.add_argument("--out-bits", type=int, default=None,
+                     help="--gemm: width the outputs are stored at (default: what the device's LUT entries store, "
+                          "the activation lane width on Bit Fusion, int32 on BISMO)")
     sim.add_argument("--unsigned-weights", action="store_true", help="weights unsigned (default signed)")
     sim.add_argument("--signed-activations", action="store_true", help="activations signed (default unsigned)")
     sim.add_argument("--verify", action="store_true", help="random operands through the RTL, compared with numpy")
@@ -61,19 +73,26 @@ def _sim(args: argparse.Namespace) -> int:
 
     inv = load_inventory(args.inventory)
     dev = _rtl_device(inv, args.device)
-    m, k, n = _ints(args.gemm, 3, "gemm")
     wbits, abits = _ints(args.bits, 2, "bits")
-    if args.batch < 1:
+    if args.batch is not None and args.batch < 1:
         raise ConfigError("--batch must be at least 1")
-    cols = n * args.batch
     ws, as_ = not args.unsigned_weights, args.signed_activations
+    if args.conv:
+        return _sim_conv(args, dev, wbits, abits, ws, as_)
+    if args.depthwise:
+        raise ConfigError("--depthwise goes with --conv")
+    m, k, n = _ints(args.gemm, 3, "gemm")
+    batch = args.batch or 1
+    cols = n * batch
     acc = make_accelerator(dev.rtl.accelerator, **dev.rtl.overrides)
     try:
         t0 = time.perf_counter()
         out: dict[str, Any] = {"device": args.device, "accelerator": dev.rtl.accelerator, "m": m, "k": k, "n": n,
-                               "batch": args.batch, "columns": cols, "wbits": wbits, "abits": abits,
+                               "batch": batch, "columns": cols, "wbits": wbits, "abits": abits,
                                "wsigned": ws, "asigned": as_}
         if args.verify:
+            if args.out_bits not in (None, 32):
+                raise ConfigError("--verify compares the exact int32 product: leave --out-bits out (or 32)")
             rng = np.random.default_rng(args.seed)
             w = _random(rng, (m, k), wbits, ws)
             a = _random(rng, (k, cols), abits, as_)
@@ -81,7 +100,7 @@ def _sim(args: argparse.Namespace) -> int:
             want = w.astype(np.int64) @ a.astype(np.int64)
             out["match"] = bool(np.array_equal(np.asarray(got, dtype=np.int64), want))
         else:
-            r = acc.time_gemm(m, k, cols, wbits, abits, ws, as_)
+            r = acc.time_gemm(m, k, cols, wbits, abits, ws, as_, out_bits=args.out_bits)
         wall = time.perf_counter() - t0
     finally:
         acc.close()
@@ -96,6 +115,45 @@ def _sim(args: argparse.Namespace) -> int:
             + (f", match={out['match']}" if "match" in out else ""))
     emit(out, args.json, text)
     return 0 if out.get("match", True) else 1
+
+
+def _sim_conv(args: argparse.Namespace, dev: Any, wbits: int, abits: int, ws: bool, as_: bool) -> int:
+    """One conv / depthwise / FC layer, run as `layer()` runs it for the device's LUT (same planner)."""
+    from hil.rtl.presets import make_accelerator
+    from hil.workload import QuantLayer
+
+    if args.verify or args.out_bits is not None:
+        raise ConfigError("--conv times the layer as its LUT entry does: --verify and --out-bits go with --gemm")
+    k, cin, cout, h, w, *rest = _ints(args.conv, (5, 6), "conv")
+    stride = rest[0] if rest else 1
+    if args.depthwise and cin != cout:
+        raise ConfigError(f"--depthwise needs CIN = COUT, got {cin} and {cout}")
+    pad = (k - 1) // 2
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    if ho < 1 or wo < 1:
+        raise ConfigError(f"--conv: a {k}x{k} kernel at stride {stride} leaves no output of a {h}x{w} input")
+    layer = QuantLayer("cli", (h, w, cin), (ho, wo, cout), k, stride, cin if args.depthwise else 1,
+                       wbits, abits, ws, as_)
+    batch = args.batch or dev.batch
+    acc = make_accelerator(dev.rtl.accelerator, **dev.rtl.overrides)
+    try:
+        t0 = time.perf_counter()
+        r = acc.layer(layer, batch)
+        wall = time.perf_counter() - t0
+    finally:
+        acc.close()
+    res = r.to_json()
+    out = {"device": args.device, "accelerator": dev.rtl.accelerator, "layer": layer.to_json(), "batch": batch,
+           "cycles": res["cycles"], "compute_cycles": res["compute_cycles"], "latency_ms": res["latency_ms"],
+           "energy_uj": res["energy_uj"], "dram_bytes": res["dram_bytes"], "utilization": res["utilization"],
+           "stage_cycles": res["stage_cycles"], "mapping": res["extra"].get("mapping"), "sim_wall_s": wall}
+    kind = "depthwise " if args.depthwise else ""
+    text = (f"{args.device}: {kind}conv {k}x{k} {cin}->{cout} on {h}x{w} (stride {stride}, output {ho}x{wo}), "
+            f"batch {batch}, w{wbits}/a{abits}: {res['cycles']:,} cycles (compute {res['compute_cycles']:,}), "
+            f"{res['latency_ms']:.4f} ms, {res['dram_bytes']:,} DRAM bytes"
+            + (f", mapping {out['mapping']}" if out["mapping"] else ""))
+    emit(out, args.json, text)
+    return 0
 
 
 def _random(rng: Any, shape: tuple[int, int], bits: int, signed: bool) -> Any:

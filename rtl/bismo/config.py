@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from hil.errors import ConfigError
-from hil.rtl.sim_harness import DramConfig, harness_spec
+from hil.rtl.common import pow2
+from hil.rtl.sim_harness import DramConfig, DramPages, harness_spec
 from hil.rtl.verilator_build import HarnessSpec
 
 SV_DIR = Path(__file__).resolve().parent / "sv"
@@ -24,10 +25,6 @@ SV_FILES = (
 MAIN_CPP = Path(__file__).resolve().parent / "harness_main.cpp"
 
 
-def _pow2(x: int) -> bool:
-    return x > 0 and x & (x - 1) == 0
-
-
 @dataclass(frozen=True)
 class BismoConfig:
     name: str
@@ -42,6 +39,7 @@ class BismoConfig:
     dram_latency: int = 32  # cycles
     dram_size: int = 1 << 30  # bytes (virtual: only written pages cost memory)
     max_bits: int = 8  # the driver supports 1..max_bits per operand
+    dram_pages: DramPages | None = None  # row-buffer / turnaround model of the board's DRAM
 
     def __post_init__(self) -> None:
         self.validate()
@@ -52,7 +50,7 @@ class BismoConfig:
 
         for field in ("dm", "dn", "dk", "bm", "bn", "dram_bits"):
             v = getattr(self, field)
-            if not _pow2(v):
+            if not pow2(v):
                 raise bad(f"{field}={v} must be a power of two")
         if not 1 <= self.dm <= 128 or not 1 <= self.dn <= 128:
             raise bad("dm and dn must be 1..128")
@@ -75,6 +73,8 @@ class BismoConfig:
             raise bad("max_bits must be 1..16")
         if self.clock_mhz <= 0 or self.dram_bytes_per_cycle <= 0 or self.dram_latency < 1:
             raise bad("clock, DRAM bandwidth and latency must be positive")
+        if self.dram_pages is not None and self.dram_pages.row_bytes % self.beat_bytes:
+            raise bad(f"a DRAM row of {self.dram_pages.row_bytes} B is not a multiple of the {self.beat_bytes}-B beat")
 
     @property
     def beat_bytes(self) -> int:
@@ -90,7 +90,8 @@ class BismoConfig:
 
     def dram(self) -> DramConfig:
         return DramConfig(
-            bytes_per_cycle=self.dram_bytes_per_cycle, latency=self.dram_latency, size=self.dram_size
+            bytes_per_cycle=self.dram_bytes_per_cycle, latency=self.dram_latency, size=self.dram_size,
+            pages=self.dram_pages,
         )
 
     def peak_binary_ops_per_cycle(self) -> int:

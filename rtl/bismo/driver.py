@@ -20,9 +20,11 @@ from hil.rtl.bismo import layers as L
 from hil.rtl.bismo.config import BismoConfig
 from hil.rtl.bismo.energy import BismoEnergyModel
 from hil.rtl.bismo.isa import INSTR_BYTES
-from hil.rtl.bismo.pack import ceil_div, check_range, operand_bytes, pack_operand
+from hil.rtl.bismo.pack import ceil_div, operand_bytes, pack_operand
 from hil.rtl.bismo.schedule import GemmJob, Program, schedule
+from hil.rtl.common import HarnessDriver, check_range
 from hil.rtl.interface import RegisterInterface
+from hil.rtl.verilator_build import HarnessSpec
 from hil.workload import QuantLayer
 
 # registers (rtl/bismo/sv/bismo_top.sv)
@@ -117,40 +119,24 @@ class RunPlan:
         return outs
 
 
-class BismoAccelerator:
+class BismoAccelerator(HarnessDriver):
     """`hil.rtl.accelerator.Accelerator` on the BISMO RTL."""
 
+    cfg: BismoConfig
+
     def __init__(self, cfg: BismoConfig, regs: RegisterInterface | None = None, max_cycles: int | None = None):
-        self.cfg = cfg
-        self.name = cfg.name
-        self.clock_mhz = cfg.clock_mhz
         self.supported_bits = tuple(range(1, cfg.max_bits + 1))
-        self.max_cycles = max_cycles
         self.energy_model = BismoEnergyModel.for_array(cfg.dm, cfg.dn, cfg.dk)
-        self._describe: dict[str, Any] = {}
-        if regs is None:
-            regs = self._start_harness()
-        self.regs = regs
-        self._check_hardware()
+        super().__init__(cfg, regs, max_cycles)
 
     # ------------------------------------------------------------------ setup
-    def _start_harness(self) -> RegisterInterface:
-        from hil.rtl.sim_harness import SimHarness
-        from hil.rtl.verilator_build import build_harness, verilator_version
-
-        spec = self.cfg.harness_spec()
-        exe = build_harness(spec)
-        self._describe = {"rtl_hash": spec.digest(), "verilator": verilator_version(), "substrate": "verilator"}
-        return SimHarness(exe, self.cfg.dram(), name=self.cfg.name)
+    def _harness_spec(self) -> HarnessSpec:
+        return self.cfg.harness_spec()
 
     def _check_hardware(self) -> None:
-        ident = self.regs.read_reg(REG_ID)
-        if ident != BISMO_ID:
-            raise DeviceError(self.name, f"register 0 reads 0x{ident:08x}, not the BISMO id 0x{BISMO_ID:08x}")
-        for field, reg in REG_HW.items():
-            got, want = self.regs.read_reg(reg), getattr(self.cfg, field)
-            if got != want:
-                raise DeviceError(self.name, f"the hardware has {field}={got}, the configuration says {want}")
+        self._expect_registers(
+            "BISMO", (REG_ID, BISMO_ID), {f: (reg, getattr(self.cfg, f)) for f, reg in REG_HW.items()}
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -162,9 +148,6 @@ class BismoAccelerator:
             "energy_model": self.energy_model.label,
             **self._describe,
         }
-
-    def close(self) -> None:
-        self.regs.close()
 
     # ------------------------------------------------------------------ public API
     def gemm(
@@ -181,10 +164,15 @@ class BismoAccelerator:
         return outs[0], res
 
     def time_gemm(
-        self, m: int, k: int, n: int, wbits: int, abits: int, wsigned: bool = True, asigned: bool = False
+        self, m: int, k: int, n: int, wbits: int, abits: int, wsigned: bool = True, asigned: bool = False,
+        out_bits: int | None = None,
     ) -> SimResult:
+        """Counters of an M x K x N GEMM. The result stage writes int32 (BISMO's DPUs hand over 32-bit
+        accumulators; requantization is the host's), so `out_bits` may only be 32 (the default)."""
         if min(m, k, n) < 1:
             raise ConfigError(f"gemm shape M={m} K={k} N={n} must be positive")
+        if out_bits not in (None, 32):
+            raise ConfigError(f"{self.name}: BISMO writes 32-bit results; out_bits={out_bits} is not supported")
         self._check_bits(wbits, abits)
         _, res = self._run([GemmOperands(m, k, n)], wbits, abits, wsigned, asigned, with_data=False)
         return res

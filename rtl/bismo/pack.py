@@ -14,20 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hil.errors import ConfigError
-
 
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def check_range(x: np.ndarray, bits: int, signed: bool, what: str) -> None:
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    if x.size and (int(x.min()) < lo or int(x.max()) > hi):
-        kind = "signed" if signed else "unsigned"
-        raise ConfigError(
-            f"{what} values span {int(x.min())}..{int(x.max())}, outside {kind} {bits}-bit range {lo}..{hi}"
-        )
 
 
 def pack_operand(x: np.ndarray, bits: int, d: int, dk: int) -> np.ndarray:

@@ -6,10 +6,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hil.errors import ConfigError
-
-
-def _pow2(x: int) -> bool:
-    return x >= 1 and (x & (x - 1)) == 0
+from hil.rtl.common import pow2 as _pow2
+from hil.rtl.sim_harness import DramConfig, DramPages
 
 
 @dataclass(frozen=True)
@@ -27,6 +25,7 @@ class BitFusionConfig:
     batch: int = 16
     read_queue: int = 64  # DRAM reads the load engine keeps in flight
     mem_bytes: int = 512 << 20  # DRAM model size
+    dram_pages: DramPages | None = None  # row-buffer / turnaround model (None: bandwidth and latency only)
 
     def __post_init__(self) -> None:
         where = f"Bit Fusion config {self.name!r}"
@@ -70,6 +69,15 @@ class BitFusionConfig:
     def ob_entries(self) -> int:
         """32-bit accumulators of one column's OBUF bank in one half."""
         return self.obuf_bytes // (self.cols * 4 * 2)
+
+    def dram(self) -> DramConfig:
+        return DramConfig(
+            bytes_per_cycle=self.bytes_per_cycle,
+            latency=self.dram_latency,
+            size=self.mem_bytes,
+            max_outstanding=max(256, self.read_queue),
+            pages=self.dram_pages,
+        )
 
     def rtl_parameters(self) -> dict[str, int]:
         return {

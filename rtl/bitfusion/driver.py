@@ -22,83 +22,51 @@ from hil.rtl.accelerator import SimResult
 from hil.rtl.bitfusion import compiler as bc
 from hil.rtl.bitfusion import energy, isa
 from hil.rtl.bitfusion.config import BitFusionConfig
+from hil.rtl.common import HarnessDriver, check_range
 from hil.rtl.interface import RegisterInterface
 from hil.rtl.layer_geometry import geometry
+from hil.rtl.verilator_build import HarnessSpec
 from hil.workload import QuantLayer
-
-
-def check_range(x: np.ndarray, bits: int, signed: bool, what: str) -> None:
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-    if x.size and (x.min() < lo or x.max() > hi):
-        kind = "signed" if signed else "unsigned"
-        raise ConfigError(f"{what}: values outside the {bits}-bit {kind} range [{lo}, {hi}]")
-
 
 STAGE_COUNTERS = ("compute", "stall_in", "stall_out", "tail", "load_busy", "load_wait", "store_busy", "sync_wait")
 
 
-class BitFusionAccelerator:
+class BitFusionAccelerator(HarnessDriver):
     """`hil.rtl.accelerator.Accelerator` on the Bit Fusion RTL."""
 
     supported_bits = bc.SUPPORTED_BITS
+    cfg: BitFusionConfig
 
     def __init__(self, cfg: BitFusionConfig, regs: RegisterInterface | None = None, max_cycles: int | None = None):
-        self.cfg = cfg
-        self.name = cfg.name
-        self.clock_mhz = cfg.clock_mhz
-        self.max_cycles = max_cycles
-        self._describe: dict[str, Any] = {}
-        if regs is None:
-            regs = self._start_harness()
-        self.regs = regs
-        self._check_hardware()
+        self._mapping_cache: dict[tuple[QuantLayer, int], bool] = {}
+        super().__init__(cfg, regs, max_cycles)
 
     # ------------------------------------------------------------------ setup
-    def _start_harness(self) -> RegisterInterface:
+    def _harness_spec(self) -> HarnessSpec:
         from hil.rtl.bitfusion import harness
-        from hil.rtl.sim_harness import DramConfig, SimHarness
-        from hil.rtl.verilator_build import build_harness, verilator_version
 
-        spec = harness.spec(self.cfg)
-        exe = build_harness(spec)
-        self._describe = {"rtl_hash": spec.digest(), "verilator": verilator_version(), "substrate": "verilator"}
-        dram = DramConfig(
-            bytes_per_cycle=self.cfg.bytes_per_cycle,
-            latency=self.cfg.dram_latency,
-            size=self.cfg.mem_bytes,
-            max_outstanding=max(256, self.cfg.read_queue),
-        )
-        return SimHarness(exe, dram, name=self.cfg.name)
+        return harness.spec(self.cfg)
 
     def _check_hardware(self) -> None:
-        ident = self.regs.read_reg(isa.REG_ID)
-        if ident != isa.ID_VALUE:
-            raise DeviceError(self.name, f"register 0 reads 0x{ident:08x}, not the Bit Fusion id 0x{isa.ID_VALUE:08x}")
         c = self.cfg
-        want = {
-            "rows/cols": ((c.cols << 16) | c.rows, isa.REG_NM),
-            "DRAM beat bytes": (c.beat_bytes, isa.REG_BEAT),
-            "WBUF bytes": (c.wbuf_bytes, isa.REG_WBUF),
-            "IBUF bytes": (c.ibuf_bytes, isa.REG_IBUF),
-            "OBUF bytes": (c.obuf_bytes, isa.REG_OBUF),
-        }
-        for field, (value, reg) in want.items():
-            got = self.regs.read_reg(reg)
-            if got != value:
-                raise DeviceError(self.name, f"the hardware has {field} = {got}, the configuration says {value}")
+        self._expect_registers("Bit Fusion", (isa.REG_ID, isa.ID_VALUE), {
+            "rows/cols": (isa.REG_NM, (c.cols << 16) | c.rows),
+            "DRAM beat bytes": (isa.REG_BEAT, c.beat_bytes),
+            "WBUF bytes": (isa.REG_WBUF, c.wbuf_bytes),
+            "IBUF bytes": (isa.REG_IBUF, c.ibuf_bytes),
+            "OBUF bytes": (isa.REG_OBUF, c.obuf_bytes),
+        })
 
     def describe(self) -> dict[str, Any]:
         return {
             "accelerator": "bitfusion",
             **self.cfg.to_json(),
-            "mapping": "direct conv loop nest (im2col on the host when cheaper, i.e. first layers); depthwise in "
-            "groups of M channels with block-diagonal weights; tiling = lowest estimated cycles",
+            "mapping": "direct conv loop nest, or im2col on the host when its estimated total (compute and DRAM) "
+            "is lower; depthwise in groups of M channels with block-diagonal weights; tiling = lowest estimated "
+            "cycles; outputs stored at the activation lane width",
             "energy_model": energy.constants_json(),
             **self._describe,
         }
-
-    def close(self) -> None:
-        self.regs.close()
 
     # ------------------------------------------------------------------ Accelerator API
     def gemm(
@@ -120,12 +88,19 @@ class BitFusionAccelerator:
         return out.reshape(n, m).T.copy(), res
 
     def time_gemm(
-        self, m: int, k: int, n: int, wbits: int, abits: int, wsigned: bool = True, asigned: bool = False
+        self, m: int, k: int, n: int, wbits: int, abits: int, wsigned: bool = True, asigned: bool = False,
+        out_bits: int | None = None,
     ) -> SimResult:
+        """Counters of an M x K x N GEMM (an FC layer of batch N). Outputs are stored at `out_bits`
+        (default: the activation lane width, as a layer's LUT entry stores them; 32: raw accumulators)."""
         if min(m, k, n) < 1:
             raise ConfigError(f"gemm shape M={m} K={k} N={n} must be positive")
         prec = bc.Precision(abits, wbits, asigned, wsigned)
-        plan = bc.plan_conv(self.cfg, prec, bc.ConvProblem(n, 1, 1, k, 1, 1, 1, 1, m))
+        obits = prec.a_lane if out_bits is None else out_bits
+        if obits not in bc.OUT_BITS:
+            raise ConfigError(f"{self.name}: out_bits={obits} is not one of {', '.join(map(str, bc.OUT_BITS))}")
+        signed = asigned or obits == 32
+        plan = bc.plan_conv(self.cfg, prec, bc.ConvProblem(n, 1, 1, k, 1, 1, 1, 1, m), obits, 0, signed)
         _, res = self._run(plan, None, None, "gemm")
         return res
 
@@ -209,10 +184,15 @@ class BitFusionAccelerator:
         shifts: list[int] | None = None,
         outputs: str = "next",
     ) -> bc.NetworkPlan:
-        """Every layer's plan in one program. Each layer runs direct (no host im2col) except the first,
-        stores its outputs at the next layer's activation lane width (the last layer: its own, or int32
-        with data), and gets its own DRAM regions; with data, its outputs go into the next layer's input
-        image instead. The first block of every layer after the first carries the `sync` barrier."""
+        """Every layer's plan in one program. Each layer is mapped as `layer()` maps it (direct or
+        im2col, `choose_im2col`), stores its outputs at the next layer's activation lane width (the last
+        layer: its own, or int32 with data), and gets its own DRAM regions; with data, its outputs go
+        into the next layer's input image instead. The first block of every layer after the first
+        carries the `sync` barrier.
+
+        A later layer mapped im2col reads an im2col'd input image of its own (timing runs: its k^2-fold
+        reads are charged, the rearrangement between the layers is not simulated); a run with data
+        cannot chain into such a layer and refuses it."""
         if not layers:
             raise ConfigError("network: no layers")
         if outputs not in ("next", "own") or (with_data and outputs != "next"):
@@ -226,10 +206,18 @@ class BitFusionAccelerator:
                 return 32, True, 0
             return bc.lane_bits(layers[i].abits, "activations"), bool(layers[i].asigned), 0
 
+        mapped = [self.choose_im2col(q, batch) for q in layers]
+        if with_data:
+            for i in range(1, len(layers)):
+                if mapped[i]:
+                    raise ConfigError(
+                        f"network: layer {layers[i].name!r} runs im2col'd (cheaper than direct), which a run "
+                        f"with data cannot chain into; run it as the first layer or time the network without data"
+                    )
         first = []
         for i, q in enumerate(layers):
             obits, signed, shift = out_format(i)
-            first.append(self.plan_layer(q, batch, obits, o_signed=signed, o_shift=shift, im2col=i == 0))
+            first.append(self.plan_layer(q, batch, obits, o_signed=signed, o_shift=shift, im2col=mapped[i]))
         bases = bc.network_regions(self.cfg, [p.dram_end for p in first], reuse=not with_data)
         plans: list[bc.Plan] = []  # built from the last: each output may go into the next one's input
         for i in reversed(range(len(layers))):
@@ -243,7 +231,7 @@ class BitFusionAccelerator:
                 obits,
                 o_signed=signed,
                 o_shift=shift,
-                im2col=i == 0,
+                im2col=mapped[i],
                 tiling=first[i].tiling,
                 base=bases[i],
                 out=out,
@@ -300,27 +288,28 @@ class BitFusionAccelerator:
         *,
         o_signed: bool | None = None,
         o_shift: int = 0,
-        im2col: bool = True,
+        im2col: bool | None = None,
         tiling: bc.Tiling | None = None,
         base: int = 0,
         out: bc.OutLayout | None = None,
     ) -> bc.Plan:
         """The problem, tiling and block program of a layer (outputs at the activation lane width).
 
-        `im2col=False` keeps a conv direct (a layer inside a network: its input is the previous layer's
-        output in DRAM, which no host can rearrange mid-run); the other keywords go to `plan_conv`.
+        A full k x k conv (k > 1) runs direct or, im2col'd on the host, as a 1 x 1 conv over k^2 C_in
+        channels. `im2col=None` picks the one with the lower estimated total -- compute AND memory
+        cycles, since im2col reads every input pixel k^2 times (`choose_im2col`); True / False force
+        one. The other keywords go to `plan_conv`.
         """
         geo = geometry(layer, batch)
         prec = bc.Precision(layer.abits, layer.wbits, layer.asigned, layer.wsigned)
+        if im2col is None:
+            im2col = self.choose_im2col(layer, batch)
         h, w, cin, ho, wo, cout = geo.h, geo.w, geo.cin, geo.ho, geo.wo, geo.cout
         k, s, pad, depthwise = geo.k, geo.stride, geo.pad, geo.depthwise
-        direct = bc.ConvProblem(batch, h + 2 * pad, w + 2 * pad, cin, ho, wo, k, s, cout, depthwise)
-        n, m, pf = self.cfg.rows, self.cfg.cols, prec.pf
-        prob = direct
-        via_im2col = bc.im2col_compute_cycles(batch, ho, wo, k, cin, cout, n, m, pf)
-        direct_cycles = bc.conv_compute_cycles(batch, ho, wo, k, cin, cout, n, m, pf)
-        if im2col and not depthwise and k > 1 and via_im2col < direct_cycles:
+        if im2col and not depthwise and k > 1:
             prob = bc.ConvProblem(batch, ho, wo, k * k * cin, ho, wo, 1, 1, cout)
+        else:
+            prob = bc.ConvProblem(batch, h + 2 * pad, w + 2 * pad, cin, ho, wo, k, s, cout, depthwise)
         # outputs leave at the activation lane width (the next layer's input), int32 on request
         out_bits = obits if obits is not None else prec.a_lane
         signed = o_signed if o_signed is not None else (prec.asigned or out_bits == 32)
@@ -328,6 +317,26 @@ class BitFusionAccelerator:
             return bc.plan_conv(self.cfg, prec, prob, out_bits, o_shift, signed, tiling=tiling, base=base, out=out)
         except ConfigError as e:  # LayerFitError, an output layout that does not fit: name the layer
             raise type(e)(f"layer {layer.name!r}: {e}") from None
+
+    def choose_im2col(self, layer: QuantLayer, batch: int) -> bool:
+        """Whether a layer runs im2col'd: the mapping whose best tiling has the lower estimated total
+        cycles (compute and DRAM), with the layer's own output width -- the one choice `layer()` (a LUT
+        entry) and `network()` both use. Depthwise layers and 1 x 1 convs always run direct."""
+        geo = geometry(layer, batch)
+        if geo.depthwise or geo.k == 1:
+            return False
+        key = (layer, batch)
+        if key not in self._mapping_cache:
+            costs = []
+            for im2col in (False, True):
+                try:
+                    est = self.plan_layer(layer, batch, im2col=im2col).estimate
+                    costs.append((est["total"], est["compute"], im2col))
+                except bc.LayerFitError:
+                    continue
+            # neither fits: plan direct so that its error names the layer
+            self._mapping_cache[key] = min(costs)[2] if costs else False
+        return self._mapping_cache[key]
 
     def _mapping(self, layer: QuantLayer, plan: bc.Plan) -> str:
         if plan.problem.depthwise:

@@ -65,13 +65,28 @@ inline void sig_store(VlWide<N>& sig, const uint8_t* src, size_t n) {
 // both AXI-like channels); each channel moves at most one beat per cycle. Reads return in order
 // `latency` cycles after acceptance (data is read at acceptance); writes are posted and visible
 // at once. At most `max_outstanding` reads may be in flight.
+//
+// Optional page model (row_bytes > 0): the address space is cut into rows of `row_bytes`,
+// interleaved over `banks` banks (bank = addr / row_bytes mod banks), each with one open row. A beat
+// to another row of its bank costs `row_miss` cycles of bandwidth (precharge + activate: the bus
+// moves nothing meanwhile); a beat in the other direction than the last one costs `turnaround`
+// cycles (write-to-read / read-to-write bus turnaround). Penalties are charged to the token bucket,
+// which may go negative, so the next beats wait. With a turnaround, a direction keeps the bus for
+// up to kDirRun beats while the other waits (controllers group reads and writes the same way).
+// Sequential streams thus pay a row miss per row; strided ones pay one per stride that leaves a row.
 
 struct DramConfig {
     uint64_t size = 256ull << 20;
     double bytes_per_cycle = 8.0;
     uint32_t latency = 32;
     uint32_t max_outstanding = 256;
+    uint32_t row_bytes = 0;   // 0: no page model
+    uint32_t banks = 8;
+    uint32_t row_miss = 0;    // cycles of bandwidth lost opening another row of a bank
+    uint32_t turnaround = 0;  // cycles lost when the data bus changes direction
 };
+
+constexpr uint32_t kDirRun = 16;  // beats a direction may keep the bus while the other one waits
 
 enum StatIndex : uint32_t {
     kStatCycles = 0,      // clock cycles run since the harness started (or was reset)
@@ -82,6 +97,8 @@ enum StatIndex : uint32_t {
     kStatRdBwStall,       // cycles a read request waited for bandwidth
     kStatWrBwStall,       // cycles a write request waited for bandwidth
     kStatRdOutstandingStall,  // cycles a read request waited because max_outstanding were in flight
+    kStatRowMisses,       // beats that opened a row (page model)
+    kStatTurnarounds,     // beats that turned the bus around (page model)
     kStatCount
 };
 
@@ -95,6 +112,12 @@ class Dram {
                          static_cast<unsigned long long>(cfg.size));
             std::exit(2);
         }
+        if (cfg_.row_bytes && cfg_.row_bytes % beat_) {
+            std::fprintf(stderr, "harness: DRAM row bytes %u are not a multiple of the %u-byte beat\n",
+                         cfg_.row_bytes, beat_);
+            std::exit(2);
+        }
+        open_row_.assign(std::max<uint32_t>(1, cfg_.banks), -1);
     }
     ~Dram() { std::free(mem_); }
     Dram(const Dram&) = delete;
@@ -106,6 +129,14 @@ class Dram {
         cfg_.bytes_per_cycle = bytes_per_cycle;
         cfg_.latency = std::max<uint32_t>(1, latency);
         cfg_.max_outstanding = std::max<uint32_t>(1, max_outstanding);
+    }
+    void set_pages(uint32_t row_bytes, uint32_t banks, uint32_t row_miss, uint32_t turnaround) {
+        cfg_.row_bytes = row_bytes;
+        cfg_.banks = std::max<uint32_t>(1, banks);
+        cfg_.row_miss = row_miss;
+        cfg_.turnaround = turnaround;
+        open_row_.assign(cfg_.banks, -1);
+        last_dir_ = 0;
     }
     uint8_t* data() { return mem_; }
     uint64_t size() const { return size_; }
@@ -142,7 +173,9 @@ class Dram {
             if (credit_ >= 2 * need) {
                 rd = wr = true;
             } else if (credit_ >= need) {
-                (prefer_write_ ? wr : rd) = true;
+                bool w = prefer_write_;
+                if (cfg_.turnaround && last_dir_ && dir_run_ < kDirRun) w = last_dir_ == 2;
+                (w ? wr : rd) = true;
             }
         } else if (rd_ok) {
             rd = credit_ >= need;
@@ -157,7 +190,7 @@ class Dram {
         return {rd, wr};
     }
     void accept_read(uint64_t addr, uint32_t id) {
-        credit_ -= beat_;
+        credit_ -= beat_ + penalty(addr, 1);
         ++stats_[kStatRdBeats];
         stats_[kStatRdBytes] += beat_;
         if (rsp_count_ == rsp_due_.size()) grow();
@@ -170,7 +203,7 @@ class Dram {
         ++rsp_count_;
     }
     void accept_write(uint64_t addr, const uint8_t* data, const uint8_t* strb) {
-        credit_ -= beat_;
+        credit_ -= beat_ + penalty(addr, 2);
         ++stats_[kStatWrBeats];
         if (!check(addr, "write")) return;
         for (uint32_t i = 0; i < beat_; ++i) {
@@ -188,9 +221,21 @@ class Dram {
         ++now_;
         ++stats_[kStatCycles];
     }
+    // Each RUN starts from the same DRAM state -- all banks precharged, the bus idle, the bandwidth
+    // credit full -- so a run's cycles never depend on what ran before (a timing run and a run on
+    // data of the same program take the same cycles).
+    void begin_run() {
+        open_row_.assign(std::max<uint32_t>(1, cfg_.banks), -1);
+        last_dir_ = 0;
+        dir_run_ = 0;
+        credit_ = std::max(cfg_.bytes_per_cycle, static_cast<double>(beat_));
+    }
     void reset_channels() {
         rsp_count_ = 0;
         credit_ = 0;
+        open_row_.assign(std::max<uint32_t>(1, cfg_.banks), -1);
+        last_dir_ = 0;
+        dir_run_ = 0;
     }
 
     // Host access (memory images); returns an error message or "".
@@ -203,6 +248,29 @@ class Dram {
     }
 
   private:
+    // Bandwidth (in bytes of credit) a beat loses to the page model: row miss and turnaround.
+    double penalty(uint64_t addr, int dir) {
+        if (!cfg_.row_bytes) return 0.0;
+        uint32_t cycles = 0;
+        uint64_t unit = addr / cfg_.row_bytes;
+        size_t bank = static_cast<size_t>(unit % cfg_.banks);
+        int64_t row = static_cast<int64_t>(unit / cfg_.banks);
+        if (open_row_.size() != cfg_.banks) open_row_.assign(cfg_.banks, -1);
+        if (open_row_[bank] != row) {
+            open_row_[bank] = row;
+            cycles += cfg_.row_miss;
+            ++stats_[kStatRowMisses];
+        }
+        if (last_dir_ && last_dir_ != dir) {
+            cycles += cfg_.turnaround;
+            ++stats_[kStatTurnarounds];
+            dir_run_ = 0;
+        }
+        last_dir_ = dir;
+        ++dir_run_;
+        return cycles * cfg_.bytes_per_cycle;
+    }
+
     // Reads in flight live in a ring (no allocation per beat); it grows when full.
     void grow() {
         size_t cap = std::max<size_t>(16, rsp_due_.size() * 2);
@@ -246,6 +314,9 @@ class Dram {
     Rsp head_{};
     double credit_ = 0;
     bool prefer_write_ = false;
+    std::vector<int64_t> open_row_;
+    int last_dir_ = 0;  // 0 none, 1 read, 2 write
+    uint32_t dir_run_ = 0;
     uint64_t now_ = 0;
     uint64_t stats_[kStatCount] = {};
     std::string error_;
@@ -374,6 +445,7 @@ enum Op : uint8_t {
     kOpReadRegs = 0x0A,
     kOpReset = 0x0B,
     kOpClearStats = 0x0C,
+    kOpSetPages = 0x0D,
     kOpQuit = 0x0F,
 };
 
@@ -525,6 +597,7 @@ inline int serve(Device& dev, Pipe& p) {
                 uint64_t max_cycles;
                 if (!p.get(&max_cycles)) return 2;
                 bool done = false;
+                dev.dram().begin_run();
                 uint64_t n = dev.run_until_done(max_cycles, &done);
                 if (reply_if_dram_failed(p, dev)) break;
                 p.put<uint8_t>(0);
@@ -562,6 +635,17 @@ inline int serve(Device& dev, Pipe& p) {
                 p.put<uint8_t>(0);
                 break;
             }
+            case kOpSetPages: {
+                uint32_t row_bytes, banks, row_miss, turnaround;
+                if (!p.get(&row_bytes) || !p.get(&banks) || !p.get(&row_miss) || !p.get(&turnaround)) return 2;
+                if (row_bytes && (row_bytes % dev.dram().beat() || banks < 1)) {
+                    reply_error(p, "DRAM row_bytes must be a multiple of the beat and banks >= 1");
+                    break;
+                }
+                dev.dram().set_pages(row_bytes, banks, row_miss, turnaround);
+                p.put<uint8_t>(0);
+                break;
+            }
             case kOpReset: {
                 uint32_t cycles;
                 if (!p.get(&cycles)) return 2;
@@ -587,6 +671,7 @@ inline int serve(Device& dev, Pipe& p) {
 }
 
 // Command line: --mem-bytes N --bytes-per-cycle F --latency N --max-outstanding N
+//               [--row-bytes N --banks N --row-miss N --turnaround N]
 inline bool parse_dram_args(int argc, char** argv, DramConfig* cfg, std::string* err) {
     for (int i = 1; i < argc; ++i) {
         std::string a = argv[i];
@@ -601,6 +686,10 @@ inline bool parse_dram_args(int argc, char** argv, DramConfig* cfg, std::string*
         else if (a == "--bytes-per-cycle") cfg->bytes_per_cycle = std::strtod(v, &end);
         else if (a == "--latency") cfg->latency = static_cast<uint32_t>(std::strtoul(v, &end, 10));
         else if (a == "--max-outstanding") cfg->max_outstanding = static_cast<uint32_t>(std::strtoul(v, &end, 10));
+        else if (a == "--row-bytes") cfg->row_bytes = static_cast<uint32_t>(std::strtoul(v, &end, 10));
+        else if (a == "--banks") cfg->banks = static_cast<uint32_t>(std::strtoul(v, &end, 10));
+        else if (a == "--row-miss") cfg->row_miss = static_cast<uint32_t>(std::strtoul(v, &end, 10));
+        else if (a == "--turnaround") cfg->turnaround = static_cast<uint32_t>(std::strtoul(v, &end, 10));
         else {
             *err = "unknown option " + a;
             return false;
@@ -610,7 +699,8 @@ inline bool parse_dram_args(int argc, char** argv, DramConfig* cfg, std::string*
             return false;
         }
     }
-    if (!(cfg->bytes_per_cycle > 0) || cfg->latency < 1 || cfg->max_outstanding < 1 || cfg->size == 0) {
+    if (!(cfg->bytes_per_cycle > 0) || cfg->latency < 1 || cfg->max_outstanding < 1 || cfg->size == 0 ||
+        cfg->banks < 1) {
         *err = "DRAM model needs bytes-per-cycle > 0, latency >= 1, max-outstanding >= 1, mem-bytes > 0";
         return false;
     }

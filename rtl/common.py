@@ -1,0 +1,78 @@
+"""What the BISMO and Bit Fusion drivers share: operand range checks, power-of-two checks, and
+starting an accelerator's cached Verilator harness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hil.errors import ConfigError
+from hil.rtl.interface import RegisterInterface
+from hil.rtl.sim_harness import DramConfig
+from hil.rtl.verilator_build import HarnessSpec
+
+
+def pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+def check_range(x: np.ndarray, bits: int, signed: bool, what: str) -> None:
+    """Refuse operands outside the `bits`-bit (un)signed range, naming `what`."""
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    if x.size and (int(x.min()) < lo or int(x.max()) > hi):
+        kind = "signed" if signed else "unsigned"
+        raise ConfigError(
+            f"{what}: values span {int(x.min())}..{int(x.max())}, outside the {kind} {bits}-bit range {lo}..{hi}"
+        )
+
+
+class HarnessDriver:
+    """Set-up shared by the accelerator drivers: the configuration, the register interface (the
+    native harness of the configuration's RTL unless one is given, e.g. a board's), and a check that
+    the hardware behind it is the configured one. Subclasses give `_harness_spec` and `_check_hardware`."""
+
+    def __init__(self, cfg: Any, regs: RegisterInterface | None = None, max_cycles: int | None = None) -> None:
+        self.cfg = cfg
+        self.name: str = cfg.name
+        self.clock_mhz: float = cfg.clock_mhz
+        self.max_cycles = max_cycles
+        self._describe: dict[str, Any] = {}
+        if regs is None:
+            regs, self._describe = start_harness(self._harness_spec(), cfg.dram(), cfg.name)
+        self.regs = regs
+        self._check_hardware()
+
+    def _harness_spec(self) -> HarnessSpec:
+        raise NotImplementedError
+
+    def _check_hardware(self) -> None:
+        raise NotImplementedError
+
+    def _expect_registers(self, kind: str, ident: tuple[int, int], fields: dict[str, tuple[int, int]]) -> None:
+        """Refuse hardware whose ID register (index, value) or parameter registers ({what: (index,
+        value)}) differ from the configuration (e.g. a harness built for another configuration)."""
+        from hil.errors import DeviceError
+
+        reg, want = ident
+        got = self.regs.read_reg(reg)
+        if got != want:
+            raise DeviceError(self.name, f"register {reg} reads 0x{got:08x}, not the {kind} id 0x{want:08x}")
+        for what, (reg, want) in fields.items():
+            got = self.regs.read_reg(reg)
+            if got != want:
+                raise DeviceError(self.name, f"the hardware has {what} = {got}, the configuration says {want}")
+
+    def close(self) -> None:
+        self.regs.close()
+
+
+def start_harness(spec: HarnessSpec, dram: DramConfig, name: str) -> tuple[RegisterInterface, dict[str, Any]]:
+    """Build (or reuse from the cache) the harness of `spec` and start it; the interface and the
+    build facts that go into the accelerator's fingerprint."""
+    from hil.rtl.sim_harness import SimHarness
+    from hil.rtl.verilator_build import build_harness, verilator_version
+
+    exe = build_harness(spec)
+    facts = {"rtl_hash": spec.digest(), "verilator": verilator_version(), "substrate": "verilator"}
+    return SimHarness(exe, dram, name=name), facts
