@@ -157,3 +157,9 @@ def test_cli_errors_are_one_clear_line() -> None:
                       "--conv takes 5 or 6 positive integers")
     assert_user_error(hil("rtl", "sim", "-d", "bismo-edge", "--conv", "3,8,16,8,8", "--depthwise", "--bits", "2,2"),
                       "--depthwise needs CIN = COUT")
+
+
+def test_verify_of_a_gemm_too_large_for_memory_is_refused_before_allocating():
+    # 20000^3 with --verify once grew to 23 GB until the kernel killed it
+    p = hil("rtl", "sim", "-d", "bismo-edge", "--gemm", "20000,20000,20000", "--bits", "8,8", "--verify")
+    assert_user_error(p, "--verify", "20000x20000x20000", "GiB")

@@ -121,3 +121,16 @@ def pin_allocator(threshold_bytes: int = 1 << 30) -> dict[str, Any]:
     except (OSError, AttributeError):
         ok = False  # not glibc: the platform's allocator is what gets measured
     return {"allocator": "glibc-pinned" if ok else "default", "threshold_bytes": threshold_bytes if ok else None}
+
+
+def memory_available_bytes() -> int:
+    """Memory this host can give a new allocation without swapping (Linux's MemAvailable; the
+    physical total where that is unknown)."""
+    text = _read("/proc/meminfo") or ""
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 1 << 40  # unknown: do not refuse

@@ -84,6 +84,8 @@ def _sim(args: argparse.Namespace) -> int:
     m, k, n = _ints(args.gemm, 3, "gemm")
     batch = args.batch or 1
     cols = n * batch
+    if args.verify:
+        _check_verify_memory(m, k, cols)
     acc = make_accelerator(dev.rtl.accelerator, **dev.rtl.overrides)
     try:
         t0 = time.perf_counter()
@@ -115,6 +117,19 @@ def _sim(args: argparse.Namespace) -> int:
             + (f", match={out['match']}" if "match" in out else ""))
     emit(out, args.json, text)
     return 0 if out.get("match", True) else 1
+
+
+def _check_verify_memory(m: int, k: int, cols: int) -> None:
+    """--verify holds both operands, the RTL's result and numpy's int64 reference in memory: refuse a
+    GEMM that would not fit before allocating anything, instead of being killed by the kernel."""
+    from hil.devices.agent.host_info import memory_available_bytes
+
+    need = 8 * (m * k + k * cols + 3 * m * cols)
+    limit = memory_available_bytes() // 2  # the simulation and its harness need the rest
+    if need > limit:
+        raise ConfigError(f"--verify on a {m}x{k}x{cols} GEMM needs about {need / 2**30:.1f} GiB for its operands "
+                          f"and the numpy reference; the limit is half of this host's available memory, "
+                          f"{limit / 2**30:.1f} GiB: verify a smaller GEMM, or time this one without --verify")
 
 
 def _sim_conv(args: argparse.Namespace, dev: Any, wbits: int, abits: int, ws: bool, as_: bool) -> int:
