@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +30,14 @@ def assert_user_error(p: subprocess.CompletedProcess[str], *words: str) -> None:
     assert len(lines) == 1, p.stderr
     for w in words:
         assert w in lines[0], (w, lines[0])
+
+
+def keys_in(db: Path) -> list[str]:
+    """Workload keys of the successful records in a store (one per record, so repeats show)."""
+    con = sqlite3.connect(db)
+    try:
+        return [r[0] for r in con.execute("SELECT key FROM measurements WHERE key NOT LIKE 'drift:%' AND ok=1")]
+    except sqlite3.OperationalError:  # the store is being created right now
+        return []
+    finally:
+        con.close()

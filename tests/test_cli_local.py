@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,19 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.hilcli import FAST, ROOT, assert_user_error, hil
+from tests.hilcli import FAST, ROOT, assert_user_error, hil, keys_in
 
 SPACE = ["--space", "proxyless-mobile", "--resolution", "32"]
-
-
-def keys_in(db) -> list[str]:
-    con = sqlite3.connect(db)
-    try:
-        return [r[0] for r in con.execute("SELECT key FROM measurements WHERE key NOT LIKE 'drift:%' AND ok=1")]
-    except sqlite3.OperationalError:  # the store is being created right now
-        return []
-    finally:
-        con.close()
 
 
 SEQ = ["--schedule", "sequential"]

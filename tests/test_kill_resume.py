@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,20 +17,10 @@ from collections import Counter
 
 import pytest
 
-from tests.hilcli import FAST, ROOT, hil
+from tests.hilcli import FAST, ROOT, hil, keys_in
 
 SPACE = ["--space", "proxyless-mobile", "--resolution", "32"]
 WORKLOADS = 70  # the space's unique workloads at 32
-
-
-def ok_keys(db) -> list[str]:
-    con = sqlite3.connect(db)
-    try:
-        return [r[0] for r in con.execute("SELECT key FROM measurements WHERE key NOT LIKE 'drift:%' AND ok=1")]
-    except sqlite3.OperationalError:  # the store is being created right now
-        return []
-    finally:
-        con.close()
 
 
 @pytest.mark.slow
@@ -47,12 +36,12 @@ def test_interleaved_build_killed_at_a_random_moment_resumes_exactly(tmp_path, s
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for = rng.randrange(0, WORKLOADS - 8)  # committed records to wait for, then a random delay
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and len(ok_keys(db)) < wait_for:
+    while time.time() < deadline and proc.poll() is None and len(keys_in(db)) < wait_for:
         time.sleep(0.05)
     time.sleep(rng.uniform(0, 0.5))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = ok_keys(db)
+    before = keys_in(db)
     assert len(before) == len(set(before)), "a key was committed twice before the kill"
     print(f"killed with {len(before)} of {WORKLOADS} committed")
 
@@ -61,5 +50,5 @@ def test_interleaved_build_killed_at_a_random_moment_resumes_exactly(tmp_path, s
     out = json.loads(p.stdout)
     assert out["entries"] == WORKLOADS and out["reused"] == len(before)
     assert out["measured"] == WORKLOADS - len(before)
-    counts = Counter(ok_keys(db))
+    counts = Counter(keys_in(db))
     assert len(counts) == WORKLOADS and set(counts.values()) == {1}, "a workload was measured twice"

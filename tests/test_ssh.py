@@ -261,8 +261,16 @@ def test_shell_metacharacters_in_names_run_nothing(ssh_farm: dict[str, SshdHost]
     ("workdir", "/tmp/../etc"),
 ])
 def test_unsafe_interpreter_or_workdir_is_rejected(ssh_farm: dict[str, SshdHost], field: str, value: str) -> None:
-    dev = _device(ssh_farm["a"], **{field: value})
+    # the inventory refuses it when it is loaded ...
     with pytest.raises(ConfigError) as e:
-        open_target(_inv("dev-evil", dev), "dev-evil")
+        _inv("dev-evil", Device.model_construct(backend="torch-cpu", ssh=SshConfig.model_construct(
+            **{**ssh_farm["a"].ssh_section(sys.executable), field: value})))
+    assert "dev-evil" in str(e.value) and f"ssh.{field}" in str(e.value)
+    # ... and the SSH target again, for a config made in code without validation
+    ssh = SshConfig.model_validate(ssh_farm["a"].ssh_section(sys.executable)).model_copy(update={field: value})
+    dev = Device.model_validate({"backend": "torch-cpu"}).model_copy(update={"ssh": ssh})
+    inv = Inventory.model_construct(version=1, devices={"dev-evil": dev})
+    with pytest.raises(ConfigError) as e:
+        open_target(inv, "dev-evil")
     assert "dev-evil" in str(e.value) and f"ssh.{field}" in str(e.value)
     assert not Path("/tmp/hil-pwned").exists()
