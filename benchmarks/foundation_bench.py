@@ -77,7 +77,7 @@ def main() -> None:
                 if step == "anchor":
                     t1 = time.perf_counter()
                     a = hil("lut", "anchor", "-d", args.device, *space)
-                    row["anchor"] = {"wall_s": round(time.perf_counter() - t1, 1), "calibration": a["calibration"],
+                    row["anchor_step"] = {"wall_s": round(time.perf_counter() - t1, 1), "calibration": a["calibration"],
                                      "drift_vs_previous": a["drift_vs_previous"], "loadavg": os.getloadavg(),
                                      "at": time.strftime("%H:%M:%S")}
                 plot = os.path.join(args.out, f"validate-{args.device}-{res}-{step}{args.tag}-run{run}.png")
