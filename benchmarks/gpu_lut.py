@@ -164,9 +164,9 @@ def main() -> None:
     ap.add_argument("--results", default="gpu-lut.json", help="results file (resumed when it exists)")
     args = ap.parse_args()
 
+    from hil.calibration import CALIBRATION_SEED_OFFSET
     from hil.lut_builder.spaces import make_space
     from hil.measure import MeasureSettings
-    from hil.validate import CALIBRATION_SEED_OFFSET
 
     if args.backend == "torch-cuda":
         from hil.devices.agent.torch_cuda import cuda_unavailable_reason

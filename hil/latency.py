@@ -21,6 +21,8 @@ from hil.store import LutClass, Store
 from hil.workload import Workload
 
 CALIBRATION_MODEL = "network-calibration"
+# Records of a class that are not LUT entries: drift references and whole networks.
+NOT_LUT_PREFIXES = ("drift:", "network-")
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,9 @@ class LatencyModel:
                    keys: Iterable[str] | None = None) -> LatencyModel:
         if fp_class is None:
             fp_class = select_class(store, device, keys).fp_class
-        table = {k: m.latency_ms for k, m in store.lut(fp_class).items() if not k.startswith("drift:")}
+        # Whole networks measured for calibration, validation or speedups share the class but are
+        # not LUT entries: a prediction must never be a network's own measurement.
+        table = {k: m.latency_ms for k, m in store.lut(fp_class).items() if not k.startswith(NOT_LUT_PREFIXES)}
         params = store.load_model(fp_class, CALIBRATION_MODEL)
         cal = NetworkCalibration(params["scale"], params["offset_ms"], params["fitted_on"]) if params else None
         return cls(table, device, fp_class, cal)

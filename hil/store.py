@@ -25,7 +25,10 @@ from hil.measure import Measurement, Stats
 from hil.target import fingerprint_class
 from hil.workload import canonical_json
 
-SCHEMA_VERSION = 1
+# 1: one row per (class, model name) in `models`, replaced on refit.
+# 2: `model_versions`: every fit kept (a LUT's calibration is re-anchored over time); the newest is
+#    used. A version-1 store is migrated when it is opened.
+SCHEMA_VERSION = 2
 DB_ENV = "HIL_DB"
 DEFAULT_DB = "hil.db"
 
@@ -57,14 +60,46 @@ CREATE TABLE IF NOT EXISTS measurements (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS measurements_class_key ON measurements (class, key);
-CREATE TABLE IF NOT EXISTS models (
+CREATE TABLE IF NOT EXISTS model_versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     class TEXT NOT NULL,
     name TEXT NOT NULL,
     params TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (class, name)
+    created_at REAL NOT NULL
 );
+CREATE INDEX IF NOT EXISTS model_versions_class_name ON model_versions (class, name, id);
 """
+
+# Version 1 kept one row per (class, name) in `models`; each becomes version 1 of its model.
+_MIGRATE_1_TO_2 = """
+CREATE TABLE IF NOT EXISTS model_versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    class TEXT NOT NULL,
+    name TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS model_versions_class_name ON model_versions (class, name, id);
+INSERT INTO model_versions (class, name, params, created_at)
+    SELECT class, name, params, created_at FROM models ORDER BY created_at;
+DROP TABLE models;
+UPDATE meta SET value = '2' WHERE name = 'schema_version';
+"""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One stored fit of a model (e.g. the network calibration) of a fingerprint class."""
+
+    version: int  # 1, 2, ... within (class, name), oldest first
+    fp_class: str
+    name: str
+    params: dict[str, Any]
+    created_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "fingerprint_class": self.fp_class, "name": self.name,
+                "created_at": self.created_at, **self.params}
 
 
 def default_db_path() -> str:
@@ -107,14 +142,34 @@ class Store:
         if "meta" in tables:
             row = self._db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
             version = int(row[0]) if row else None
+            if version == 1:
+                self._migrate_1_to_2()
+                return
             if version != SCHEMA_VERSION:
                 raise StoreError(
                     f"store {self.path}: schema version {version}, this hil reads {SCHEMA_VERSION}"
+                    + (" (written by a newer hil)" if version and version > SCHEMA_VERSION else "")
                 )
             return
         with self._db:
             self._db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _migrate_1_to_2(self) -> None:
+        """A store written before calibration versions: every record kept, in one transaction (a
+        failure leaves the version-1 store as it was), re-checked inside it (another process may
+        have migrated it meanwhile)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
+            if row and int(row[0]) == 1:
+                for stmt in _MIGRATE_1_TO_2.split(";"):
+                    if stmt.strip():
+                        self._db.execute(stmt)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -157,20 +212,29 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def save_model(self, fp_class: str, name: str, params: dict[str, Any], created_at: float) -> None:
-        """Keep a fitted model (e.g. the per-network overhead calibration) next to its measurements."""
+    def save_model(self, fp_class: str, name: str, params: dict[str, Any], created_at: float) -> int:
+        """Keep a new version of a fitted model (e.g. the network calibration) next to its
+        measurements; earlier versions stay. Returns the new version number."""
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO models VALUES (?, ?, ?, ?)",
+                "INSERT INTO model_versions (class, name, params, created_at) VALUES (?, ?, ?, ?)",
                 (fp_class, name, json.dumps(params), created_at),
             )
+            r = self._db.execute("SELECT COUNT(*) FROM model_versions WHERE class=? AND name=?",
+                                 (fp_class, name)).fetchone()
+        return int(r[0])
 
     def load_model(self, fp_class: str, name: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT params FROM models WHERE class=? AND name=?", (fp_class, name)
-            ).fetchone()
-        return json.loads(row[0]) if row else None
+        """The newest version's parameters, or None when the model was never fitted."""
+        versions = self.model_versions(fp_class, name)
+        return versions[-1].params if versions else None
+
+    def model_versions(self, fp_class: str, name: str) -> list[ModelVersion]:
+        """Every stored version of a model, oldest first."""
+        rows = self._rows("SELECT params, created_at FROM model_versions WHERE class=? AND name=? ORDER BY id",
+                          [fp_class, name])
+        return [ModelVersion(i + 1, fp_class, name, json.loads(r["params"]), r["created_at"])
+                for i, r in enumerate(rows)]
 
     # -- reading -----------------------------------------------------------------------------
 

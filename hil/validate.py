@@ -1,31 +1,42 @@
-"""Predicted vs measured: how well a LUT predicts whole networks on the same target.
+"""Predicted vs measured: how well the stored latency model predicts whole networks on its target.
 
-Networks are sampled from the space with a fixed seed, measured end to end with the same protocol
-(each twice, in randomized order, so repeatability can be told apart from model error), and
-compared with the LUT prediction. Metrics follow MEASUREMENT.md: MAPE, RMSPE, RMSE, ±5% / ±10%
-accuracy (nn-Meter's), Kendall's tau.
+The prediction scored is exactly the one an optimizer receives: `LatencyModel.from_store(...)`,
+the LUT with the newest stored calibration version. Nothing measured during validation changes it.
 
-Network measurements are stored like any other (key `network-...`), so an interrupted validation
-resumes too.
+Networks are sampled from the space with a fixed seed (never the calibration's networks), measured
+end to end with the same protocol in two passes, each one session (docs/MEASUREMENT.md), so
+repeatability can be told apart from model error. Each session also times:
+- the space's reference network, for speedups: a ratio of two networks timed in one session
+  cancels the host's drift, which is what a search relies on;
+- the stored calibration's held-out networks, whose refit shows the model "re-anchored in this
+  session" (a secondary figure: no optimizer has it);
+- the drift-reference workload, to compare this session's host speed with the calibration's.
+
+Metrics follow MEASUREMENT.md: MAPE, RMSPE, RMSE, ±5% / ±10% accuracy (nn-Meter's), Kendall's tau.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hil.errors import HilError, StoreError
+from hil.calibration import (
+    DRIFT_PREFIX,
+    SampledSpace,
+    Session,
+    calibration_networks,
+    drift_reference,
+    fit_session,
+    measure_session,
+    reference_network,
+)
+from hil.errors import ConfigError, StoreError
 from hil.latency import CALIBRATION_MODEL, LatencyModel, NetworkCalibration
 from hil.measure import Measurement, MeasureSettings
 from hil.store import Store
 from hil.target import Target, fingerprint_class
-from hil.workload import Network
-
-# Calibration networks come from a seed stream disjoint from any validation seed a user passes.
-CALIBRATION_SEED_OFFSET = 1_000_003
 
 
 @dataclass
@@ -62,97 +73,57 @@ def metrics(pred: Sequence[float], meas: Sequence[float]) -> Metrics:
 
 
 @dataclass
+class SpeedupMetrics:
+    """Predicted vs measured speedup over one reference network, both measured in one session."""
+
+    n: int
+    median_abs_err: float  # %, of |predicted / measured speedup - 1|
+    p90_abs_err: float  # %
+    within_5pct: float  # share in [0, 1]
+    within_10pct: float
+    kendall_tau: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def speedup_metrics(pred: Sequence[float], meas: Sequence[float]) -> SpeedupMetrics:
+    import numpy as np
+
+    err = [abs(p / m - 1) for p, m in zip(pred, meas, strict=True)]
+    n = len(err)
+    return SpeedupMetrics(
+        n=n, median_abs_err=100 * float(np.percentile(err, 50)), p90_abs_err=100 * float(np.percentile(err, 90)),
+        within_5pct=sum(e <= 0.05 for e in err) / n, within_10pct=sum(e <= 0.10 for e in err) / n,
+        kendall_tau=_tau(pred, meas) if n > 1 else float("nan"),
+    )
+
+
+@dataclass
 class ValidationReport:
     device: str
     space: str
     options: dict[str, Any]
     fingerprint_class: str
-    # the LUT model: block sum + network calibration, refitted on the calibration networks measured
-    # in the same sessions (the build's calibration when those are unknown)
-    calibrated: Metrics
+    stored: Metrics  # the headline: LatencyModel.from_store's predictions, as an optimizer gets them
     raw_sum: Metrics  # plain sum of isolated block medians
-    repeatability: dict[str, float]  # the same network measured twice
-    calibration: dict[str, Any]  # the build's, as optimizers use it
+    repeatability: dict[str, float]  # the same network measured in two sessions
+    calibration: dict[str, Any]  # the stored calibration version that `stored` used
+    speedup: dict[str, Any] = field(default_factory=dict)  # over the reference network, per session
+    drift_reference: dict[str, Any] = field(default_factory=dict)  # the host's speed: stored vs now
     points: list[dict[str, Any]] = field(default_factory=list)
-    build_calibrated: Metrics | None = None  # the LUT model with the build's calibration
+    reanchored: Metrics | None = None  # calibration refitted in each validation session (secondary)
     session_calibration: list[dict[str, Any]] = field(default_factory=list)  # one per pass
+    sessions: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        d = {"device": self.device, "space": self.space, "options": self.options,
-             "fingerprint_class": self.fingerprint_class, **self.calibrated.to_json(),
-             "raw_sum": self.raw_sum.to_json(), "repeatability": self.repeatability,
-             "calibration": self.calibration,
-             "build_calibrated": self.build_calibrated.to_json() if self.build_calibrated else None,
-             "session_calibration": self.session_calibration, "points": self.points}
-        return d
-
-
-def measure_networks(
-    store: Store,
-    target: Target,
-    nets: Sequence[Network],
-    settings: MeasureSettings,
-    passes: int,
-    seed: int,
-    progress: Callable[[Measurement], None] | None = None,
-    tag: str = "validation",
-) -> list[dict[str, float]]:
-    """Measure the networks `passes` times; each pass is one request to the device (one interleaved
-    session), its records tagged `{tag}_pass`. Returns each pass's latencies by network key.
-
-    Passes already in the store are reused, so an interrupted validation resumes.
-    """
-    cls = fingerprint_class(target.describe(settings))
-    rng = random.Random(seed)
-    field_ = f"{tag}_pass"
-    wanted = {n.key for n in nets}
-
-    def have() -> list[dict[str, float]]:
-        out: list[dict[str, float]] = [{} for _ in range(passes)]
-        for m in store.attempts(cls):
-            p = m.metrics.get(field_)
-            if m.ok and m.key in wanted and isinstance(p, int) and 0 <= p < passes:
-                out[p][m.key] = m.latency_ms
-        return out
-
-    for p in range(passes):
-        todo = [n for n in nets if n.key not in have()[p]]
-        if not todo:
-            continue
-        rng.shuffle(todo)
-        for m in target.measure(todo, settings):
-            m.attempt = store.attempt_count(cls, m.key) + 1
-            m.metrics[field_] = p
-            store.add(m)
-            if not m.ok:
-                raise HilError(f"device {target.name!r}: network {m.key} failed: {m.error_kind}: {m.error}")
-            if progress:
-                progress(m)
-    return have()
-
-
-def calibrate(
-    store: Store,
-    target: Target,
-    space: Any,
-    settings: MeasureSettings,
-    count: int,
-    seed: int = 0,
-    progress: Callable[[Measurement], None] | None = None,
-) -> NetworkCalibration:
-    """Fit the per-network calibration on `count` networks and keep it with the LUT."""
-    import time
-
-    cls = fingerprint_class(target.describe(settings))
-    model = LatencyModel.from_store(store, target.name, cls)
-    nets = space.sample(count, seed + CALIBRATION_SEED_OFFSET)
-    measured = measure_networks(store, target, nets, settings, 1, seed, progress, tag="calibration")[0]
-    sums = [model.block_sum(n.layers) for n in nets]
-    meas = [measured[n.key] for n in nets]
-    cal = NetworkCalibration.fit(sums, meas)
-    params = {**cal.to_json(), "networks": [n.key for n in nets], "seed": seed + CALIBRATION_SEED_OFFSET}
-    store.save_model(cls, CALIBRATION_MODEL, params, time.time())
-    return cal
+        return {"device": self.device, "space": self.space, "options": self.options,
+                "fingerprint_class": self.fingerprint_class, "model": "stored", **self.stored.to_json(),
+                "raw_sum": self.raw_sum.to_json(),
+                "reanchored_in_session": self.reanchored.to_json() if self.reanchored else None,
+                "speedup": self.speedup, "repeatability": self.repeatability, "calibration": self.calibration,
+                "drift_reference": self.drift_reference, "session_calibration": self.session_calibration,
+                "sessions": self.sessions, "points": self.points}
 
 
 def _tau(a: Sequence[float], b: Sequence[float]) -> float:
@@ -184,79 +155,113 @@ def lut_class(store: Store, target: Target, settings: MeasureSettings) -> str:
     )
 
 
-def _calibration_nets(space: Any, params: dict[str, Any]) -> list[Network]:
-    """The held-out calibration networks the stored calibration was fitted on (none if unknown)."""
-    keys = params.get("networks") or []
-    seed = params.get("seed")
-    if not keys or not isinstance(seed, int) or not hasattr(space, "sample"):
-        return []
-    nets = space.sample(len(keys), seed)
-    return nets if [n.key for n in nets] == list(keys) else []
+def _calibration_info(store: Store, cls: str) -> dict[str, Any]:
+    versions = store.model_versions(cls, CALIBRATION_MODEL)
+    if not versions:
+        return {"version": 0, "kind": "none", "scale": 1.0, "offset_ms": 0.0, "fitted_on": 0}
+    v = versions[-1]
+    return {"version": v.version, "versions": len(versions), "created_at": v.created_at,
+            "kind": v.params.get("kind", "build"), "scale": v.params["scale"], "offset_ms": v.params["offset_ms"],
+            "fitted_on": v.params["fitted_on"], "drift_reference": v.params.get("drift_reference"),
+            "build_drift_reference": next((x.params.get("drift_reference") for x in versions
+                                           if x.params.get("kind", "build") == "build"), None)}
 
 
 def validate(
     store: Store,
     target: Target,
-    space: Any,
+    space: SampledSpace,
     settings: MeasureSettings,
     samples: int,
     seed: int = 0,
     progress: Callable[[Measurement], None] | None = None,
 ) -> ValidationReport:
-    """Predicted vs measured on `samples` networks that the calibration never saw.
+    """Predicted (the stored model) vs measured on `samples` networks the calibration never saw.
 
-    Each pass measures them in one request together with the calibration networks, and the
-    calibration is refitted on that pass's calibration networks: the model is judged at the host
-    speed of the session that measured it (a shared VM's speed drifts between sessions by more than
-    the model's error). The build's own calibration is scored too (`build_calibrated`).
+    Each pass is one session holding the scored networks, the reference network, the calibration's
+    held-out networks and the drift reference. A rerun reuses a pass's session only whole and only
+    if it ended after the newest calibration version was stored.
     """
+    if not isinstance(space, SampledSpace):
+        raise ConfigError(f"search space {getattr(space, 'name', space)!r} cannot sample networks to validate")
     cls = lut_class(store, target, settings)
+    # What an optimizer receives; fixed before anything is measured.
     model = LatencyModel.from_store(store, target.name, cls)
+    cal_info = _calibration_info(store, cls)
     cal_params = store.load_model(cls, CALIBRATION_MODEL) or {}
     held_out = set(cal_params.get("networks", []))
-    nets = [n for n in space.sample(samples + len(held_out), seed) if n.key not in held_out][:samples]
+    ref, ref_how = reference_network(space)
+    nets = [n for n in space.sample(samples + len(held_out) + 1, seed)
+            if n.key not in held_out and n.key != ref.key][:samples]
     # A simulation is deterministic: measuring twice would only show that it is, and it has no
     # session drift to calibrate away.
     simulated = getattr(target, "provenance", "measured") == "simulated"
     passes = 1 if simulated else 2
-    cal_nets = [] if simulated else _calibration_nets(space, cal_params)
-    measured = measure_networks(store, target, [*nets, *cal_nets], settings, passes, seed, progress)
-    session_cals = []
+    cal_nets = [] if simulated else calibration_networks(space, cal_params)
+    drift = None if simulated else drift_reference(space)
+    reuse_after = float(cal_info.get("created_at", 0.0))
+    sessions: list[Session] = [
+        measure_session(store, target, [*nets, ref, *cal_nets], settings, "validation", p, drift, seed + p,
+                        reuse_after=reuse_after, progress=progress)
+        for p in range(passes)
+    ]
+    session_cals: list[NetworkCalibration] = []
     if len(cal_nets) >= 2:
-        sums = [model.block_sum(n.layers) for n in cal_nets]
-        session_cals = [NetworkCalibration.fit(sums, [measured[p][n.key] for n in cal_nets]) for p in range(passes)]
-    pred_raw, pred_build, pred_session, meas, rep = [], [], [], [], []
+        session_cals = [fit_session(model, cal_nets, s) for s in sessions]
+    pred_raw, pred_stored, pred_session, meas, rep = [], [], [], [], []
+    sp_pred, sp_meas, sp_raw = [], [], []
     points = []
+    ref_pred = model.network(ref.layers)
+    ref_sum = model.block_sum(ref.layers)
     for n in nets:
-        xs = [measured[p][n.key] for p in range(passes)]
+        xs = [s.latency_ms[n.key] for s in sessions]
         m = _median(xs)
         s = model.block_sum(n.layers)
         pred_raw.append(s)
-        pred_build.append(model.network(n.layers))
-        pred_session.append(sum(c.apply(s) for c in session_cals) / len(session_cals) if session_cals
-                            else pred_build[-1])
+        pred_stored.append(model.network(n.layers))
+        if session_cals:
+            pred_session.append(sum(c.apply(s) for c in session_cals) / len(session_cals))
         meas.append(m)
         if len(xs) >= 2:
             rep.append(abs(xs[0] - xs[1]) / m)
-        points.append({"network": n.key, "measured_ms": m, "predicted_ms": pred_session[-1],
-                       "build_predicted_ms": pred_build[-1], "block_sum_ms": s, "attempts_ms": xs})
+        # speedup over the reference, measured within each session (the host's drift cancels)
+        sp = _median([sess.latency_ms[ref.key] / sess.latency_ms[n.key] for sess in sessions])
+        sp_meas.append(sp)
+        sp_pred.append(ref_pred / pred_stored[-1])
+        sp_raw.append(ref_sum / s)
+        points.append({"network": n.key, "measured_ms": m, "predicted_ms": pred_stored[-1], "block_sum_ms": s,
+                       "reanchored_ms": pred_session[-1] if session_cals else None, "attempts_ms": xs,
+                       "measured_speedup": sp, "predicted_speedup": sp_pred[-1]})
     repeat = {
         "n": len(rep),
         "mape": 100 * sum(rep) / len(rep) if rep else float("nan"),
         "within_5pct": sum(r <= 0.05 for r in rep) / len(rep) if rep else float("nan"),
         "within_10pct": sum(r <= 0.10 for r in rep) / len(rep) if rep else float("nan"),
-        # the ranking of the first pass against the second: the ceiling of any predictor's tau here
+        # repeatability tau: how two noisy passes rank the networks against each other. Not a
+        # ceiling of a model's tau (a model that predicts the true latencies is compared with the
+        # median of both passes, which is less noisy than either).
         "kendall_tau": _tau([p["attempts_ms"][0] for p in points], [p["attempts_ms"][1] for p in points])
         if passes >= 2 and len(points) > 1 else float("nan"),
     }
+    speedup = {"reference": ref.key, "reference_chosen": ref_how,
+               "reference_measured_ms": [sess.latency_ms[ref.key] for sess in sessions],
+               "reference_predicted_ms": ref_pred,
+               **speedup_metrics(sp_pred, sp_meas).to_json(),
+               "raw_sum": speedup_metrics(sp_raw, sp_meas).to_json()}
+    drift_ref: dict[str, Any] = {}
+    if drift is not None:
+        now = [sess.latency_ms[DRIFT_PREFIX + drift.key] for sess in sessions]
+        stored = (cal_info.get("drift_reference") or {}).get("latency_ms")
+        build = (cal_info.get("build_drift_reference") or {}).get("latency_ms")
+        drift_ref = {"key": drift.key, "build_ms": build, "calibration_ms": stored, "validation_ms": now,
+                     "validation_vs_calibration": _median(now) / stored if stored else None}
     return ValidationReport(
         device=target.name, space=space.name, options=space.options(), fingerprint_class=cls,
-        calibrated=metrics(pred_session, meas), raw_sum=metrics(pred_raw, meas), repeatability=repeat,
-        calibration=model.calibration.to_json(), points=points,
-        build_calibrated=metrics(pred_build, meas),
-        session_calibration=[c.to_json() for c in session_cals],
+        stored=metrics(pred_stored, meas), raw_sum=metrics(pred_raw, meas), repeatability=repeat,
+        calibration=cal_info, speedup=speedup, drift_reference=drift_ref, points=points,
+        reanchored=metrics(pred_session, meas) if session_cals else None,
+        session_calibration=[c.to_json() for c in session_cals], sessions=[s.id for s in sessions],
     )
-
 
 def plot(report: ValidationReport, path: str) -> None:
     """Scatter of predicted vs measured with y = x and the ±10% band."""
@@ -275,8 +280,8 @@ def plot(report: ValidationReport, path: str) -> None:
     ax.fill_between(xs, [x * 0.9 for x in xs], [x * 1.1 for x in xs], color="tab:green", alpha=0.15, label="±10%")
     ax.plot(xs, xs, "k--", lw=1, label="y = x")
     ax.scatter(meas, raw, s=14, marker="x", color="tab:gray", label="plain block sum")
-    ax.scatter(meas, pred, s=16, color="tab:blue", label="LUT model")
-    c = report.calibrated
+    ax.scatter(meas, pred, s=16, color="tab:blue", label=f"stored model (calibration v{report.calibration['version']})")
+    c = report.stored
     ax.set_title(f"{report.device} · {report.space} {report.options.get('resolution', '')}\n"
                  f"±10%: {100 * c.within_10pct:.0f}%  τ = {c.kendall_tau:.2f}  MAPE {c.mape:.1f}%  (n = {c.n})",
                  fontsize=9)

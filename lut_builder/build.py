@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from hil.calibration import SampledSpace, calibrate
 from hil.errors import ConfigError, DeviceError, HilError
 from hil.lease import LeaseBusyError, hold
 from hil.lut_builder.spaces import SearchSpace
@@ -129,9 +130,7 @@ def build_on_target(
         if len(ref_times) >= 2 and ref_times[0] > 0:
             res.drift = ref_times[-1] / ref_times[0]
     res.status = "ok" if res.entries == res.total else "incomplete"
-    if res.status == "ok" and calibration_nets > 1 and hasattr(space, "sample"):
-        from hil.validate import calibrate
-
+    if res.status == "ok" and calibration_nets > 1 and isinstance(space, SampledSpace):
         t_cal = time.perf_counter()
         cal = calibrate(store, target, space, settings, calibration_nets, seed or 0)
         res.calibration = cal.to_json()

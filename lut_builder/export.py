@@ -1,10 +1,19 @@
-"""LUT exporters. Every export carries the fingerprint of the measurements it came from.
+"""LUT exporters. Every export carries the fingerprint of the measurements it came from, and the
+stored network calibration (the newest version), so a consumer predicts what `LatencyModel` does.
 
 - proxyless-yaml: `{key: {count, mean, var}}` in ms, the format ProxylessNAS's LatencyEstimator reads
-  (it reads `mean` as the latency: we put our latency, the median, there; `var` is the sample
-  variance). The fingerprint goes to a `.fingerprint.json` sidecar so the YAML stays readable by it.
-- csv: one row per entry + the same sidecar.
-- parquet: one row per entry, the fingerprint in the file's key-value metadata.
+  (it reads `mean` as the latency and sums it over a network's layers). The calibration is *folded
+  in*, because that consumer reads nothing else: every `mean` is `scale · median`, and the offset is
+  added to the one key every network of the space has exactly once (the `Logits` key), so the
+  estimator's sum equals our calibrated prediction `scale · Σ + offset`. `var` is scaled by scale².
+  The sidecar says `calibration.folded: true` and the key that holds the offset. `--raw` writes
+  the plain medians instead (then the sidecar holds the calibration, `folded: false`).
+- csv: one row per entry (plain medians) + the same sidecar; the consumer applies the sidecar's
+  `calibration` (`scale · Σ latency_ms + offset_ms`) itself.
+- parquet: one row per entry (plain medians), the fingerprint and calibration in the file's
+  key-value metadata (`hil.fingerprint`).
+
+The fingerprint goes to a `.fingerprint.json` sidecar so the YAML and CSV stay readable by others.
 """
 
 from __future__ import annotations
@@ -25,20 +34,56 @@ def _sidecar(path: Path, meta: dict[str, Any]) -> str:
     return str(side)
 
 
-def export_lut(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, output: str) -> list[str]:
+def offset_key(keys: list[str]) -> str | None:
+    """The key that carries the calibration's offset in a folded table: the only `Logits` entry
+    (every network of the ProxylessNAS space ends with it once), or None when there is no such key."""
+    logits = [k for k in keys if k.startswith("Logits")]
+    return logits[0] if len(logits) == 1 else None
+
+
+def fold_calibration(rows: list[dict[str, Any]], calibration: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """proxyless-yaml entries with `scale · median` and the offset on the Logits key."""
+    key = offset_key([r["key"] for r in rows])
+    if key is None:
+        raise ConfigError("cannot fold the calibration into proxyless-yaml: the LUT has no single Logits key that "
+                          "every network holds once; export with --raw (the sidecar then carries the calibration)")
+    scale, offset = float(calibration["scale"]), float(calibration["offset_ms"])
+    table = {r["key"]: {"count": r["n"], "mean": scale * r["latency_ms"] + (offset if r["key"] == key else 0.0),
+                        "var": (scale * r["std_ms"]) ** 2} for r in rows}
+    return table, key
+
+
+def export_lut(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, output: str,
+               calibration: dict[str, Any] | None = None, fold: bool = True) -> tuple[list[str], str]:
+    """Write the table; returns the files written and a note on what was done with the calibration."""
     path = Path(output)
     if not path.parent.exists():
         raise ConfigError(f"{output}: folder {path.parent} does not exist")
+    cal = dict(calibration) if calibration else None
+    note = "" if cal else "no calibration stored: plain block medians"
     if fmt == "proxyless-yaml":
-        table = {r["key"]: {"count": r["n"], "mean": r["latency_ms"], "var": r["std_ms"] ** 2} for r in rows}
+        if cal and fold:
+            table, key = fold_calibration(rows, cal)
+            cal.update(folded=True, offset_key=key)
+            note = f"calibration v{cal.get('version')} folded in: means scaled by {cal['scale']:.4f}, " \
+                   f"offset {cal['offset_ms']:+.3f} ms on {key}"
+        else:
+            table = {r["key"]: {"count": r["n"], "mean": r["latency_ms"], "var": r["std_ms"] ** 2} for r in rows}
+            if cal:
+                cal["folded"] = False
+                note = f"plain medians; calibration v{cal.get('version')} in the sidecar"
         atomic_write(path, lambda p: p.write_text(yaml.safe_dump(table, sort_keys=True)))
-        return [str(path), _sidecar(path, meta)]
+        return [str(path), _sidecar(path, {**meta, "calibration": cal})], note
+    if cal:
+        cal["folded"] = False
+        note = f"plain medians; calibration v{cal.get('version')} in the metadata"
+    meta = {**meta, "calibration": cal}
     import pandas as pd
 
     df = pd.DataFrame(rows).sort_values("key") if rows else pd.DataFrame(columns=["key", "latency_ms"])
     if fmt == "csv":
         atomic_write(path, lambda p: df.to_csv(p, index=False))
-        return [str(path), _sidecar(path, meta)]
+        return [str(path), _sidecar(path, meta)], note
     if fmt == "parquet":
         try:
             import pyarrow as pa
@@ -49,5 +94,5 @@ def export_lut(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, outpu
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                b"hil.fingerprint": json.dumps(meta).encode()})
         atomic_write(path, lambda p: pq.write_table(table, p))
-        return [str(path)]
+        return [str(path)], note
     raise ConfigError(f"unknown export format {fmt!r}")

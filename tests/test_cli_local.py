@@ -85,10 +85,37 @@ def test_build_resume_show_export_validate(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the validation networks are stored measurements too (measured twice each)
     nets = [k for k in keys_in(db) if k.startswith("network-")]
-    # (each pass measures the 4 validation networks together with the 3 calibration networks)
-    assert len(nets) == 3 + 2 * (4 + 3)
-    assert v["build_calibrated"]["n"] == 4 and len(v["session_calibration"]) == 2
+    # (each pass measures the 4 validation networks with the reference and the 3 calibration networks)
+    assert len(nets) == 3 + 2 * (4 + 1 + 3)
+    assert v["model"] == "stored" and v["calibration"]["version"] == 1
+    assert v["reanchored_in_session"]["n"] == 4 and len(v["session_calibration"]) == 2
     assert -1 <= v["repeatability"]["kendall_tau"] <= 1
+    assert v["speedup"]["n"] == 4 and v["speedup"]["reference_chosen"] == "named by the space"
+
+    # 6. anchor: a new calibration version, the build's kept; show lists both; the newest is used
+    p = hil("lut", "anchor", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, *SEQ, "--json")
+    assert p.returncode == 0, p.stderr
+    a = json.loads(p.stdout)
+    assert (a["previous"]["version"], a["calibration"]["version"], a["calibration"]["kind"]) == (1, 2, "anchor")
+    assert a["calibration"]["drift_reference"]["latency_ms"] > 0
+    shown = json.loads(hil("lut", "show", "-d", "local-cpu", *SPACE, "--db", str(db), "--json").stdout)
+    assert [(c["version"], c["kind"]) for c in shown["calibrations"]] == [(1, "build"), (2, "anchor")]
+    text = hil("lut", "show", "-d", "local-cpu", *SPACE, "--db", str(db)).stdout
+    assert "calibration v2 (anchor" in text and "<- used" in text.splitlines()[2]
+
+    # 7. speedup of a candidate over ProxylessNAS-Mobile, both measured in one session
+    # ProxylessNAS-Mobile with its last block made cheaper (a network within the calibration's range:
+    # a 3-network fit at this toy resolution extrapolates badly)
+    from hil.lut_builder.spaces.proxyless import PROXYLESS_MOBILE
+
+    ops = ",".join([*PROXYLESS_MOBILE[:-1], "3x3_MBConv3"])
+    p = hil("speedup", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, *SEQ, "--base", "reference",
+            "--candidate", ops, "--json")
+    assert p.returncode == 0, p.stderr
+    sp = json.loads(p.stdout)
+    assert sp["measured_speedup"] > 0 and sp["predicted_speedup"] > 0 and sp["candidate"]["from"] == "op list"
+    sess = [r for r in records(db) if r["metrics"].get("session") == sp["session"]]
+    assert sorted(r["key"] for r in sess) == sorted([sp["base"]["network"], sp["candidate"]["network"]])
 
 
 def records(db) -> list[dict]:
@@ -115,10 +142,12 @@ def test_interleaved_build_and_validation_time_each_request_as_one_session(tmp_p
     assert {r["fingerprint"]["class"]["protocol"]["schedule"] for r in recs} == {"interleaved"}
     blocks = [r for r in recs if not r["key"].startswith("network-")]
     assert len(blocks) == 70 and {r["metrics"]["session_size"] for r in blocks} == {70}
-    # each validation pass: the 3 networks and the 3 calibration networks in one session
-    passes = [r for r in recs if "validation_pass" in r["metrics"]]
-    assert sorted(r["metrics"]["validation_pass"] for r in passes) == [0] * 6 + [1] * 6
-    assert {r["metrics"]["session_size"] for r in passes} == {6}
+    # each validation pass: the 3 networks, the reference network, the 3 calibration networks and the
+    # drift reference in one session
+    passes = [r for r in records(db) if r["ok"] and "validation_pass" in r["metrics"]]
+    assert sorted(r["metrics"]["validation_pass"] for r in passes) == [0] * 8 + [1] * 8
+    assert {r["metrics"]["session_size"] for r in passes} == {8}
+    assert len({r["metrics"]["session"] for r in passes}) == 2
     assert len(v["session_calibration"]) == 2 and v["n"] == 3
 
 
@@ -141,3 +170,8 @@ def test_bad_inputs_are_one_line_errors_and_leave_the_store_alone(tmp_path):
     assert text.read_bytes() == before
     assert_user_error(hil("lut", "show", "-d", "local-cpu", *SPACE, "--db", str(tmp_path / "empty.db")),
                       "no LUT for device 'local-cpu'")
+    assert_user_error(hil("speedup", "-d", "local-cpu", *SPACE, "--db", str(db), "--base", "reference",
+                          "--candidate", "3x3_MBConv3,zero"), "--candidate", "21 block choices")
+    assert_user_error(hil("speedup", "-d", "local-cpu", *SPACE, "--db", str(db), "--base", "nope.safetensors",
+                          "--candidate", "reference"), "--base", "nope.safetensors")
+    assert not db.exists()

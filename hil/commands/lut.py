@@ -1,4 +1,4 @@
-"""`hil lut build|show|export`."""
+"""`hil lut build|anchor|show|export`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from typing import Any
 from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_bar, progress_enabled
 from hil.errors import ConfigError
 from hil.measure import SCHEDULES, MeasureSettings
+
+# The CLI's default timed runs per workload. With 30 the same 50 networks at 224 ranked alike in two
+# sessions only to tau 0.80-0.86 on our 2-core VM, with 100 to 0.90-0.94, and the 224 LUT build
+# still took 182-184 s (docs/BENCHMARKS.md, runs G, H, J): 100 is the default a user gets.
+CLI_MIN_REPEATS = 100
 
 
 def add_space_args(p: argparse.ArgumentParser) -> None:
@@ -29,7 +34,8 @@ def space_from_args(args: argparse.Namespace) -> Any:
 def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("measurement protocol (MEASUREMENT.md defaults)")
     d = MeasureSettings()
-    g.add_argument("--min-repeats", type=int, default=d.min_repeats)
+    g.add_argument("--min-repeats", type=int, default=CLI_MIN_REPEATS,
+                   help=f"timed runs per workload at least (default {CLI_MIN_REPEATS}: see docs/MEASUREMENT.md)")
     g.add_argument("--min-time", type=float, default=d.min_time_s, metavar="S")
     g.add_argument("--warmup-runs", type=int, default=d.warmup_runs)
     g.add_argument("--warmup-time", type=float, default=d.warmup_s, metavar="S")
@@ -79,7 +85,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_arg(b)
     b.set_defaults(func=_build)
 
-    for action, helptext in (("show", "print a LUT"), ("export", "write a LUT to a file")):
+    a = s.add_parser("anchor", help="re-anchor the LUT's calibration now: measure its held-out networks in one "
+                                    "session and store a new calibration version (the newest is used)")
+    a.add_argument("--device", "-d", required=True)
+    add_space_args(a)
+    add_protocol_args(a)
+    a.add_argument("--seed", type=int, default=0, help="seed of the session's shuffled order")
+    add_inventory_arg(a)
+    add_db_arg(a)
+    add_json_arg(a)
+    a.set_defaults(func=_anchor)
+
+    for action, helptext in (("show", "print a LUT and its calibration versions"), ("export", "write a LUT to a file")):
         x = s.add_parser(action, help=helptext)
         x.add_argument("--device", "-d", required=True)
         add_space_args(x)
@@ -87,6 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         if action == "export":
             x.add_argument("--format", required=True, choices=["proxyless-yaml", "csv", "parquet"])
             x.add_argument("-o", "--output", required=True, metavar="FILE")
+            x.add_argument("--raw", action="store_true",
+                           help="proxyless-yaml: plain block medians, without the stored calibration folded in")
             x.set_defaults(func=_export)
         else:
             add_json_arg(x)
@@ -172,18 +191,34 @@ def _progress_bar(total: int, as_json: bool) -> Any:
     return progress_bar(total, "wl", "measuring") if progress_enabled(as_json) else None
 
 
-def _load_lut(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    from hil.latency import select_class
+def _load_lut(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], list[Any]]:
+    from hil.latency import CALIBRATION_MODEL, select_class
     from hil.store import open_store
 
     space = space_from_args(args)
     keys = [w.key for w in space.workloads()]
     store = open_store(args.db)
-    cls = select_class(store, args.device, keys)
-    lut = store.lut(cls.fp_class)
-    entries = {k: lut[k] for k in keys if k in lut}
-    store.close()
-    return space, cls, entries
+    try:
+        cls = select_class(store, args.device, keys)
+        lut = store.lut(cls.fp_class)
+        entries = {k: lut[k] for k in keys if k in lut}
+        versions = store.model_versions(cls.fp_class, CALIBRATION_MODEL)
+    finally:
+        store.close()
+    return space, cls, entries, versions
+
+
+def _version_line(v: Any) -> str:
+    import time
+
+    p = v.params
+    drift = (p.get("drift_reference") or {}).get("latency_ms")
+    return (f"  calibration v{v.version} ({p.get('kind', 'build')}, "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(v.created_at))}): scale {p['scale']:.4f} "
+            f"offset {p['offset_ms']:+.3f} ms on {p['fitted_on']} networks"
+            + (f", drift reference {drift:.4f} ms" if drift else "")
+            + (f", load {p['state']['loadavg'][0]:.2f}" if isinstance((p.get("state") or {}).get("loadavg"), list)
+               else ""))
 
 
 def _rows(entries: dict[str, Any]) -> list[dict[str, Any]]:
@@ -200,12 +235,15 @@ def _rows(entries: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _show(args: argparse.Namespace) -> int:
-    space, cls, entries = _load_lut(args)
+    space, cls, entries, versions = _load_lut(args)
     rows = _rows(entries)
     total = len(space.workloads())
     out = {"device": args.device, "space": space.name, "options": space.options(), "fingerprint_class": cls.fp_class,
-           "fingerprint": cls.fingerprint_class, "entries": len(rows), "total": total, "rows": rows}
+           "fingerprint": cls.fingerprint_class, "entries": len(rows), "total": total,
+           "calibrations": [v.to_json() for v in versions], "rows": rows}
     text = [f"{args.device} / {space.name} {space.options()}: {len(rows)}/{total} entries, class {cls.fp_class}"]
+    text += [_version_line(v) + ("  <- used" if v is versions[-1] else "") for v in versions] or [
+        "  calibration: none (predictions are the plain block sum)"]
     text += [f"  {r['latency_ms']:10.4f} ms  cv {100 * r['cv']:5.2f}%{' NOISY' if r['noisy'] else ''}  {r['key']}"
              for r in sorted(rows, key=lambda r: r["key"])]
     emit(out, args.json, "\n".join(text))
@@ -215,9 +253,51 @@ def _show(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from hil.lut_builder.export import export_lut
 
-    space, cls, entries = _load_lut(args)
+    space, cls, entries, versions = _load_lut(args)
     meta = {"device": args.device, "space": space.name, "options": space.options(),
             "fingerprint_class": cls.fp_class, "fingerprint": cls.fingerprint_class}
-    written = export_lut(_rows(entries), meta, args.format, args.output)
-    print(f"wrote {len(entries)} entries to {', '.join(written)}")
+    cal = {"version": versions[-1].version, "created_at": versions[-1].created_at, **versions[-1].params} \
+        if versions else None
+    written, note = export_lut(_rows(entries), meta, args.format, args.output, cal, fold=not args.raw)
+    print(f"wrote {len(entries)} entries to {', '.join(written)}" + (f" ({note})" if note else ""))
+    return 0
+
+
+def _anchor(args: argparse.Namespace) -> int:
+    from hil.calibration import anchor
+    from hil.devices.host.targets import open_target, settings_for
+    from hil.inventory import load_inventory
+    from hil.store import open_store
+    from hil.validate import lut_class
+
+    inv = load_inventory(args.inventory)
+    dev = inv.device(args.device)
+    space = space_from_args(args)
+    settings = settings_for(dev, protocol_from_args(args), args.batch, args.clock)
+    store = open_store(args.db)
+    try:
+        target = open_target(inv, args.device)
+        bar = progress_bar(None, "net", "measuring calibration networks") if progress_enabled(args.json) else None
+        try:
+            cls = lut_class(store, target, settings)
+            prev, new = anchor(store, target, space, settings, cls, args.seed,
+                               (lambda m: bar.update(1)) if bar else None)
+        finally:
+            if bar:
+                bar.close()
+            target.close()
+    finally:
+        store.close()
+    p0, p1 = prev.params, new.params
+    d0 = (p0.get("drift_reference") or {}).get("latency_ms")
+    d1 = (p1.get("drift_reference") or {}).get("latency_ms")
+    out = {"device": args.device, "space": space.name, "options": space.options(), "fingerprint_class": cls,
+           "previous": prev.to_json(), "calibration": new.to_json(),
+           "drift_vs_previous": d1 / d0 if d0 and d1 else None}
+    text = (f"{args.device} / {space.name} {space.options()}: stored calibration v{new.version} (anchor)\n"
+            f"  now      : scale {p1['scale']:.4f} offset {p1['offset_ms']:+.3f} ms on {p1['fitted_on']} networks\n"
+            f"  previous : v{prev.version} ({p0.get('kind', 'build')}) scale {p0['scale']:.4f} "
+            f"offset {p0['offset_ms']:+.3f} ms"
+            + (f"\n  host drift reference: {d1:.4f} ms now vs {d0:.4f} ms then (x{d1 / d0:.3f})" if d0 and d1 else ""))
+    emit(out, args.json, text)
     return 0

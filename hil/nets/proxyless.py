@@ -26,6 +26,16 @@ STAGES: tuple[tuple[int, int, int], ...] = ((24, 4, 2), (40, 4, 2), (80, 4, 2), 
 OPS: tuple[str, ...] = (
     "3x3_MBConv3", "3x3_MBConv6", "5x5_MBConv3", "5x5_MBConv6", "7x7_MBConv3", "7x7_MBConv6", "zero",
 )
+# The architecture ProxylessNAS found for mobile phones (Cai et al., Fig. 4; the released
+# `proxyless_mobile` network), as ops of this family: the fixed reference of speedups.
+PROXYLESS_MOBILE: tuple[str, ...] = (
+    "5x5_MBConv3", "3x3_MBConv3", "zero", "zero",
+    "7x7_MBConv3", "3x3_MBConv3", "5x5_MBConv3", "5x5_MBConv3",
+    "7x7_MBConv6", "5x5_MBConv3", "5x5_MBConv3", "5x5_MBConv3",
+    "5x5_MBConv6", "5x5_MBConv3", "5x5_MBConv3", "5x5_MBConv3",
+    "7x7_MBConv6", "7x7_MBConv6", "7x7_MBConv3", "7x7_MBConv3",
+    "7x7_MBConv6",
+)
 FIRST_CONV = 32
 FIRST_BLOCK = 16
 LAST_CONV = 1280
@@ -135,6 +145,10 @@ class ProxylessMobile:
 
     def network(self, arch: Sequence[str]) -> Network:
         return Network(tuple(self.layers(arch)), name="proxyless")
+
+    def reference_network(self) -> Network:
+        """ProxylessNAS-Mobile's ops in this family (at its resolution and width)."""
+        return self.network(PROXYLESS_MOBILE)
 
     def random_arch(self, rng: random.Random) -> tuple[str, ...]:
         return tuple(rng.choice(slot.choices) for slot in self.slots)

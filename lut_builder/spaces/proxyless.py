@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import random
 
-from hil.nets.proxyless import OPS, ProxylessMobile
+from hil.nets.proxyless import OPS, PROXYLESS_MOBILE, ProxylessMobile
 from hil.workload import Network, Workload
 
-__all__ = ["OPS", "ProxylessMobileSpace"]
+__all__ = ["OPS", "PROXYLESS_MOBILE", "ProxylessMobileSpace"]
 
 
 class ProxylessMobileSpace(ProxylessMobile):

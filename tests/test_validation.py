@@ -1,0 +1,265 @@
+"""Validation scores the stored model; calibration versions, anchoring, sessions, migration, export.
+
+The device here is a deterministic test double of a Target (a real implementation of the seam whose
+latencies are a fixed function of the workload, times a host speed the test sets), so every figure
+can be computed exactly; the code under test (build, calibration, validation, store) is the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hil.calibration import SampledSpace, anchor, measure_session
+from hil.errors import StoreError
+from hil.latency import CALIBRATION_MODEL, NOT_LUT_PREFIXES, LatencyModel
+from hil.lut_builder.build import build_on_target
+from hil.lut_builder.export import export_lut, offset_key
+from hil.lut_builder.spaces import make_space
+from hil.measure import Measurement, MeasureSettings, summarize
+from hil.store import SCHEMA_VERSION, Store
+from hil.target import Target
+from hil.validate import lut_class, metrics, speedup_metrics, validate
+from hil.workload import Network, Workload
+
+DATA = Path(__file__).parent / "data"
+SETTINGS = MeasureSettings(min_repeats=3, min_time_s=0.0, warmup_runs=1, warmup_s=0.0)
+
+
+def block_ms(w: Workload) -> float:
+    return 0.1 + (zlib.crc32(w.key.encode()) % 1000) / 1000
+
+
+class FakeDevice:
+    """Block latency: a fixed function of the key. A network: `net_scale` x its blocks' sum +
+    `net_offset_ms` (what a whole network adds). Everything times `speed` (the host's drift)."""
+
+    provenance = "measured"
+
+    def __init__(self, name: str = "fake", speed: float = 1.0, net_scale: float = 1.2, net_offset_ms: float = 0.5,
+                 interrupt_after: int | None = None) -> None:
+        self.name = name
+        self.speed = speed
+        self.net_scale = net_scale
+        self.net_offset_ms = net_offset_ms
+        self.interrupt_after = interrupt_after
+        self.requests: list[list[str]] = []
+
+    def latency(self, w: Workload) -> float:
+        if isinstance(w, Network):
+            return self.speed * (self.net_scale * sum(block_ms(x) for x in w.layers) + self.net_offset_ms)
+        return self.speed * block_ms(w)
+
+    def describe(self, settings: MeasureSettings) -> dict[str, Any]:
+        return {"class": {"device": self.name, "protocol": settings.to_json()}, "state": {"speed": self.speed}}
+
+    def measure(self, workloads: Sequence[Workload], settings: MeasureSettings) -> Iterator[Measurement]:
+        self.requests.append([w.key for w in workloads])
+        fp = self.describe(settings)
+        for i, w in enumerate(workloads):
+            if self.interrupt_after is not None and i >= self.interrupt_after:
+                raise KeyboardInterrupt
+            yield Measurement(self.name, w.key, w.to_json(), fp, self.provenance, summarize([self.latency(w)] * 3))
+
+    def close(self) -> None:
+        pass
+
+
+def built(tmp_path: Path, name: str = "db", **device: Any) -> tuple[Store, FakeDevice, Any, str]:
+    store = Store(tmp_path / f"{name}.db")
+    dev = FakeDevice(**device)
+    space = make_space("proxyless-mobile", resolution=32)
+    res = build_on_target(store, dev, space, SETTINGS, seed=0, calibration_nets=4)
+    assert res.status == "ok" and res.calibration is not None
+    return store, dev, space, lut_class(store, dev, SETTINGS)
+
+
+def test_fake_device_is_a_target_and_spaces_are_sampled_spaces():
+    assert isinstance(FakeDevice(), Target)
+    for name, opts in (("proxyless-mobile", {}), ("mobilenet-v1-layers", {"bits": "4,8", "resolution": 32})):
+        assert isinstance(make_space(name, **opts), SampledSpace)
+
+
+def test_headline_is_the_stored_model_and_no_validation_measurement_reaches_a_prediction(tmp_path):
+    # two stores built alike; the second validates on a host 2x slower and with networks that
+    # cost more than the calibration said: the measurements differ, the predictions must not
+    a, dev_a, space, cls = built(tmp_path, "a")
+    b, _, _, cls_b = built(tmp_path, "b")
+    assert cls == cls_b
+    before = LatencyModel.from_store(a, dev_a.name, cls)
+    ra = validate(a, dev_a, space, SETTINGS, samples=6, seed=1)
+    rb = validate(b, FakeDevice(speed=2.0, net_scale=1.5), space, SETTINGS, samples=6, seed=1)
+    after = LatencyModel.from_store(a, dev_a.name, cls)
+    assert after.table == before.table and after.calibration == before.calibration
+    nets = {n.key: n for n in space.sample(40, 1)}
+    for pa, pb in zip(ra.points, rb.points, strict=True):
+        assert pa["network"] == pb["network"]
+        assert pa["predicted_ms"] == pb["predicted_ms"] == before.network(nets[pa["network"]].layers)
+        assert pb["measured_ms"] > 1.9 * pa["measured_ms"]
+    # the headline metrics (and --json's top level) are those of from_store's predictions
+    expect = metrics([before.network(nets[p["network"]].layers) for p in ra.points],
+                     [p["measured_ms"] for p in ra.points])
+    assert ra.stored == expect
+    top = ra.to_json()
+    assert top["model"] == "stored" and top["within_10pct"] == expect.within_10pct and top["mape"] == expect.mape
+    # the device is exactly the calibration's model: the stored model is exact on a; on b it is off
+    # by what the host and the networks changed, while the in-session refit hides it
+    assert ra.stored.mape == pytest.approx(0, abs=1e-6)
+    assert rb.stored.mean_bias == pytest.approx(100 * (1.2 / (2.0 * 1.5) - 1), abs=3)  # predicted low
+    assert rb.reanchored is not None and rb.reanchored.mape < 1
+    # no calibration network is scored; each pass is one session with the reference and drift reference
+    held_out = set(a.load_model(cls, CALIBRATION_MODEL)["networks"])
+    assert not held_out & {p["network"] for p in ra.points}
+    ref = space.reference_network().key
+    assert ra.speedup["reference"] == ref
+    val_requests = [r for r in dev_a.requests if ref in r]
+    assert len(val_requests) == 2 and all(held_out <= set(r) for r in val_requests)
+    # a drift of the host's speed cancels in a ratio: the speedups stay close on b
+    assert ra.speedup["median_abs_err"] == pytest.approx(0, abs=1e-6)
+    assert rb.speedup["median_abs_err"] < 1 < 50 < rb.stored.mape
+
+
+def test_speedup_metrics():
+    s = speedup_metrics([1.0, 2.0, 1.5, 1.3], [1.0, 2.1, 1.5, 1.1])
+    assert s.n == 4 and s.within_5pct == 0.75 and s.within_10pct == 0.75
+    assert s.median_abs_err == pytest.approx(100 * (0.0 + 0.1 / 2.1) / 2)
+    assert s.kendall_tau == pytest.approx(1.0)
+
+
+def test_an_interrupted_pass_is_remeasured_whole_never_paired_with_another_session(tmp_path):
+    store, dev, space, cls = built(tmp_path)
+    validate(store, dev, space, SETTINGS, samples=4, seed=3)  # both passes complete
+    # a new calibration version: earlier validation sessions no longer count for a rerun
+    anchor(store, dev, space, SETTINGS, cls)
+    cut = FakeDevice(speed=1.3, interrupt_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        validate(store, cut, space, SETTINGS, samples=4, seed=3)
+    partial = {m.metrics["session"] for m in store.attempts(cls) if m.metrics.get("validation_pass") == 0}
+    # the rerun on a faster host: if the interrupted records were reused, pass 0 would mix speeds
+    r = validate(store, FakeDevice(speed=1.0), space, SETTINGS, samples=4, seed=3)
+    assert len(r.sessions) == 2 and not set(r.sessions) & (partial - set(r.sessions))
+    for sid in r.sessions:
+        speeds = {m.fingerprint["state"]["speed"] for m in store.attempts(cls) if m.metrics.get("session") == sid}
+        assert speeds == {1.0}
+    assert r.reanchored is not None and r.reanchored.mape < 1e-6
+    # a plain rerun resumes: both sessions reused whole, nothing measured
+    again = validate(store, FakeDevice(speed=5.0), space, SETTINGS, samples=4, seed=3)
+    assert again.sessions == r.sessions and again.points == r.points
+
+
+def test_anchor_stores_a_new_version_keeps_the_old_and_the_newest_is_used(tmp_path):
+    store, dev, space, cls = built(tmp_path)
+    v1 = store.model_versions(cls, CALIBRATION_MODEL)
+    assert [v.params["kind"] for v in v1] == ["build"]
+    assert v1[0].params["drift_reference"]["latency_ms"] > 0
+    # the host is now 1.25x slower: without an anchor the stored model is off by that
+    slow = FakeDevice(speed=1.25)
+    no_anchor = validate(store, slow, space, SETTINGS, samples=4, seed=5)
+    assert no_anchor.stored.mean_bias == pytest.approx(-20, abs=0.5)
+    prev, new = anchor(store, slow, space, SETTINGS, cls)
+    assert prev.version == 1 and new.version == 2 and new.params["kind"] == "anchor"
+    assert new.params["drift_reference"]["latency_ms"] == pytest.approx(
+        1.25 * v1[0].params["drift_reference"]["latency_ms"])
+    versions = store.model_versions(cls, CALIBRATION_MODEL)
+    assert versions[0] == v1[0] and len(versions) == 2
+    model = LatencyModel.from_store(store, dev.name, cls)
+    assert model.calibration.scale == pytest.approx(1.25 * 1.2)
+    with_anchor = validate(store, slow, space, SETTINGS, samples=4, seed=5)
+    assert with_anchor.stored.mape == pytest.approx(0, abs=1e-6)
+    assert with_anchor.calibration["version"] == 2 and with_anchor.calibration["kind"] == "anchor"
+    assert with_anchor.drift_reference["validation_vs_calibration"] == pytest.approx(1.0)
+
+
+def test_a_build_rerun_adds_no_calibration_version(tmp_path):
+    store, dev, space, cls = built(tmp_path)
+    build_on_target(store, dev, space, SETTINGS, seed=0, calibration_nets=4)
+    assert len(store.model_versions(cls, CALIBRATION_MODEL)) == 1
+
+
+def test_session_records_carry_one_id_and_drift_stays_out_of_the_lut(tmp_path):
+    store, dev, space, cls = built(tmp_path)
+    nets = space.sample(2, 9)
+    drift = space.workloads()[0]
+    lut_before = {k: m.latency_ms for k, m in store.lut(cls).items()}
+    s = measure_session(store, FakeDevice(speed=3.0), nets, SETTINGS, "probe", drift=drift)
+    assert set(s.latency_ms) == {n.key for n in nets} | {"drift:" + drift.key}
+    assert {k: m.latency_ms for k, m in store.lut(cls).items() if not k.startswith(NOT_LUT_PREFIXES)} == \
+        {k: v for k, v in lut_before.items() if not k.startswith(NOT_LUT_PREFIXES)}
+    assert LatencyModel.from_store(store, dev.name, cls).latency(drift) == block_ms(drift)
+
+
+def test_a_store_written_by_schema_1_is_migrated_keeping_everything(tmp_path):
+    db = tmp_path / "old.db"
+    shutil.copy(DATA / "store-v1.db", db)
+    con = sqlite3.connect(db)
+    n_before = con.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
+    (cls, params), = con.execute("SELECT class, params FROM models").fetchall()
+    con.close()
+    with Store(db) as store:
+        versions = store.model_versions(cls, CALIBRATION_MODEL)
+        assert len(versions) == 1 and versions[0].params == json.loads(params)
+        model = LatencyModel.from_store(store, "local-cpu", cls)
+        assert model.calibration.scale == json.loads(params)["scale"] and len(model.table) == 70
+        store.save_model(cls, CALIBRATION_MODEL, {**json.loads(params), "scale": 2.0}, 0.0)
+    with Store(db) as store:  # opens again as schema 2, both versions there
+        assert [v.params["scale"] for v in store.model_versions(cls, CALIBRATION_MODEL)][1] == 2.0
+        assert sum(1 for c in store.classes() for _ in store.attempts(c.fp_class)) == n_before
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+    con.execute("UPDATE meta SET value='99'")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match=r"schema version 99.*newer hil"):
+        Store(db)
+
+
+def test_proxyless_yaml_folds_the_calibration_so_a_plain_sum_of_means_is_the_stored_prediction(tmp_path):
+    import yaml
+
+    store, dev, space, cls = built(tmp_path)
+    model = LatencyModel.from_store(store, dev.name, cls)
+    lut = store.lut(cls)
+    rows = [{"key": k, "latency_ms": m.latency_ms, "n": m.stats.n, "std_ms": m.stats.std_ms}
+            for k, m in lut.items() if not k.startswith("drift:")]
+    cal = store.load_model(cls, CALIBRATION_MODEL)
+    assert offset_key([r["key"] for r in rows]) == space.logits.key
+    out = tmp_path / "lut.yaml"
+    written, note = export_lut(rows, {"device": dev.name}, "proxyless-yaml", str(out), cal)
+    assert "folded in" in note
+    table = yaml.safe_load(out.read_text())
+    side = json.loads(Path(written[1]).read_text())
+    assert side["calibration"]["folded"] is True and side["calibration"]["offset_key"] == space.logits.key
+    for net in space.sample(5, 11):
+        # what ProxylessNAS's LatencyEstimator does: the sum of `mean` over the network's layers
+        assert sum(table[w.key]["mean"] for w in net.layers) == pytest.approx(model.network(net.layers))
+    export_lut(rows, {"device": dev.name}, "proxyless-yaml", str(out), cal, fold=False)
+    raw = yaml.safe_load(out.read_text())
+    assert all(raw[r["key"]]["mean"] == r["latency_ms"] for r in rows)
+    assert json.loads(Path(written[1]).read_text())["calibration"]["folded"] is False
+
+
+def test_speedup_arch_from_a_train_checkpoint_is_its_architecture_in_the_space(tmp_path):
+    from hil.commands.speedup import resolve_arch
+    from hil.errors import ConfigError
+    from hil.lut_builder.spaces.proxyless import PROXYLESS_MOBILE
+    from hil.nets.models import mobilenet_v1, proxyless_net
+    from hil.optimizers.train import model_meta, save_checkpoint
+
+    ops = [*PROXYLESS_MOBILE[:-1], "3x3_MBConv6"]
+    spec = proxyless_net(",".join(ops), 0.25)  # a small trained network: 32x32 input, 10 classes
+    ck = tmp_path / "net.safetensors"
+    save_checkpoint(ck, spec.build(), model_meta(spec))
+    space = make_space("proxyless-mobile", resolution=224)
+    net, how = resolve_arch(space, str(ck), "--candidate")
+    assert net == space.network(ops) and how == f"checkpoint {ck}"  # the ops, at the space's resolution
+    v1 = mobilenet_v1(0.25)
+    save_checkpoint(tmp_path / "v1.safetensors", v1.build(), model_meta(v1))
+    with pytest.raises(ConfigError, match=r"--base: checkpoint .*v1\.safetensors holds a 'mobilenet-v1' model"):
+        resolve_arch(space, str(tmp_path / "v1.safetensors"), "--base")
