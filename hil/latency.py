@@ -51,11 +51,18 @@ class NetworkCalibration:
         return cls(float(scale), float(offset), len(s))
 
 
-def select_class(store: Store, device: str, keys: Iterable[str] | None = None) -> LutClass:
-    """The fingerprint class of `device` whose LUT covers the most of `keys` (latest on a tie)."""
+def select_class(store: Store, device: str, keys: Iterable[str] | None = None, batch: int | None = None) -> LutClass:
+    """The fingerprint class of `device` (at `batch`, when given) whose LUT covers the most of `keys`
+    (latest on a tie)."""
     classes = [c for c in store.classes(device) if not _is_drift_only(store, c)]
     if not classes:
         raise StoreError(f"no LUT for device {device!r} in {store.path}: run `hil lut build --device {device}` first")
+    if batch is not None:
+        batches = sorted({c.fingerprint_class.get("batch") for c in classes}, key=str)
+        classes = [c for c in classes if c.fingerprint_class.get("batch") == batch]
+        if not classes:
+            raise StoreError(f"no LUT for device {device!r} at batch {batch} in {store.path} (it has batch "
+                             f"{', '.join(map(str, batches))}): run `hil lut build --device {device} --batch {batch}`")
     if keys is None:
         return classes[-1]
     wanted = set(keys)

@@ -119,21 +119,64 @@ class LutClass:
 class Store:
     """SQLite store. Thread-safe: one worker thread per device may write at once."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], readonly: bool = False) -> None:
+        """Open (or, unless `readonly`, create) a store. A damaged file, or one this process cannot
+        write when it means to write, is refused here: before anything is measured into it."""
         self.path = str(path)
+        self.readonly = readonly
         p = Path(self.path)
         if p.exists() and p.is_dir():
             raise StoreError(f"store {self.path}: is a directory, not a database file")
         if p.parent and not p.parent.exists():
             raise StoreError(f"store {self.path}: folder {p.parent} does not exist")
+        if readonly and not p.exists():
+            raise StoreError(f"store {self.path}: no such file (nothing was measured into it yet)")
         self._lock = threading.RLock()
+        db: sqlite3.Connection | None = None
         try:
-            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            if readonly:
+                db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
+                                     check_same_thread=False, isolation_level=None)
+            else:
+                db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            self._db = db
             self._db.execute("PRAGMA busy_timeout=30000")
+            if not readonly:
+                self._check_writable()
+            self._check_intact()
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
             self._check_schema()
         except sqlite3.DatabaseError as e:
+            if db is not None:
+                db.close()
             raise StoreError(f"store {self.path}: cannot be used as a measurement database ({e})") from None
+        except StoreError:
+            if db is not None:
+                db.close()
+            raise
+
+    def _check_intact(self) -> None:
+        """SQLite's quick check reads every page: a store with damaged pages is caught at open, not
+        halfway through a build (it reads a few hundred MB per second)."""
+        try:
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check(3)")]
+        except sqlite3.OperationalError as e:  # not the file's fault: locked, or unreadable here
+            raise StoreError(f"store {self.path}: cannot be read ({e})") from None
+        except sqlite3.DatabaseError as e:
+            problems = [str(e)]
+        if problems != ["ok"]:
+            raise StoreError(f"store {self.path}: the file is damaged ({'; '.join(problems)[:200]}); keep a "
+                             f"copy, then recover what is readable with `sqlite3 {self.path} .recover`, or "
+                             "use another --db")
+
+    def _check_writable(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"store {self.path}: cannot be written ({e}); nothing was measured. Make the file "
+                             "and its folder writable, or use another --db") from None
 
     def _check_schema(self) -> None:
         tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -141,8 +184,14 @@ class Store:
             raise StoreError(f"store {self.path}: an SQLite file, but not a hil store (tables: {sorted(tables)})")
         if "meta" in tables:
             row = self._db.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
-            version = int(row[0]) if row else None
+            try:
+                version = int(row[0]) if row else None
+            except (TypeError, ValueError):
+                raise StoreError(f"store {self.path}: schema version {row[0]!r} is not a number") from None
             if version == 1:
+                if self.readonly:
+                    raise StoreError(f"store {self.path}: written by an older hil (schema 1); any command that "
+                                     "writes to it (e.g. hil lut build) migrates it, keeping every record")
                 self._migrate_1_to_2()
                 return
             if version != SCHEMA_VERSION:
@@ -151,6 +200,8 @@ class Store:
                     + (" (written by a newer hil)" if version and version > SCHEMA_VERSION else "")
                 )
             return
+        if self.readonly:
+            raise StoreError(f"store {self.path}: an empty database, not a hil store (nothing was measured into it)")
         with self._db:
             self._db.executescript("BEGIN;" + _SCHEMA + "COMMIT;")
             self._db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
@@ -332,8 +383,9 @@ class Store:
         return int(r[0]["n"])
 
 
-def open_store(url: str | None = None) -> Store:
-    """Open the store named by a path (or `sqlite:///path`), `$HIL_DB`, or ./hil.db."""
+def open_store(url: str | None = None, readonly: bool = False) -> Store:
+    """Open the store named by a path (or `sqlite:///path`), `$HIL_DB`, or ./hil.db; `readonly` for
+    commands that only read (they never create, migrate or change a store)."""
     target = url or default_db_path()
     if target.startswith(("postgresql://", "postgres://")):
         raise StoreError(
@@ -341,4 +393,4 @@ def open_store(url: str | None = None) -> Store:
         )
     if target.startswith("sqlite:///"):
         target = target[len("sqlite:///"):]
-    return Store(target)
+    return Store(target, readonly=readonly)

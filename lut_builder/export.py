@@ -59,6 +59,8 @@ def export_lut(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, outpu
     path = Path(output)
     if not path.parent.exists():
         raise ConfigError(f"{output}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"{output}: is a directory; name the file to write (e.g. {path / 'lut.yaml'})")
     cal = dict(calibration) if calibration else None
     note = "" if cal else "no calibration stored: plain block medians"
     if fmt == "proxyless-yaml":

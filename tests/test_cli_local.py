@@ -67,6 +67,14 @@ def test_build_resume_show_export_validate(tmp_path):
     for fmt, name in (("csv", "lut.csv"), ("parquet", "lut.parquet")):
         assert hil("lut", "export", "-d", "local-cpu", *SPACE, "--db", str(db), "--format", fmt,
                    "-o", str(tmp_path / name)).returncode == 0
+    # an export that names a folder, a resolution or a batch never built: one line, nothing written
+    assert_user_error(hil("lut", "export", "-d", "local-cpu", *SPACE, "--db", str(db), "--format", "csv",
+                          "-o", str(tmp_path)), "is a directory")
+    assert_user_error(hil("lut", "export", "-d", "local-cpu", "--space", "proxyless-mobile", "--resolution", "64",
+                          "--db", str(db), "--format", "csv", "-o", str(tmp_path / "r64.csv")), "no entry", "64")
+    assert_user_error(hil("lut", "show", "-d", "local-cpu", *SPACE, "--db", str(db), "--batch", "4"),
+                      "batch 4", "it has batch 1")
+    assert not (tmp_path / "r64.csv").exists()
     df = pd.read_parquet(tmp_path / "lut.parquet")
     assert len(df) == 70 and (df["latency_ms"] > 0).all()
     assert df.set_index("key")["latency_ms"].to_dict() == pytest.approx(
@@ -169,7 +177,7 @@ def test_bad_inputs_are_one_line_errors_and_leave_the_store_alone(tmp_path):
     assert_user_error(hil(*build, "-d", "local-cpu", "--db", str(text)), "text.db")
     assert text.read_bytes() == before
     assert_user_error(hil("lut", "show", "-d", "local-cpu", *SPACE, "--db", str(tmp_path / "empty.db")),
-                      "no LUT for device 'local-cpu'")
+                      "empty.db", "no such file")
     assert_user_error(hil("speedup", "-d", "local-cpu", *SPACE, "--db", str(db), "--base", "reference",
                           "--candidate", "3x3_MBConv3,zero"), "--candidate", "21 block choices")
     assert_user_error(hil("speedup", "-d", "local-cpu", *SPACE, "--db", str(db), "--base", "nope.safetensors",

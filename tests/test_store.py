@@ -1,5 +1,6 @@
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,72 @@ def test_foreign_sqlite_and_wrong_schema_are_refused(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         Store(tmp_path / "nope" / "s.db")
+
+
+def _store_with_records(tmp_path, n=300):
+    db = tmp_path / "hil.db"
+    with Store(db) as s:
+        for i in range(n):
+            s.add(rec(f"k{i:04d}", [1.0 + i / 100, 1.1 + i / 100, 1.05 + i / 100]))
+    return db
+
+
+def test_a_store_with_damaged_pages_is_refused_at_open_and_left_as_it_was(tmp_path):
+    db = _store_with_records(tmp_path)
+    data = bytearray(db.read_bytes())
+    page = 4096
+    assert len(data) > 8 * page
+    for k in range(2, len(data) // page):  # scribble over the b-tree page headers of the tables
+        data[k * page] = 0xFF
+    db.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=r"damaged.*recover"):
+        Store(db)
+    assert db.read_bytes() == bytes(data)
+
+
+def test_read_only_opening_never_creates_or_changes_a_store(tmp_path):
+    with pytest.raises(StoreError, match="no such file"):
+        open_store(str(tmp_path / "none.db"), readonly=True)
+    assert not (tmp_path / "none.db").exists()
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    with pytest.raises(StoreError, match="empty database"):
+        open_store(str(empty), readonly=True)
+    assert empty.read_bytes() == b""
+    db = _store_with_records(tmp_path, 3)
+    before = db.read_bytes()
+    with open_store(str(db), readonly=True) as s:
+        assert len(s.lut(s.classes("d")[0].fp_class)) == 3
+    assert db.read_bytes() == before
+
+
+def test_a_store_this_user_cannot_write_is_refused_before_measuring(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.hilcli import FAST, ROOT
+
+    setpriv = shutil.which("setpriv")
+    if os.getuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run hil as an unprivileged user")
+    folder = Path(tempfile.mkdtemp(prefix="hil-ro-"))
+    try:
+        folder.chmod(0o755)
+        db = folder / "hil.db"
+        Store(db).close()
+        db.chmod(0o444)
+        before = db.read_bytes()
+        p = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                            "hil", "lut", "build", "-d", "local-cpu", "--space", "proxyless-mobile",
+                            "--resolution", "32", "--db", str(db), *FAST], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "HOME": str(folder)})
+        if "Permission denied" in p.stderr and "hil" not in p.stderr.splitlines()[-1]:
+            pytest.skip(f"user nobody cannot run this checkout's Python: {p.stderr.strip()[:200]}")
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+        assert "cannot be written" in p.stderr and str(db) in p.stderr
+        assert db.read_bytes() == before
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -195,11 +195,13 @@ def _load_lut(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], list[
     from hil.latency import CALIBRATION_MODEL, select_class
     from hil.store import open_store
 
+    if args.batch is not None and args.batch < 1:
+        raise ConfigError("--batch must be at least 1")
     space = space_from_args(args)
     keys = [w.key for w in space.workloads()]
-    store = open_store(args.db)
+    store = open_store(args.db, readonly=True)
     try:
-        cls = select_class(store, args.device, keys)
+        cls = select_class(store, args.device, keys, batch=args.batch)
         lut = store.lut(cls.fp_class)
         entries = {k: lut[k] for k in keys if k in lut}
         versions = store.model_versions(cls.fp_class, CALIBRATION_MODEL)
@@ -254,6 +256,10 @@ def _export(args: argparse.Namespace) -> int:
     from hil.lut_builder.export import export_lut
 
     space, cls, entries, versions = _load_lut(args)
+    if not entries:
+        raise ConfigError(f"the LUT of device {args.device!r} (class {cls.fp_class}) has no entry of {space.name} "
+                          f"{space.options()}: build it first (hil lut build --device {args.device} "
+                          f"--space {space.name} ...), or name the resolution, width and batch it was built at")
     meta = {"device": args.device, "space": space.name, "options": space.options(),
             "fingerprint_class": cls.fp_class, "fingerprint": cls.fingerprint_class}
     cal = {"version": versions[-1].version, "created_at": versions[-1].created_at, **versions[-1].params} \
