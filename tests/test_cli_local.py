@@ -183,3 +183,11 @@ def test_bad_inputs_are_one_line_errors_and_leave_the_store_alone(tmp_path):
     assert_user_error(hil("speedup", "-d", "local-cpu", *SPACE, "--db", str(db), "--base", "nope.safetensors",
                           "--candidate", "reference"), "--base", "nope.safetensors")
     assert not db.exists()
+
+
+def test_a_batch_too_large_for_this_host_is_refused_before_measuring(tmp_path):
+    db = tmp_path / "hil.db"
+    p = hil("lut", "build", "-d", "local-cpu", "--space", "proxyless-mobile", "--resolution", "224",
+            "--batch", "100000", "--db", str(db), *FAST)
+    assert_user_error(p, "local-cpu", "batch 100000", "GiB", "lower --batch")
+    assert not db.exists()

@@ -5,10 +5,11 @@ inventory."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from hil.devices.agent.backend import Backend, HostBuiltModels
+from hil.devices.agent.host_info import memory_available_bytes
 from hil.devices.agent.local import LocalTarget
 from hil.devices.agent.registry import make_backend
 from hil.devices.host.artifacts import model_source
@@ -17,7 +18,9 @@ from hil.devices.host.ssh_target import SshTarget
 from hil.errors import ConfigError, DeviceError
 from hil.inventory import Device, Inventory
 from hil.measure import MeasureSettings
+from hil.nets.memory import values_held
 from hil.target import Target
+from hil.workload import Workload
 
 
 def settings_for(device: Device, base: MeasureSettings | None = None, batch: int | None = None,
@@ -49,6 +52,24 @@ def open_target(inventory: Inventory, name: str, notify: Callable[[str], None] |
         target = _open(inventory, dev.substitute)
         target.substitute_for = name  # type: ignore[attr-defined]
         return target
+
+
+def check_fits(name: str, device: Device, workloads: Iterable[Workload], batch: int) -> None:
+    """Refuse work that cannot fit in this host's memory before anything is allocated or measured (a
+    huge batch or resolution would otherwise grow until the kernel kills the process). Only devices
+    that run in this process are checked: a remote target's memory is its own."""
+    if device.ssh is not None or device.backend == "rtl-sim":
+        return
+    held = [(values_held(w, batch), w) for w in workloads]
+    if not held:
+        return
+    values, worst = max(held, key=lambda x: x[0])
+    need = 4 * values  # float32; int8 models need less, so this never refuses what would fit
+    limit = memory_available_bytes() // 2  # the runtime, rotated copies and the rest need room too
+    if need > limit:
+        raise ConfigError(
+            f"device {name!r}: {worst.key} at batch {batch} holds about {need / 2**30:.1f} GiB of tensors; the "
+            f"limit is half of this host's available memory, {limit / 2**30:.1f} GiB: lower --batch or --resolution")
 
 
 def _stderr(msg: str) -> None:

@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from hil.devices.host.targets import open_target, settings_for
+    from hil.devices.host.targets import check_fits, open_target, settings_for
     from hil.inventory import load_inventory
     from hil.lut_builder.build import build_devices
     from hil.store import open_store
@@ -128,6 +128,8 @@ def _build(args: argparse.Namespace) -> int:
         raise ConfigError("--batch must be at least 1")
     space = space_from_args(args)
     protocol = protocol_from_args(args)
+    for n in names:
+        check_fits(n, inv.device(n), space.workloads(), settings_for(inv.device(n), protocol, args.batch).batch)
     store = open_store(args.db)
     bar = _progress_bar(len(space.workloads()) * len(names), args.json)
 
@@ -271,7 +273,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _anchor(args: argparse.Namespace) -> int:
     from hil.calibration import anchor
-    from hil.devices.host.targets import open_target, settings_for
+    from hil.devices.host.targets import check_fits, open_target, settings_for
     from hil.inventory import load_inventory
     from hil.store import open_store
     from hil.validate import lut_class
@@ -280,6 +282,7 @@ def _anchor(args: argparse.Namespace) -> int:
     dev = inv.device(args.device)
     space = space_from_args(args)
     settings = settings_for(dev, protocol_from_args(args), args.batch, args.clock)
+    check_fits(args.device, dev, space.workloads(), settings.batch)
     store = open_store(args.db)
     try:
         target = open_target(inv, args.device)

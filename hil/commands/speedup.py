@@ -63,7 +63,7 @@ def resolve_arch(space: Any, arch: str, flag: str) -> tuple[Any, str]:
 
 def _speedup(args: argparse.Namespace) -> int:
     from hil.calibration import measure_session
-    from hil.devices.host.targets import open_target, settings_for
+    from hil.devices.host.targets import check_fits, open_target, settings_for
     from hil.inventory import load_inventory
     from hil.latency import LatencyModel
     from hil.store import open_store
@@ -77,6 +77,7 @@ def _speedup(args: argparse.Namespace) -> int:
     if base.key == cand.key:
         raise ConfigError("--base and --candidate name the same network")
     settings = settings_for(dev, protocol_from_args(args), args.batch, args.clock)
+    check_fits(args.device, dev, [*base.layers, *cand.layers], settings.batch)
     store = open_store(args.db)
     try:
         target = open_target(inv, args.device)

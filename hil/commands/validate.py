@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from hil.devices.host.targets import open_target, settings_for
+    from hil.devices.host.targets import check_fits, open_target, settings_for
     from hil.inventory import load_inventory
     from hil.store import open_store
     from hil.validate import plot, validate
@@ -35,6 +35,7 @@ def _validate(args: argparse.Namespace) -> int:
     dev = inv.device(args.device)
     space = space_from_args(args)
     settings = settings_for(dev, protocol_from_args(args), args.batch, args.clock)
+    check_fits(args.device, dev, space.workloads(), settings.batch)
     store = open_store(args.db)
     target = open_target(inv, args.device)
     bar = None
