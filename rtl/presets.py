@@ -10,6 +10,8 @@ penalties) from the DRAM standard's timings.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from hil.errors import ConfigError
@@ -63,14 +65,37 @@ def preset_names() -> list[str]:
     return sorted([*BISMO_PRESETS, *BITFUSION_PRESETS])
 
 
-def make_accelerator(name: str, **kwargs: Any) -> Accelerator:
-    """The accelerator of a named configuration, running on its (cached) Verilator harness."""
-    if name in BISMO_PRESETS:
+# Parameters an inventory may not override: the preset's identity and its board's DRAM page model.
+FIXED = ("name", "dram_pages")
+
+
+def preset_config(name: str, overrides: Mapping[str, int | float] | None = None) -> BismoConfig | BitFusionConfig:
+    """A named configuration with the inventory's parameter overrides applied and checked: what
+    `make_accelerator` runs, made without building anything (so `hil inventory check` can apply it)."""
+    base: BismoConfig | BitFusionConfig | None = BISMO_PRESETS.get(name) or BITFUSION_PRESETS.get(name)
+    if base is None:
+        raise ConfigError(f"unknown accelerator configuration {name!r} (known: {', '.join(preset_names())})")
+    if not overrides:
+        return base
+    known = sorted(f.name for f in dataclasses.fields(base) if f.name not in FIXED)
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ConfigError(f"accelerator {name!r} has no parameter {', '.join(map(repr, unknown))} to override "
+                          f"(known: {', '.join(known)})")
+    try:
+        return dataclasses.replace(base, **dict(overrides))  # the config validates itself
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"accelerator {name!r} with overrides {dict(overrides)}: {e}") from None
+
+
+def make_accelerator(name: str, overrides: Mapping[str, int | float] | None = None, **kwargs: Any) -> Accelerator:
+    """The accelerator of a named configuration (with parameter overrides), running on its (cached)
+    Verilator harness; `kwargs` go to the driver (e.g. `max_cycles`)."""
+    cfg = preset_config(name, overrides)
+    if isinstance(cfg, BismoConfig):
         from hil.rtl.bismo.driver import BismoAccelerator
 
-        return BismoAccelerator(BISMO_PRESETS[name], **kwargs)
-    if name in BITFUSION_PRESETS:
-        from hil.rtl.bitfusion.driver import BitFusionAccelerator
+        return BismoAccelerator(cfg, **kwargs)
+    from hil.rtl.bitfusion.driver import BitFusionAccelerator
 
-        return BitFusionAccelerator(BITFUSION_PRESETS[name], **kwargs)
-    raise ConfigError(f"unknown accelerator configuration {name!r} (known: {', '.join(preset_names())})")
+    return BitFusionAccelerator(cfg, **kwargs)

@@ -124,3 +124,27 @@ def test_ssh_fields_a_shell_could_read_more_into_are_refused_at_check(tmp_path, 
 def test_plain_ssh_fields_pass(tmp_path, field, value):
     p = write(tmp_path, f"devices:\n  r:\n    backend: torch-cpu\n    ssh: {{host: h, user: u, {field}: '{value}'}}\n")
     assert getattr(load_inventory(p).devices["r"].ssh, field) == value
+
+
+@pytest.mark.parametrize("rtl, words", [
+    ("{accelerator: tpu-v9}", ["unknown accelerator configuration 'tpu-v9'"]),
+    ("{accelerator: bismo-edge, overrides: {warp: 3}}", ["no parameter 'warp'", "known:"]),
+    ("{accelerator: bismo-edge, overrides: {dm: 7}}", ["bismo-edge"]),
+    ("{accelerator: bitfusion-spatial, overrides: {rows: 12}}", ["powers of 2"]),
+])
+def test_inventory_check_applies_the_accelerator_rules_opening_applies(tmp_path, rtl, words):
+    from tests.hilcli import assert_user_error, hil
+
+    p = write(tmp_path, f"devices:\n  sim:\n    backend: rtl-sim\n    rtl: {rtl}\n")
+    assert_user_error(hil("inventory", "check", "--inventory", str(p)), str(p), "'sim'", "field 'rtl'", *words)
+
+
+def test_an_accelerator_override_reaches_the_configuration(tmp_path):
+    from hil.devices.host.targets import check_device_config
+    from hil.rtl.presets import preset_config
+
+    p = write(tmp_path, "devices:\n  sim:\n    backend: rtl-sim\n"
+                        "    rtl: {accelerator: bismo-edge, overrides: {dram_latency: 50}}\n")
+    dev = load_inventory(p).device("sim")
+    check_device_config("sim", dev)
+    assert preset_config("bismo-edge", dev.rtl.overrides).dram_latency == 50

@@ -47,7 +47,7 @@ class RtlSimTarget:
     def _accelerator(self) -> Any:
         from hil.rtl.presets import make_accelerator
 
-        return make_accelerator(self.preset, **self.overrides)
+        return make_accelerator(self.preset, self.overrides)
 
     def _first(self) -> Any:
         if not self._pool:

@@ -19,6 +19,7 @@ from hil.errors import ConfigError, DeviceError
 from hil.inventory import Device, Inventory
 from hil.measure import MeasureSettings
 from hil.nets.memory import values_held
+from hil.rtl.presets import preset_config
 from hil.target import Target
 from hil.workload import Workload
 
@@ -54,6 +55,16 @@ def open_target(inventory: Inventory, name: str, notify: Callable[[str], None] |
         return target
 
 
+def check_device_config(name: str, device: Device) -> None:
+    """The rules `open_target` applies to a device's entry before contacting anything, beyond what
+    the inventory's own schema checks: what `hil inventory check` runs for every device."""
+    if device.rtl is not None:
+        try:
+            preset_config(device.rtl.accelerator, device.rtl.overrides)
+        except ConfigError as e:
+            raise ConfigError(f"device {name!r}, field 'rtl': {e}") from None
+
+
 def check_fits(name: str, device: Device, workloads: Iterable[Workload], batch: int) -> None:
     """Refuse work that cannot fit in this host's memory before anything is allocated or measured (a
     huge batch or resolution would otherwise grow until the kernel kills the process). Only devices
@@ -78,6 +89,7 @@ def _stderr(msg: str) -> None:
 
 def _open(inventory: Inventory, name: str) -> Target:
     dev = inventory.device(name)
+    check_device_config(name, dev)
     if dev.backend == "rtl-sim":
         return RtlSimTarget(name, dev)
     if dev.ssh is not None:

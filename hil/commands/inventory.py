@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from hil.commands.common import add_inventory_arg, add_json_arg, emit
+from hil.errors import ConfigError
 from hil.inventory import inventory_schema, load_inventory
 
 
@@ -21,7 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from hil.devices.host.targets import check_device_config  # the rules opening a device applies
+
     inv = load_inventory(args.inventory)
+    for name, d in inv.devices.items():
+        try:
+            check_device_config(name, d)
+        except ConfigError as e:
+            raise ConfigError(f"{args.inventory}: {e}") from None
     rows = []
     for name, d in inv.devices.items():
         where = f"ssh {d.ssh.user}@{d.ssh.host}:{d.ssh.port}" if d.ssh else "this host"

@@ -86,7 +86,7 @@ def _sim(args: argparse.Namespace) -> int:
     cols = n * batch
     if args.verify:
         _check_verify_memory(m, k, cols)
-    acc = make_accelerator(dev.rtl.accelerator, **dev.rtl.overrides)
+    acc = make_accelerator(dev.rtl.accelerator, dev.rtl.overrides)
     try:
         t0 = time.perf_counter()
         out: dict[str, Any] = {"device": args.device, "accelerator": dev.rtl.accelerator, "m": m, "k": k, "n": n,
@@ -150,7 +150,7 @@ def _sim_conv(args: argparse.Namespace, dev: Any, wbits: int, abits: int, ws: bo
     layer = QuantLayer("cli", (h, w, cin), (ho, wo, cout), k, stride, cin if args.depthwise else 1,
                        wbits, abits, ws, as_)
     batch = args.batch or dev.batch
-    acc = make_accelerator(dev.rtl.accelerator, **dev.rtl.overrides)
+    acc = make_accelerator(dev.rtl.accelerator, dev.rtl.overrides)
     try:
         t0 = time.perf_counter()
         r = acc.layer(layer, batch)
@@ -190,7 +190,7 @@ def _build(args: argparse.Namespace) -> int:
     for name in names:
         dev = _rtl_device(inv, name)
         t0 = time.perf_counter()
-        acc = make_accelerator(dev.rtl.accelerator, **dev.rtl.overrides)
+        acc = make_accelerator(dev.rtl.accelerator, dev.rtl.overrides)
         try:
             desc = acc.describe()
         finally:
