@@ -19,7 +19,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from hil.errors import HilError, StoreError
@@ -133,7 +133,8 @@ def measure_session(
         todo.append(drift)
     session = Session(uuid.uuid4().hex[:16], {}, created_at=time.time())
     drift_key = drift.key if drift is not None else None
-    for m in target.measure(todo, settings):
+    # one slice: the session's networks are compared with each other, so they share the host's rounds
+    for m in target.measure(todo, replace(settings, slice_s=None)):
         if m.key == drift_key:
             # stored under drift: so it never becomes a LUT entry (it was timed in a network
             # session, not as a block of the build)

@@ -62,10 +62,12 @@ class MeasureSettings:
     # How the workloads of one request share the time: one of SCHEDULES. Backends that can only time
     # one workload at a time record "sequential" in the fingerprint whatever was asked.
     schedule: str = "interleaved"
-    # The interleaved schedule times a request in sessions of about this many seconds (and at least
-    # 8 workloads), committing each session's records as it ends: a kill loses at most one session.
-    # Like the noise policy it says when results are kept, not how one is taken: not in the class.
-    session_s: float = 10.0
+    # The interleaved schedule times a request in *slices* of about this many seconds (and at least
+    # 8 workloads), committing each slice's records as it ends: a kill loses at most one slice.
+    # None times the request as one slice (a validation pass, whose networks must share the host's
+    # conditions). Like the noise policy it says when results are kept, not how one is taken: not in
+    # the class.
+    slice_s: float | None = 10.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -137,7 +137,7 @@ def records(db) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_interleaved_build_and_validation_time_each_request_as_one_session(tmp_path):
+def test_interleaved_build_and_validation_time_each_request_as_one_slice(tmp_path):
     db = tmp_path / "hil.db"
     build = hil("lut", "build", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--max-attempts", "1",
                 "--calibration-nets", "3", "--json")
@@ -149,12 +149,12 @@ def test_interleaved_build_and_validation_time_each_request_as_one_session(tmp_p
     recs = [r for r in records(db) if r["ok"] and not r["key"].startswith("drift:")]
     assert {r["fingerprint"]["class"]["protocol"]["schedule"] for r in recs} == {"interleaved"}
     blocks = [r for r in recs if not r["key"].startswith("network-")]
-    assert len(blocks) == 70 and {r["metrics"]["session_size"] for r in blocks} == {70}
+    assert len(blocks) == 70 and {r["metrics"]["slice_size"] for r in blocks} == {70}
     # each validation pass: the 3 networks, the reference network, the 3 calibration networks and the
     # drift reference in one session
     passes = [r for r in records(db) if r["ok"] and "validation_pass" in r["metrics"]]
     assert sorted(r["metrics"]["validation_pass"] for r in passes) == [0] * 8 + [1] * 8
-    assert {r["metrics"]["session_size"] for r in passes} == {8}
+    assert {r["metrics"]["slice_size"] for r in passes} == {8}
     assert len({r["metrics"]["session"] for r in passes}) == 2
     assert len(v["session_calibration"]) == 2 and v["n"] == 3
 

@@ -28,10 +28,10 @@ WORKLOADS = 70  # the space's unique workloads at 32
 def test_interleaved_build_killed_at_a_random_moment_resumes_exactly(tmp_path, seed):
     rng = random.Random(seed)
     db = tmp_path / "hil.db"
-    # --session-time 0: sessions of the minimum size (8 workloads), so a kill lands between commits;
+    # --slice-time 0: slices of the minimum size (8 workloads), so a kill lands between commits;
     # --cv-threshold 9: nothing is noisy, so a clean run measures every key exactly once
     args = ["lut", "build", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--cv-threshold", "9",
-            "--calibration-nets", "0", "--session-time", "0", "--seed", str(seed)]
+            "--calibration-nets", "0", "--slice-time", "0", "--seed", str(seed)]
     proc = subprocess.Popen([sys.executable, "-m", "hil", *args, "--json"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for = rng.randrange(0, WORKLOADS - 8)  # committed records to wait for, then a random delay

@@ -173,3 +173,25 @@ def test_host_normalization_takes_out_the_hosts_speed_changes():
         assert norm.median_ms == pytest.approx(i + 1)
         assert norm.p10_ms == pytest.approx(i + 1) and norm.p90_ms == pytest.approx(i + 1)
         assert raw.cv > 0.15 and norm.cv < raw.cv / 3
+
+
+def test_interleaved_request_is_timed_in_slices_unless_asked_whole():
+    # real torch-cpu work, tiny; slice_s=0 asks for slices of the minimum size, None for one slice
+    from dataclasses import replace
+
+    from hil.devices.agent.backend import MIN_SLICE, run_backend
+    from hil.devices.agent.torch_cpu import TorchCpuBackend
+    from hil.workload import Linear
+
+    work = [Linear(8, 8 + i) for i in range(2 * MIN_SLICE + 3)]
+    fast = replace(MeasureSettings(), warmup_runs=1, warmup_s=0.0, min_repeats=3, min_time_s=0.0)
+
+    def slice_sizes(slice_s: float | None) -> list[int]:
+        recs = list(run_backend(TorchCpuBackend(cold_cache=False), "local-cpu", {},
+                                work, replace(fast, slice_s=slice_s)))
+        assert all(m.ok for m in recs) and [m.key for m in recs] == [w.key for w in work]
+        return [m.metrics["slice_size"] for m in recs]
+
+    # the tail of 3 joins the second slice rather than being timed without neighbours
+    assert slice_sizes(0.0) == [MIN_SLICE] * MIN_SLICE + [MIN_SLICE + 3] * (MIN_SLICE + 3)
+    assert slice_sizes(None) == [len(work)] * len(work)

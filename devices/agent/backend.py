@@ -101,9 +101,9 @@ def run_backend(
     """Measure the workloads, turning failures into records instead of stopping.
 
     Sequential: one workload after the other, each record as soon as it is timed. Interleaved: the
-    workloads are built, then timed together in rounds (hil.measure.time_interleaved), in sessions of
-    about `settings.session_s` seconds; a session's records come when it ends, so an interruption loses at most
-    the session being timed.
+    workloads are built, then timed together in rounds (hil.measure.time_interleaved), in slices of
+    about `settings.slice_s` seconds (None: the whole request); a slice's records come when it ends,
+    so an interruption loses at most the slice being timed.
     """
     def failed(w: Workload, kind: ErrorKind, error: str) -> Measurement:
         return Measurement.failure(device, w.key, w.to_json(), fingerprint, provenance, kind, error)
@@ -126,30 +126,32 @@ def run_backend(
         return
 
     assert isinstance(backend, PreparingBackend)
-    session: list[tuple[Workload, Prepared]] = []
+    batch: list[tuple[Workload, Prepared]] = []
     expected_s = 0.0
     for n, w in enumerate(workloads):
         try:
             p = backend.prepare(w, settings)
-            with backend.timing_context():
-                expected_s += _expected_timing_s(p, settings)
-            session.append((w, p))
+            if settings.slice_s is not None:
+                with backend.timing_context():
+                    expected_s += _expected_timing_s(p, settings)
+            batch.append((w, p))
         except MeasureFailure as e:
             yield failed(w, e.kind, str(e))
         except Exception as e:
             yield failed(w, ErrorKind.RUN_ERROR, f"{type(e).__name__}: {e}")
         left = len(workloads) - n - 1
-        # a short tail joins this session rather than being timed without neighbours
-        full = expected_s >= settings.session_s and len(session) >= MIN_SESSION and left >= MIN_SESSION
-        if session and (left == 0 or full):
-            yield from _time_session(backend, session, settings, failed, done)
-            session, expected_s = [], 0.0
+        # a short tail joins this slice rather than being timed without neighbours
+        full = (settings.slice_s is not None and expected_s >= settings.slice_s
+                and len(batch) >= MIN_SLICE and left >= MIN_SLICE)
+        if batch and (left == 0 or full):
+            yield from _time_slice(backend, batch, settings, failed, done)
+            batch, expected_s = [], 0.0
 
 
-# An interleaved request is timed in sessions of about `settings.session_s` seconds and at least
-# MIN_SESSION workloads (host normalization needs neighbours), and each session's records are sent as
-# it ends: a kill loses at most the session being timed, not the whole request.
-MIN_SESSION = 8
+# An interleaved request is timed in slices of about `settings.slice_s` seconds and at least
+# MIN_SLICE workloads (host normalization needs neighbours), and each slice's records are sent as
+# it ends: a kill loses at most the slice being timed, not the whole request.
+MIN_SLICE = 8
 
 
 def _expected_timing_s(p: Prepared, settings: MeasureSettings) -> float:
@@ -160,7 +162,7 @@ def _expected_timing_s(p: Prepared, settings: MeasureSettings) -> float:
     return settings.warmup_s + min(settings.max_time_s, max(settings.min_time_s, settings.min_repeats * once))
 
 
-def _time_session(
+def _time_slice(
     backend: PreparingBackend,
     ready: list[tuple[Workload, Prepared]],
     settings: MeasureSettings,
@@ -176,5 +178,5 @@ def _time_session(
             e = errors[i]
             yield failed(w, ErrorKind.RUN_ERROR, f"{type(e).__name__}: {e}")
         else:
-            yield done(w, st.stats, {**p.metrics, "schedule": "interleaved", "session_size": len(ready),
+            yield done(w, st.stats, {**p.metrics, "schedule": "interleaved", "slice_size": len(ready),
                                      "host_normalized": st.normalized, "raw_stats": st.raw.to_json()})

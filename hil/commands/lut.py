@@ -47,9 +47,9 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", choices=list(SCHEDULES), default=d.schedule,
                    help="interleaved: the workloads of a request are timed together in shuffled rounds, so "
                         "changes of the host's speed fall on all alike; sequential: one after the other")
-    g.add_argument("--session-time", type=float, default=d.session_s, metavar="S",
-                   help="interleaved: commit results every ~S seconds of timing (at least 8 workloads a "
-                        "session); a kill loses at most one session")
+    g.add_argument("--slice-time", type=float, default=d.slice_s, metavar="S",
+                   help="interleaved: time and commit a request in slices of ~S seconds of timing (at "
+                        "least 8 workloads a slice); a kill loses at most one slice")
 
 
 def protocol_from_args(args: argparse.Namespace) -> MeasureSettings:
@@ -58,12 +58,12 @@ def protocol_from_args(args: argparse.Namespace) -> MeasureSettings:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if args.min_time < 0 or args.warmup_time < 0 or not 0 < args.cv_threshold < 10:
         raise ConfigError("--min-time and --warmup-time must be >= 0 and --cv-threshold within (0, 10)")
-    if not 0 <= args.session_time <= 3600:
-        raise ConfigError(f"--session-time must be within 0..3600 seconds, got {args.session_time:g}")
+    if not 0 <= args.slice_time <= 3600:
+        raise ConfigError(f"--slice-time must be within 0..3600 seconds, got {args.slice_time:g}")
     return replace(
         MeasureSettings(), min_repeats=args.min_repeats, min_time_s=args.min_time,
         warmup_runs=args.warmup_runs, warmup_s=args.warmup_time, cv_threshold=args.cv_threshold,
-        max_attempts=args.max_attempts, schedule=args.schedule, session_s=args.session_time,
+        max_attempts=args.max_attempts, schedule=args.schedule, slice_s=args.slice_time,
     )
 
 
