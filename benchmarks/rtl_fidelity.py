@@ -1,13 +1,17 @@
 """RTL fidelity against outside references (issue 12): HAQ's published MobileNet latencies on BISMO,
 and the public Bit Fusion simulator's stored results for four of the paper's layers.
 
-    .venv/bin/python benchmarks/rtl_fidelity.py [--only haq|bitfusion] [--configs bismo-edge,...]
+    .venv/bin/python benchmarks/rtl_fidelity.py [--only haq|bitfusion|lut-time] [--configs bismo-edge,...]
 
 1. 8-bit MobileNet-V1/V2, the per-layer sum of `layer()` runs (what the LUT sums), on bismo-edge
    (batch 1) and bismo-cloud (batch 16), each with our schedule and with the published one (`*-haq`),
    against HAQ's 96.20 / 115.84 / 151.09 / 189.82 ms.
 2. AlexNet conv2, conv3, a 3x3 384->384 layer and VGG-7 conv2 at batch 16 on bitfusion-spatial
    against the public simulator's totals (`bf_e_conf.ini`, ACCELERATORS.md).
+
+3. (`--only lut-time`) what the board memory costs a LUT build: every MobileNet-V1 layer at the
+   bit pairs of `--lut-bits`, timed with one harness, on the presets before issue 12 (a flat port:
+   32 / 128 B per cycle, no page model) and after.
 
 Prints one JSON object (and writes docs/img/rtl-fidelity.json); each row has ours / reference.
 """
@@ -81,16 +85,44 @@ def bitfusion_rows() -> list[dict]:
     return rows
 
 
+def lut_time(configs: list[str], bits: list[int]) -> list[dict]:
+    """Harness time for the LUT entries of MobileNet-V1 at `bits` x `bits`, old vs new memory preset."""
+    from dataclasses import replace
+
+    from hil.rtl.bismo.driver import BismoAccelerator
+    from hil.rtl.presets import BISMO_PRESETS
+
+    sp = mobilenet_v1_layers(",".join(map(str, bits)))
+    n = len(sp.units)
+    layers = [q for wb in bits for ab in bits for q in sp.layers([wb] * n, [ab] * n)]
+    rows = []
+    for cfg in configs:
+        new = BISMO_PRESETS[cfg]
+        old = replace(new, dram_bytes_per_cycle=float(new.dram_bits // 8), dram_pages=None)
+        for label, c in (("before (flat port)", old), ("after (board memory)", new)):
+            acc = BismoAccelerator(c)
+            try:
+                r = run_layers(acc, layers, BATCH[cfg])
+            finally:
+                acc.close()
+            rows.append({"config": cfg, "preset": label, "entries": len(layers), **r})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("haq", "bitfusion"))
+    ap.add_argument("--only", choices=("haq", "bitfusion", "lut-time"))
+    ap.add_argument("--lut-bits", default="2,4,8", help="--only lut-time: the bit widths (weights x activations)")
     ap.add_argument("--configs", default="bismo-edge,bismo-edge-haq,bismo-cloud,bismo-cloud-haq")
     ap.add_argument("--out", default=str(ROOT / "docs" / "img" / "rtl-fidelity.json"))
     args = ap.parse_args()
     report: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "loadavg_start": os.getloadavg()}
-    if args.only != "bitfusion":
+    if args.only == "lut-time":
+        report["lut_time"] = lut_time(args.configs.split(","), [int(b) for b in args.lut_bits.split(",")])
+    if args.only in (None, "haq"):
         report["haq"] = haq_rows(args.configs.split(","))
-    if args.only != "haq":
+    if args.only in (None, "bitfusion"):
         report["bitfusion"] = bitfusion_rows()
     report["loadavg_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hil.errors import ConfigError
-from hil.rtl.common import pow2 as _pow2
+from hil.rtl.common import pow2
 from hil.rtl.sim_harness import DramConfig, DramPages
 
 
@@ -29,19 +29,19 @@ class BitFusionConfig:
 
     def __post_init__(self) -> None:
         where = f"Bit Fusion config {self.name!r}"
-        if not (_pow2(self.rows) and _pow2(self.cols) and self.rows >= 2 and self.cols >= 4):
+        if not (pow2(self.rows) and pow2(self.cols) and self.rows >= 2 and self.cols >= 4):
             raise ConfigError(f"{where}: rows and cols must be powers of 2 (rows >= 2, cols >= 4)")
         if self.dram_bits % 32 or not 32 <= self.dram_bits <= 256:
             raise ConfigError(f"{where}: dram_bits must be a multiple of 32 in 32..256")
-        if self.wb_half < 4 or self.wb_half % 4 or not _pow2(self.wb_half):
+        if self.wb_half < 4 or self.wb_half % 4 or not pow2(self.wb_half):
             raise ConfigError(f"{where}: wbuf_bytes gives {self.wb_half} B per unit and half (need a power of 2 >= 4)")
-        if self.ib_half < 4 or not _pow2(self.ib_half):
+        if self.ib_half < 4 or not pow2(self.ib_half):
             raise ConfigError(f"{where}: ibuf_bytes gives {self.ib_half} B per row and half (need a power of 2 >= 4)")
-        if self.ob_entries < 1 or not _pow2(self.ob_entries):
+        if self.ob_entries < 1 or not pow2(self.ob_entries):
             raise ConfigError(
                 f"{where}: obuf_bytes gives {self.ob_entries} accumulators per column half, not a power of 2"
             )
-        if not _pow2(self.read_queue):
+        if not pow2(self.read_queue):
             raise ConfigError(f"{where}: read_queue must be a power of 2")
         if self.clock_mhz <= 0 or self.batch < 1 or self.dram_latency < 1:
             raise ConfigError(f"{where}: clock_mhz, batch and dram_latency must be positive")
