@@ -195,7 +195,7 @@ def validate(
             if n.key not in held_out and n.key != ref.key][:samples]
     # A simulation is deterministic: measuring twice would only show that it is, and it has no
     # session drift to calibrate away.
-    simulated = getattr(target, "provenance", "measured") == "simulated"
+    simulated = target.provenance == "simulated"
     passes = 1 if simulated else 2
     cal_nets = [] if simulated else calibration_networks(space, cal_params)
     drift = None if simulated else drift_reference(space)
