@@ -18,7 +18,7 @@ from hil.errors import ConfigError
 from hil.inventory import load_inventory
 from hil.optimizers.data import fashion_mnist
 from hil.optimizers.haq.env import Budget, action_to_bits
-from hil.optimizers.haq.search import SearchConfig, evaluate_policy, load_quantized, search
+from hil.optimizers.haq.search import SearchConfig, evaluate_policy, load_quantized, search, transfer
 from hil.optimizers.train import evaluate
 from hil.store import Store
 from tests.hilcli import INVENTORY, assert_user_error, hil
@@ -115,6 +115,17 @@ def test_the_checkpoint_evaluates_to_its_recorded_accuracy(run):
 def test_policy_eval_reuses_the_lut_and_matches(run):
     rep = evaluate_policy(run["out"] / "policy.json", "bismo-edge", run["store"], run["inv"], simulate=False)
     assert rep["predicted"] == pytest.approx(run["report"]["predicted"])
+
+
+def test_the_agent_transfers_to_another_network_within_its_budget(run):
+    from dataclasses import replace
+
+    cfg = replace(CFG, model="mobilenet-v2", budget="latency=0.5")
+    rep = transfer(run["out"], cfg, run["root"] / "v2", run["store"], run["inv"])
+    assert rep["transfer"]["agent_episodes"] == 3
+    assert rep["model"] == "mobilenet-v2" and rep["layers"][1]["name"] == "block0.dw"
+    assert rep["predicted"]["latency_ms"] <= rep["budget_target"]
+    assert rep["simulated"]["latency_ms"] <= rep["budget_target"]
 
 
 def test_budget_below_the_all_minimum_cost_names_the_minimum(run):

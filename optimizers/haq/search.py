@@ -178,8 +178,10 @@ def prepare(cfg: SearchConfig, out: Path, store: Store, inventory: Inventory,
 
 
 def _check_resume(cfg: SearchConfig, out: Path) -> None:
+    """A folder with episodes done takes only the same settings; one without (a start that failed on
+    bad input, say) takes the new ones."""
     path = out / "config.json"
-    if path.exists():
+    if path.exists() and (out / "agent" / "agent.json").exists():
         saved = json.loads(path.read_text())
         now = json.loads(json.dumps(cfg.to_json()))
         for k in now:
@@ -267,6 +269,8 @@ def fixed(cfg: SearchConfig, bits: int, out: str | os.PathLike[str], store: Stor
                                     "classifier_bits": cfg.classifier_bits}), out, store, inventory, log)
     try:
         report = finish(setup, setup.qmodel.uniform(bits, bits), out, log=log)
+        for k in ("budget", "budget_target", "budget_kind"):  # a baseline has no budget
+            report.pop(k)
         report["fixed_bits"] = bits
         (out / "policy.json").write_text(json.dumps(report, indent=1))
         return report
