@@ -113,7 +113,7 @@ def plot_archs(records: Sequence[ArchRecord], path: str | os.PathLike[str]) -> N
     ax.set_xlabel("searchable block (kernel k, expand e; blank: zero/skip)")
     ax.set_title(f"ProxylessNAS architectures per device ({records[0].space}, resolution {records[0].resolution}, "
                  f"width {records[0].width:g})", fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.12, right=0.98, bottom=0.25, top=0.85)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(str(path), dpi=120)
 
@@ -125,28 +125,35 @@ def _rect(x: float, y: float, face: str, edge: str) -> Any:
 
 
 def plot_alpha_history(history: Sequence[dict[str, Any]], path: str | os.PathLike[str]) -> None:
-    """Probability of each op per block over the epochs (one small panel per block)."""
+    """Left: softmax(α) of every block after the last epoch; right: over the epochs, the probability of
+    the op each block ends up with. (Every probability of every epoch is in alpha_history.json.)"""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    blocks = list(history[-1]["alpha"]) if history else []
-    if not blocks:
+    if not history:
         return
-    cols = 7
-    rows = -(-len(blocks) // cols)
-    fig = Figure(figsize=(2.0 * cols, 1.6 * rows + 0.6))
+    last = history[-1]["alpha"]
+    blocks = list(last)
+    grid = [[last[b].get(op, float("nan")) for op in OPS] for b in blocks]
+    fig = Figure(figsize=(10, 5))
     FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 2, 1)
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(OPS)))
+    ax.set_xticklabels(OPS, rotation=60, fontsize=6)
+    ax.set_yticks(range(len(blocks)))
+    ax.set_yticklabels(blocks, fontsize=6)
+    ax.set_title(f"softmax(α) after epoch {history[-1]['epoch']}", fontsize=8)
+    fig.colorbar(im, ax=ax)
+    ax2 = fig.add_subplot(1, 2, 2)
     epochs = [h["epoch"] for h in history]
-    for i, block in enumerate(blocks):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        for op in OPS:
-            if op in history[-1]["alpha"][block]:
-                ax.plot(epochs, [h["alpha"][block][op] for h in history], label=op, linewidth=1)
-        ax.set_title(block, fontsize=7)
-        ax.set_ylim(0, 1)
-        ax.tick_params(labelsize=5)
-    fig.axes[0].legend(fontsize=4, loc="upper left")
-    fig.tight_layout()
+    for b in blocks:
+        final = max(last[b], key=last[b].get)
+        ax2.plot(epochs, [h["alpha"][b][final] for h in history], linewidth=0.8)
+    ax2.set_xlabel("epoch", fontsize=7)
+    ax2.set_ylabel("probability of the final op", fontsize=7)
+    ax2.tick_params(labelsize=6)
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.22, wspace=0.35)
     fig.savefig(str(path), dpi=100)
 
 
