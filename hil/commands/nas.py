@@ -108,8 +108,7 @@ def _data(args: argparse.Namespace, size: int) -> Any:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from hil.optimizers.proxyless.run import ARCH_FILE, open_latency, run_search
-    from hil.optimizers.proxyless.search import SearchConfig
+    from hil.optimizers.proxyless.latency import open_latency
     from hil.store import open_store
 
     t0 = time.perf_counter()
@@ -117,7 +116,10 @@ def _search(args: argparse.Namespace) -> int:
         raise ConfigError(f"--resolution must be at least 28 (Fashion-MNIST images are 28x28), got {args.resolution}")
     with open_store(args.db) as store:
         latency = open_latency(store, args.device, args.resolution, args.width)
-    latency.check_target(args.target_ms)  # before loading data or building anything
+    latency.check_target(args.target_ms)  # before importing torch, loading data or building anything
+    from hil.optimizers.proxyless.run import ARCH_FILE, run_search
+    from hil.optimizers.proxyless.search import SearchConfig
+
     warmup = args.warmup_epochs if args.warmup_epochs is not None else args.epochs // 3
     cfg = SearchConfig(epochs=args.epochs, warmup_epochs=warmup, batch_size=args.batch_size, lr=args.lr,
                        arch_lr=args.arch_lr, arch_every=args.arch_every, grad_mode=args.grad_mode, loss=args.loss,

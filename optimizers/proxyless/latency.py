@@ -14,14 +14,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hil.errors import ConfigError, MissingEntryError
-from hil.latency import LatencyModel
+from hil.latency import LatencyModel, select_class
 from hil.lut_builder.spaces.proxyless import ProxylessMobileSpace
+from hil.store import Store
 from hil.workload import Workload
+
+if TYPE_CHECKING:  # the loss works on tensors; checking a LUT and a target needs no torch
+    import torch
 
 LOSSES = ("mul#log", "add#linear")
 
@@ -29,6 +31,19 @@ LOSSES = ("mul#log", "add#linear")
 def measure_command(device: str, space: ProxylessMobileSpace) -> str:
     return (f"hil lut build --device {device} --space {space.name} --resolution {space.resolution} "
             f"--width {space.width:g}")
+
+
+def lut_space(resolution: int, width: float) -> ProxylessMobileSpace:
+    """The space as `hil lut build --space proxyless-mobile --resolution R --width W` measures it."""
+    return ProxylessMobileSpace(resolution=resolution, width=width)
+
+
+def open_latency(store: Store, device: str, resolution: int, width: float) -> SearchLatency:
+    """The device's LUT for the space at this resolution and width; a clear error if it lacks a key."""
+    space = lut_space(resolution, width)
+    keys = [w.key for w in space.workloads()]
+    model = LatencyModel.from_store(store, device, select_class(store, device, keys).fp_class)
+    return SearchLatency(model, space)
 
 
 @dataclass(frozen=True)
@@ -120,6 +135,6 @@ class LatencyLoss:
 
     def __call__(self, ce: torch.Tensor, expected_ms: torch.Tensor) -> torch.Tensor:
         if self.kind == "mul#log":
-            ratio = torch.log(expected_ms * 1000.0) / math.log(self.target_ms * 1000.0)
+            ratio = (expected_ms * 1000.0).log() / math.log(self.target_ms * 1000.0)
             return self.alpha * ce * ratio ** self.beta
         return ce + self.lam * (expected_ms - self.target_ms) / self.target_ms

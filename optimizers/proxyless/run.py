@@ -11,8 +11,6 @@ from pathlib import Path
 import torch
 
 from hil.files import atomic_write
-from hil.latency import LatencyModel
-from hil.lut_builder.spaces.proxyless import ProxylessMobileSpace
 from hil.nets.proxyless import ProxylessMobile
 from hil.optimizers.data import DataSplits
 from hil.optimizers.proxyless.arch import (
@@ -23,32 +21,20 @@ from hil.optimizers.proxyless.arch import (
     plot_alpha_history,
     plot_archs,
 )
-from hil.optimizers.proxyless.latency import SearchLatency
+from hil.optimizers.proxyless.latency import SearchLatency, lut_space, open_latency
 from hil.optimizers.proxyless.search import SearchConfig, search
 from hil.optimizers.proxyless.supernet import Supernet
 from hil.optimizers.train import seed_everything
-from hil.store import Store
 
+__all__ = ["ARCH_FILE", "build_supernet", "lut_space", "open_latency", "run_search", "train_family"]
 ARCH_FILE = "arch.json"
 HISTORY_FILE = "alpha_history.json"
-
-
-def lut_space(resolution: int, width: float) -> ProxylessMobileSpace:
-    """The space as `hil lut build --space proxyless-mobile --resolution R --width W` measures it."""
-    return ProxylessMobileSpace(resolution=resolution, width=width)
 
 
 def train_family(resolution: int, width: float) -> ProxylessMobile:
     """The same blocks for Fashion-MNIST: one input channel, ten classes."""
     return ProxylessMobile(resolution=resolution, width=width, channels=TRAIN_CHANNELS, classes=TRAIN_CLASSES,
                            stem_stride=STEM_STRIDE)
-
-
-def open_latency(store: Store, device: str, resolution: int, width: float) -> SearchLatency:
-    """The device's LUT for the space at this resolution and width; a clear error if it lacks a key."""
-    space = lut_space(resolution, width)
-    model = LatencyModel.from_store(store, device, keys=[w.key for w in space.workloads()])
-    return SearchLatency(model, space)
 
 
 def build_supernet(resolution: int, width: float, seed: int) -> Supernet:
