@@ -280,3 +280,27 @@ def test_cli_bad_input_is_one_line(lut_db, tmp_path):
     p = hil("nas", "retrain", str(tmp_path / "nope.json"))
     assert_user_error(p, "nope.json", "not found")
 
+
+
+def test_resumed_search_ends_like_an_uninterrupted_one(latency, data, tmp_path):
+    from hil.optimizers.proxyless.search import SearchConfig, search
+
+    cfg = SearchConfig(epochs=3, warmup_epochs=1, batch_size=16, steps_per_epoch=4, arch_every=2,
+                       target_ms=latency.range().max_ms, eval_limit=0, arch_lr=0.05)
+
+    def run(out: Path, stop_after: int | None = None):
+        def log(msg: str) -> None:
+            if stop_after is not None and msg.startswith(f"epoch {stop_after}/"):
+                raise KeyboardInterrupt  # Ctrl-C right after an epoch's checkpoint
+
+        net = build_supernet(RES, WIDTH, 0)
+        return net, search(net, latency, data, cfg, out_dir=out, log=log)
+
+    whole, r = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", stop_after=2)
+    resumed, r2 = run(tmp_path / "b")
+    assert r2.resumed_from == 2 and [h.epoch for h in r2.history] == [1, 2, 3]
+    assert r.arch == r2.arch
+    for (n, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=n)
