@@ -115,6 +115,31 @@ def test_two_path_mode_rescales_only_the_sampled_logits():
     assert not torch.equal(a[pair], old[pair])
 
 
+def test_fixed_supernet_is_the_derived_network():
+    # The supernet's argmax paths, with their weights copied by name, are exactly `proxyless_net(arch)`.
+    net = build_supernet(RES, WIDTH, 0)
+    with torch.no_grad():
+        for _, m in net.mixed_ops():
+            m.alpha.copy_(torch.randn(len(m.choices)))
+    arch = net.derive()
+    spec = proxyless_net(arch, WIDTH, input_size=RES, stem_stride=2).build()
+    chosen = {}
+    for k, v in net.state_dict().items():
+        block, _, rest = k.partition(".ops.")
+        if k.endswith(".alpha"):
+            continue
+        if rest:
+            op, _, tail = rest.partition(".")
+            if op != arch[int(block[5:]) - 1]:
+                continue
+            k = f"{block}.{tail}"
+        chosen[k] = v
+    spec.load_state_dict(chosen)  # strict: every layer of the derived net found by name
+    net.set_mode("fixed")
+    x = torch.randn(4, 1, RES, RES)
+    torch.testing.assert_close(net.train()(x), spec.train()(x))
+
+
 # ---- α follows the latency term, or CE when its weight is 0 ------------------------------------
 
 def _arch_steps(latency: SearchLatency, data, loss: LatencyLoss, grad_mode: str, steps: int, seed: int = 0,
