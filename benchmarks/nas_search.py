@@ -115,6 +115,9 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int, default=6000)
     ap.add_argument("--val-limit", type=int, default=1000)
     ap.add_argument("--arch-lr", type=float, default=1e-3, help="Adam lr of α (the paper's 1e-3 needs many steps)")
+    ap.add_argument("--loss", default="mul#log", choices=("mul#log", "add#linear"))
+    ap.add_argument("--loss-beta", type=float, default=0.3)
+    ap.add_argument("--loss-lambda", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -139,7 +142,8 @@ def main() -> None:
     for frac in [float(f) for f in args.targets.split(",")]:
         target = rng.min_ms + frac * (rng.max_ms - rng.min_ms)
         cfg = SearchConfig(epochs=args.search_epochs, warmup_epochs=args.warmup_epochs, target_ms=target,
-                           arch_lr=args.arch_lr)
+                           arch_lr=args.arch_lr, loss=args.loss, loss_beta=args.loss_beta,
+                           loss_lambda=args.loss_lambda)
         d = out / f"search-{frac:g}"
         t1 = time.perf_counter()
         rec = run_search(lat, data, cfg, d, log=lambda m: print(m, file=sys.stderr))
