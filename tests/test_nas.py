@@ -95,6 +95,20 @@ def test_full_v2_gate_gradients_equal_autograd_through_all_paths():
     torch.testing.assert_close(m.alpha.grad, jac @ g.grad)
 
 
+def test_full_v2_recomputation_leaves_batch_norm_statistics_alone():
+    m = _mixed(2)
+    m.train()
+    x = torch.randn(8, m.slot.input[2], m.slot.input[0], m.slot.input[1])
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.mode = "full_v2"
+    m(x).square().mean().backward()
+    active = m.choices[m.sampled[0]]
+    changed = {k.split(".")[1] for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {active}  # only the path that ran forward saw a batch
+    nbt = [v for k, v in m.state_dict().items() if k.endswith("num_batches_tracked") and f".{active}." in k]
+    assert all(int(v) == 1 for v in nbt)
+
+
 def test_two_path_mode_rescales_only_the_sampled_logits():
     m = _mixed(1)
     x = torch.randn(2, m.slot.input[2], m.slot.input[0], m.slot.input[1])

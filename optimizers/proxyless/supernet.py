@@ -21,6 +21,7 @@ Modes of a forward (`Supernet.mode`):
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -40,11 +41,12 @@ class _BinaryGatePath(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, gates: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor],
-                run_all: Callable[[torch.Tensor], list[torch.Tensor]]) -> torch.Tensor:
+                run_all: Callable[[torch.Tensor], list[torch.Tensor]], paths: list[nn.Module]) -> torch.Tensor:
         detached = x.detach().requires_grad_(x.requires_grad)
         with torch.enable_grad():
             out = run(detached)
         ctx.run_all = run_all
+        ctx.paths = paths
         ctx.save_for_backward(detached, out)
         return out.detach()
 
@@ -54,10 +56,28 @@ class _BinaryGatePath(torch.autograd.Function):
         grad_x = None
         if detached.requires_grad:
             (grad_x,) = torch.autograd.grad(out, detached, grad_out)
-        with torch.no_grad():
+        with torch.no_grad(), _frozen_bn_stats(ctx.paths):
             outs = ctx.run_all(detached.detach())
             grad_gates = torch.stack([(o * grad_out).sum() for o in outs])
-        return grad_x, grad_gates, None, None
+        return grad_x, grad_gates, None, None, None
+
+
+@contextlib.contextmanager
+def _frozen_bn_stats(modules: list[nn.Module]) -> Iterator[None]:
+    """The recomputation in backward must not count as another batch in the paths' BN running stats
+    (the forward already did, for the sampled path): momentum 0 leaves them as they are."""
+    bns = [m for mod in modules for m in mod.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone() if m.num_batches_tracked is not None else None)
+             for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (mom, nbt) in zip(bns, saved, strict=True):
+            m.momentum = mom
+            if nbt is not None:
+                m.num_batches_tracked.copy_(nbt)
 
 
 class Identity(nn.Module):
@@ -114,7 +134,7 @@ class MixedOp(nn.Module):
             self.gates = gates
             paths = [self._path(j) for j in range(len(self.choices))]
             # Gates multiply the chosen output by 1 in value: their gradient is what the backward adds.
-            y = _BinaryGatePath.apply(x, gates, paths[i], lambda t: [m(t) for m in paths])
+            y = _BinaryGatePath.apply(x, gates, paths[i], lambda t: [m(t) for m in paths], paths)
             return y
         if self.mode == "two":
             pair = self._sample(2)
