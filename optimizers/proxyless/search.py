@@ -1,0 +1,320 @@
+"""The ProxylessNAS search: weight warm-up, then alternating weight and architecture steps; resumable.
+
+Weight steps (SGD, cosine learning rate) train the sampled path of every block on the training split.
+After `warmup_epochs`, every `arch_every` weight steps one architecture step (Adam, lr 1e-3, β1 = 0,
+as in the public code) samples gates on a batch of the held-out validation split and descends
+the latency loss (`LatencyLoss`) in α. The final network is the argmax op of every block.
+
+Checkpoints: `DIR/search.safetensors` holds the supernet (weights and α) and both optimizers' state as
+tensors, with the config, counters and the per-epoch history as JSON in its metadata; written after
+every epoch, so an interrupted search resumes from its last finished epoch. The sampling of paths and
+batches is a pure function of (seed, epoch), so a resumed search ends like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+from tqdm import tqdm
+
+from hil.errors import ConfigError
+from hil.optimizers.data import Batches, DataSplits, ImageSet
+from hil.optimizers.proxyless.latency import LatencyLoss, SearchLatency
+from hil.optimizers.proxyless.supernet import GRAD_MODES, Supernet
+from hil.optimizers.train import CheckpointError, cosine_lr, seed_everything
+
+FORMAT = "hil-nas-search/1"
+STATE_FILE = "search.safetensors"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    epochs: int = 6
+    warmup_epochs: int = 2
+    batch_size: int = 64
+    lr: float = 0.05  # weights: SGD + Nesterov, cosine over all weight steps
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    arch_lr: float = 1e-3  # α: Adam, β1 = 0 (the public code's setting)
+    arch_every: int = 5  # one architecture step every K weight steps
+    grad_mode: str = "full_v2"
+    loss: str = "mul#log"
+    target_ms: float = 1.0
+    loss_alpha: float = 0.2
+    loss_beta: float = 0.3
+    loss_lambda: float = 0.1
+    seed: int = 0
+    steps_per_epoch: int | None = None  # cap, for quick runs
+    eval_limit: int = 1000  # val images scoring the derived net after each epoch
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"need epochs >= 1 and 0 <= warm-up epochs <= epochs, got {self.epochs} "
+                              f"and {self.warmup_epochs}")
+        if self.batch_size < 1 or self.arch_every < 1:
+            raise ConfigError("batch size and the architecture-step interval must be positive")
+        if not (self.lr > 0 and self.arch_lr > 0):
+            raise ConfigError("learning rates must be positive")
+        if self.grad_mode not in GRAD_MODES:
+            raise ConfigError(f"unknown gradient mode {self.grad_mode!r} (known: {', '.join(GRAD_MODES)})")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError("steps per epoch must be positive")
+        self.latency_loss()  # validates the loss settings
+
+    def latency_loss(self) -> LatencyLoss:
+        return LatencyLoss(self.loss, self.target_ms, self.loss_alpha, self.loss_beta, self.loss_lambda)
+
+
+@dataclass(frozen=True)
+class EpochLog:
+    epoch: int  # 1-based
+    phase: str  # warmup | search
+    train_loss: float
+    train_acc: float
+    arch_steps: int
+    arch_loss: float | None
+    expected_ms: float
+    arch: list[str]
+    arch_ms: float  # predicted latency of the argmax architecture
+    val_acc: float | None  # the argmax architecture with the supernet's weights
+    alpha: dict[str, dict[str, float]]  # block -> op -> probability after this epoch
+    train_s: float
+
+
+@dataclass
+class SearchResult:
+    arch: tuple[str, ...]
+    predicted_ms: float
+    lut_sum_ms: float
+    expected_ms: float
+    history: list[EpochLog] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+def _cycle(batches: Batches, start_epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for e in itertools.count(start_epoch):
+        yield from batches.epoch(e)
+
+
+@torch.no_grad()
+def _eval_fixed(net: Supernet, data: ImageSet, device: torch.device, limit: int) -> float | None:
+    if limit <= 0 or len(data) == 0:
+        return None
+    was = net.mode
+    net.set_mode("fixed")
+    net.eval()
+    correct = n = 0
+    for x, y in Batches(data.subset(limit), 250, device=device).epoch():
+        correct += int((net(x).argmax(1) == y).sum())
+        n += len(y)
+    net.train()
+    net.set_mode(was)
+    return correct / n
+
+
+def search(
+    net: Supernet,
+    latency: SearchLatency,
+    data: DataSplits,
+    cfg: SearchConfig,
+    *,
+    out_dir: str | os.PathLike[str] | None = None,
+    device: torch.device | str = "cpu",
+    resume: bool = True,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> SearchResult:
+    """Search in place on `net` (seed before building it: its initial weights are the caller's)."""
+    dev = torch.device(device)
+    latency.check_target(cfg.target_ms)
+    loss_fn = cfg.latency_loss()
+    net.to(dev).train()
+    opt_w = torch.optim.SGD(_param_groups(net, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
+                            nesterov=cfg.momentum > 0)
+    opt_a = torch.optim.Adam(net.arch_parameters(), lr=cfg.arch_lr, betas=(0.0, 0.999), eps=1e-8)
+    train_b = Batches(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, device=dev,
+                      drop_last=len(data.train) >= cfg.batch_size)
+    val_b = Batches(data.val, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, device=dev,
+                    drop_last=len(data.val) >= cfg.batch_size)
+    if len(train_b) == 0 or (cfg.epochs > cfg.warmup_epochs and len(val_b) == 0):
+        raise ConfigError("the search needs a non-empty training split and validation split")
+    steps = len(train_b) if cfg.steps_per_epoch is None else min(len(train_b), cfg.steps_per_epoch)
+    total = steps * cfg.epochs
+    history: list[EpochLog] = []
+    start = 0
+    path = Path(out_dir) / STATE_FILE if out_dir is not None else None
+    if path is not None and resume and path.exists():
+        start, history = _load_state(path, net, opt_w, opt_a, cfg, meta or {})
+        if log:
+            log(f"resuming {path} after epoch {start}/{cfg.epochs}")
+    seed_everything(cfg.seed)
+    gen = torch.Generator()
+    net.set_generator(gen)
+    criterion = nn.CrossEntropyLoss()
+
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        gen.manual_seed(cfg.seed * 1_000_003 + epoch)
+        searching = epoch >= cfg.warmup_epochs
+        val_iter = _cycle(val_b, epoch * 1000)
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev)
+        seen = arch_steps = 0
+        arch_loss_sum = 0.0
+        bar = tqdm(total=steps, desc=f"{'search' if searching else 'warm-up'} {epoch + 1}/{cfg.epochs}",
+                   leave=False, disable=not progress, file=sys.stderr)
+        for i, (x, y) in enumerate(itertools.islice(train_b.epoch(epoch), steps)):
+            lr = cosine_lr(cfg.lr, epoch * steps + i, total)
+            for g in opt_w.param_groups:
+                g["lr"] = lr
+            net.set_mode("weights")
+            out = net(x)
+            loss = criterion(out, y)
+            opt_w.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_w.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if searching and (i + 1) % cfg.arch_every == 0:
+                arch_loss_sum += arch_step(net, latency, loss_fn, opt_a, next(val_iter), cfg.grad_mode)
+                arch_steps += 1
+            bar.update(1)
+        bar.close()
+        net.set_mode("weights")
+        with torch.no_grad():
+            expected = float(latency.expected(net.probs()))
+        arch = net.derive()
+        arch_ms, _ = latency.arch(arch)
+        rec = EpochLog(
+            epoch=epoch + 1, phase="search" if searching else "warmup",
+            train_loss=float(loss_sum) / seen, train_acc=float(correct) / seen, arch_steps=arch_steps,
+            arch_loss=arch_loss_sum / arch_steps if arch_steps else None, expected_ms=expected,
+            arch=list(arch), arch_ms=arch_ms, val_acc=_eval_fixed(net, data.val, dev, cfg.eval_limit),
+            alpha=net.alpha_table(), train_s=time.perf_counter() - t0)
+        history.append(rec)
+        if path is not None:
+            _save_state(path, net, opt_w, opt_a, cfg, history, meta or {})
+        if log:
+            va = f", val acc (argmax net) {rec.val_acc:.3f}" if rec.val_acc is not None else ""
+            log(f"epoch {rec.epoch}/{cfg.epochs} {rec.phase}: loss {rec.train_loss:.3f} acc {rec.train_acc:.3f}, "
+                f"E[LAT] {expected:.4g} ms, argmax net {arch_ms:.4g} ms{va} ({rec.train_s:.1f} s)")
+    arch = net.derive()
+    predicted, lut_sum = latency.arch(arch)
+    with torch.no_grad():
+        expected = float(latency.expected(net.probs()))
+    return SearchResult(arch, predicted, lut_sum, expected, history, start)
+
+
+def arch_step(net: Supernet, latency: SearchLatency, loss_fn: LatencyLoss, opt: torch.optim.Optimizer,
+              batch: tuple[torch.Tensor, torch.Tensor], grad_mode: str) -> float:
+    """One architecture update on one held-out batch; returns its loss."""
+    x, y = batch
+    net.set_mode(grad_mode)
+    ce = nn.functional.cross_entropy(net(x), y)
+    loss = loss_fn(ce, latency.expected(net.probs()))
+    opt.zero_grad(set_to_none=True)
+    # Weights do not move in this step; their gradients are dropped by the next weight step.
+    loss.backward()
+    net.alpha_grads_from_gates()
+    old = [a.detach().clone() for a in net.arch_parameters()]
+    opt.step()
+    net.rescale_after_step(old)
+    net.set_mode("weights")
+    return float(loss.detach())
+
+
+def _param_groups(net: Supernet, weight_decay: float) -> list[dict[str, Any]]:
+    ws = net.weight_parameters()
+    return [{"params": [p for p in ws if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in ws if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+# ---- checkpoint: tensors in safetensors, everything else as JSON in its metadata ------------------
+
+def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer, names: dict[int, str]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for p, st in opt.state.items():
+        for k, v in st.items():
+            t = v if isinstance(v, torch.Tensor) else torch.tensor(v)
+            out[f"{prefix}.{names[id(p)]}.{k}"] = t.detach().cpu().contiguous()
+    return out
+
+
+def _load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                    params: dict[str, nn.Parameter]) -> None:
+    for key, t in tensors.items():
+        if not key.startswith(prefix + "."):
+            continue
+        pname, _, k = key[len(prefix) + 1:].rpartition(".")
+        p = params[pname]
+        opt.state[p][k] = t.to(p.device) if k != "step" or t.ndim else t.clone()
+
+
+def _save_state(path: Path, net: Supernet, opt_w: torch.optim.Optimizer, opt_a: torch.optim.Optimizer,
+                cfg: SearchConfig, history: list[EpochLog], meta: dict[str, Any]) -> None:
+    names = {id(p): n for n, p in net.named_parameters()}
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors |= _optimizer_tensors("opt_w", opt_w, names) | _optimizer_tensors("opt_a", opt_a, names)
+    info = {"format": FORMAT, "config": asdict(cfg), "epoch": len(history),
+            "history": [asdict(h) for h in history], "meta": meta}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "hil": json.dumps(info, sort_keys=True)})
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CheckpointError(f"cannot write search state {path}: {e.strerror or e}") from None
+
+
+def read_state_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        if header.get("format") != FORMAT:
+            raise CheckpointError(f"{path} is not a hil search state ({FORMAT})")
+        return json.loads(header["hil"])
+    except (SafetensorError, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"cannot read search state {path}: {e}") from None
+
+
+def _load_state(path: Path, net: Supernet, opt_w: torch.optim.Optimizer, opt_a: torch.optim.Optimizer,
+                cfg: SearchConfig, meta: dict[str, Any]) -> tuple[int, list[EpochLog]]:
+    info = read_state_info(path)
+    saved, now = info["config"], asdict(cfg)
+    # More epochs may be added to a finished search; anything else must match.
+    diff = [k for k in now if k != "epochs" and saved.get(k) != now[k]]
+    diff += [f"meta.{k}" for k in meta if info.get("meta", {}).get(k) != meta[k]]
+    if diff:
+        k = diff[0]
+        was = info["meta"].get(k[5:]) if k.startswith("meta.") else saved.get(k)
+        is_ = meta[k[5:]] if k.startswith("meta.") else now[k]
+        raise CheckpointError(f"{path} was searched with {k}={was!r}, this run has {is_!r}; use the same "
+                              "settings, another --out, or --no-resume")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read search state {path}: {e}") from None
+    state = {k[4:]: v for k, v in tensors.items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit this supernet: {str(e).splitlines()[0]}") from None
+    params = dict(net.named_parameters())
+    _load_optimizer("opt_w", opt_w, tensors, params)
+    _load_optimizer("opt_a", opt_a, tensors, params)
+    history = [EpochLog(**h) for h in info["history"]]
+    return int(info["epoch"]), history

@@ -1,0 +1,345 @@
+"""ProxylessNAS (optimizers/proxyless): gradients through binary gates, α following latency and CE,
+memory of one path, and the CLI on a LUT measured here on the local CPU."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+
+from hil.errors import ConfigError, MissingEntryError
+from hil.latency import LatencyModel
+from hil.nets.models import proxyless_net
+from hil.optimizers.data import Batches, fashion_mnist
+from hil.optimizers.proxyless.latency import LatencyLoss, SearchLatency
+from hil.optimizers.proxyless.memory import saved_bytes
+from hil.optimizers.proxyless.run import build_supernet, lut_space, open_latency
+from hil.optimizers.proxyless.search import arch_step
+from hil.optimizers.proxyless.supernet import MixedOp
+from hil.store import open_store
+from tests.hilcli import FAST, assert_user_error, hil
+
+RES, WIDTH = 32, 0.25
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def lut_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The space's LUT at resolution 32, width 0.25, measured on this CPU with the fast protocol."""
+    d = tmp_path_factory.mktemp("nas-lut")
+    db = d / "hil.db"
+    p = hil("lut", "build", "-d", "local-cpu", "--space", "proxyless-mobile", "--resolution", str(RES),
+            "--width", str(WIDTH), *FAST, "--cv-threshold", "9", "--calibration-nets", "0", "--db", str(db),
+            "--json", env={"HIL_LEASE_DIR": str(d / "leases")})
+    assert p.returncode == 0, p.stderr
+    return db
+
+
+@pytest.fixture(scope="module")
+def latency(lut_db: Path) -> SearchLatency:
+    with open_store(str(lut_db)) as store:
+        return open_latency(store, "local-cpu", RES, WIDTH)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return fashion_mnist(size=RES, train_limit=256, val_limit=128, test_limit=64)
+
+
+# ---- gradients through the binary gates --------------------------------------------------------
+
+def _mixed(seed: int = 0) -> MixedOp:
+    torch.manual_seed(seed)
+    m = MixedOp(lut_space(RES, WIDTH).slots[1])  # a block that may be skipped: 7 paths
+    with torch.no_grad():
+        m.alpha.copy_(torch.randn(len(m.choices)))
+    m.generator = torch.Generator().manual_seed(seed)
+    return m
+
+
+def test_full_v2_gate_gradients_equal_autograd_through_all_paths():
+    m = _mixed()
+    x = torch.randn(4, *reversed(m.slot.input[:2]), m.slot.input[2]).permute(0, 3, 1, 2).contiguous()
+    x.requires_grad_(True)
+    w = torch.randn(4, m.slot.output[2], m.slot.output[0], m.slot.output[1])
+    m.eval()  # BN in eval mode: the recomputation in backward sees the very same function
+    m.mode = "full_v2"
+    (m(x) * w).sum().backward()
+    active = m.sampled[0]
+    grad_gates, grad_x = m.gates.grad.clone(), x.grad.clone()
+    # reference: y = Σ_j g_j o_j(x) with g one-hot at the sampled path, every path in the graph
+    x2 = x.detach().clone().requires_grad_(True)
+    g = torch.zeros(len(m.choices))
+    g[active] = 1.0
+    g.requires_grad_(True)
+    y = sum(g[j] * m.ops[op](x2) for j, op in enumerate(m.choices))
+    (y * w).sum().backward()
+    torch.testing.assert_close(grad_gates, g.grad)
+    torch.testing.assert_close(grad_x, x2.grad)
+    # dL/dα_i = Σ_j dL/dg_j p_j (δ_ij − p_i)
+    m.alpha_grad_from_gates()
+    p = torch.softmax(m.alpha.detach(), 0)
+    jac = torch.diag(p) - p[:, None] * p[None, :]
+    torch.testing.assert_close(m.alpha.grad, jac @ g.grad)
+
+
+def test_full_v2_recomputation_leaves_batch_norm_statistics_alone():
+    m = _mixed(2)
+    m.train()
+    x = torch.randn(8, m.slot.input[2], m.slot.input[0], m.slot.input[1])
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    m.mode = "full_v2"
+    m(x).square().mean().backward()
+    active = m.choices[m.sampled[0]]
+    changed = {k.split(".")[1] for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {active}  # only the path that ran forward saw a batch
+    nbt = [v for k, v in m.state_dict().items() if k.endswith("num_batches_tracked") and f".{active}." in k]
+    assert all(int(v) == 1 for v in nbt)
+
+
+def test_two_path_mode_rescales_only_the_sampled_logits():
+    m = _mixed(1)
+    x = torch.randn(2, m.slot.input[2], m.slot.input[0], m.slot.input[1])
+    m.mode = "two"
+    m(x).square().mean().backward()
+    pair = sorted(m.sampled)
+    assert len(set(pair)) == 2
+    m.alpha_grad_from_gates()
+    others = [i for i in range(len(m.choices)) if i not in pair]
+    assert m.alpha.grad[others].abs().sum() == 0 and m.alpha.grad[pair].abs().sum() > 0
+    old = m.alpha.detach().clone()
+    opt = torch.optim.Adam([m.alpha], lr=0.1, betas=(0.0, 0.999))
+    opt.step()
+    m.rescale_after_step(old)
+    a = m.alpha.detach()
+    torch.testing.assert_close(torch.logsumexp(a[pair], 0), torch.logsumexp(old[pair], 0))
+    torch.testing.assert_close(a[others], old[others])
+    assert not torch.equal(a[pair], old[pair])
+
+
+def test_fixed_supernet_is_the_derived_network():
+    # The supernet's argmax paths, with their weights copied by name, are exactly `proxyless_net(arch)`.
+    net = build_supernet(RES, WIDTH, 0)
+    with torch.no_grad():
+        for _, m in net.mixed_ops():
+            m.alpha.copy_(torch.randn(len(m.choices)))
+    arch = net.derive()
+    spec = proxyless_net(arch, WIDTH, input_size=RES, stem_stride=2).build()
+    chosen = {}
+    for k, v in net.state_dict().items():
+        block, _, rest = k.partition(".ops.")
+        if k.endswith(".alpha"):
+            continue
+        if rest:
+            op, _, tail = rest.partition(".")
+            if op != arch[int(block[5:]) - 1]:
+                continue
+            k = f"{block}.{tail}"
+        chosen[k] = v
+    spec.load_state_dict(chosen)  # strict: every layer of the derived net found by name
+    net.set_mode("fixed")
+    x = torch.randn(4, 1, RES, RES)
+    torch.testing.assert_close(net.train()(x), spec.train()(x))
+
+
+# ---- α follows the latency term, or CE when its weight is 0 ------------------------------------
+
+def _arch_steps(latency: SearchLatency, data, loss: LatencyLoss, grad_mode: str, steps: int, seed: int = 0,
+                tamper=None):
+    net = build_supernet(RES, WIDTH, seed)
+    net.set_generator(torch.Generator().manual_seed(seed))
+    if tamper:
+        tamper(net)
+    net.train()
+    opt = torch.optim.Adam(net.arch_parameters(), lr=0.05, betas=(0.0, 0.999))
+    val = Batches(data.val, 32, shuffle=True, seed=seed, drop_last=True)
+    before = [p.detach().clone() for p in net.probs()]
+    for batch in itertools.islice(itertools.chain.from_iterable(val.epoch(e) for e in range(100)), steps):
+        arch_step(net, latency, loss, opt, batch, grad_mode)
+    return net, before, [p.detach().clone() for p in net.probs()]
+
+
+@pytest.mark.parametrize("kind,grad_mode", [("add#linear", "full_v2"), ("mul#log", "two")])
+def test_large_latency_weight_moves_alpha_toward_faster_ops(latency, data, kind, grad_mode):
+    loss = LatencyLoss(kind, target_ms=latency.range().min_ms, beta=20.0, lam=100.0)
+    _, before, after = _arch_steps(latency, data, loss, grad_mode, steps=8)
+    assert float(latency.expected(after)) < float(latency.expected(before))
+    fastest = [min(range(len(ops)), key=lambda i: 0.0 if ops[i] is None else latency.model.latency(ops[i]))
+               for ops in latency.candidates]
+    rose = sum(float(a[i]) > float(b[i]) for a, b, i in zip(after, before, fastest, strict=True))
+    # the fastest op of (nearly) every block gained probability; the two-path mode moves a block's mass
+    # only between its two sampled paths, so fewer blocks move in a few steps
+    assert rose >= (len(fastest) - 1 if grad_mode == "full_v2" else 0.75 * len(fastest)), rose
+
+
+def test_zero_latency_weight_leaves_alpha_to_ce_alone(latency, data):
+    # With λ = 0 (add#linear) or β = 0 (mul#log: α·CE) the latency term vanishes: α moves, and by the same
+    # steps whatever the target and the loss kind (Adam is blind to the constant factor α·), so CE alone
+    # steers it. Whether those steps reach the CE-best op is the estimator's business: its gate gradients
+    # are checked exactly against autograd above.
+    runs = [LatencyLoss("add#linear", target_ms=latency.range().max_ms, lam=0.0),
+            LatencyLoss("add#linear", target_ms=latency.range().min_ms, lam=0.0),
+            LatencyLoss("mul#log", target_ms=latency.range().min_ms, beta=0.0)]
+    afters = []
+    for loss in runs:
+        _, before, after = _arch_steps(latency, data, loss, "full_v2", steps=3)
+        afters.append(torch.cat(after))
+    assert (afters[0] - torch.cat(before)).abs().max() > 1e-3  # α moved
+    torch.testing.assert_close(afters[0], afters[1])
+    torch.testing.assert_close(afters[0], afters[2], rtol=1e-3, atol=1e-4)
+
+
+# ---- memory: one path, not all ------------------------------------------------------------------
+
+def test_supernet_step_keeps_about_one_path_of_activations(data):
+    net = build_supernet(RES, WIDTH, 0)
+    net.set_generator(torch.Generator().manual_seed(0))
+    net.train()
+    x = next(Batches(data.train, 32).epoch())[0]
+    net.set_mode("weights")
+    sampled_bytes = saved_bytes(lambda: net(x))
+    arch = [m.choices[m.sampled[0]] for _, m in net.mixed_ops()]
+    single = proxyless_net(arch, WIDTH, input_size=RES, stem_stride=2).build().train()
+    single_bytes = saved_bytes(lambda: single(x))
+    net.set_mode("full_v2")
+    full_v2_bytes = saved_bytes(lambda: net(x))
+    net.set_mode("all")
+    all_bytes = saved_bytes(lambda: net(x))
+    assert 0.9 < sampled_bytes / single_bytes < 1.1, (sampled_bytes, single_bytes)
+    assert full_v2_bytes < 1.5 * single_bytes, (full_v2_bytes, single_bytes)
+    assert all_bytes > 3 * single_bytes, (all_bytes, single_bytes)
+
+
+# ---- LUT coverage and targets -------------------------------------------------------------------
+
+def test_a_missing_key_names_the_key_and_the_command(latency):
+    table = dict(latency.model.table)
+    gone = latency.candidates[3][2].key
+    del table[gone]
+    with pytest.raises(MissingEntryError, match=re.escape(
+            "hil lut build --device local-cpu --space proxyless-mobile --resolution 32 --width 0.25")) as e:
+        SearchLatency(LatencyModel(table, "local-cpu"), lut_space(RES, WIDTH))
+    assert gone in str(e.value)
+
+
+def test_unreachable_target_names_the_range(latency):
+    r = latency.range()
+    with pytest.raises(ConfigError, match=rf"spans {r.min_ms:.4g}\.\.{r.max_ms:.4g} ms"):
+        latency.check_target(r.min_ms * 0.5)
+    latency.check_target(r.min_ms * 1.01)
+
+
+def test_predicted_latency_is_the_lut_sum(latency):
+    arch = lut_space(RES, WIDTH).random_arch(__import__("random").Random(5))
+    predicted, lut_sum = latency.arch(arch)
+    manual = sum(latency.model.table[w.key] for w in lut_space(RES, WIDTH).layers(arch))
+    assert lut_sum == pytest.approx(manual) and predicted == pytest.approx(manual)  # no calibration fitted
+    one_hot = [torch.tensor([float(op == a) for op in slot.choices]) for slot, a in
+               zip(lut_space(RES, WIDTH).slots, arch, strict=True)]
+    assert float(latency.expected(one_hot)) == pytest.approx(manual, rel=1e-5)
+
+
+# ---- the CLI end to end --------------------------------------------------------------------------
+
+TINY = ["--resolution", str(RES), "--width", str(WIDTH), "--steps-per-epoch", "4", "--batch-size", "16",
+        "--arch-every", "2", "--train-limit", "128", "--val-limit", "64", "--threads", "1"]
+
+
+@pytest.mark.slow
+def test_cli_search_resume_retrain(lut_db, tmp_path):
+    out = tmp_path / "s"
+    args = ["nas", "search", "--device", "local-cpu", "--space", "proxyless-mobile", "--db", str(lut_db),
+            "--target-ms", "100", "--warmup-epochs", "1", "--out", str(out), *TINY]
+    p = hil(*args, "--epochs", "1")
+    assert p.returncode == 0, p.stderr
+    p = hil(*args, "--epochs", "2", "--json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    hist = json.loads((out / "alpha_history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2] and [h["phase"] for h in hist] == ["warmup", "search"]
+    assert hist[1]["arch_steps"] == 2 and set(hist[1]["alpha"]) == {f"block{i}" for i in range(1, 22)}
+    assert (out / "arch.png").stat().st_size > 0 and (out / "search.safetensors").exists()
+    arch = json.loads((out / "arch.json").read_text())
+    assert arch["arch"] == rep["arch"] and len(arch["arch"]) == 21
+    # its predicted latency is its LUT sum (this LUT has no calibration)
+    with open_store(str(lut_db)) as store:
+        table = LatencyModel.from_store(store, "local-cpu").table
+    manual = sum(table[w.key] for w in lut_space(RES, WIDTH).layers(arch["arch"]))
+    assert arch["predicted_ms"] == pytest.approx(manual) and arch["lut_sum_ms"] == pytest.approx(manual)
+    # the derived network builds and trains a step
+    model = proxyless_net(**arch["model"]["options"]).build()
+    x, y = next(Batches(fashion_mnist(size=RES, train_limit=8).train, 8).epoch())
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert torch.isfinite(loss) and model.stem[0].weight.grad is not None
+    # retrain from scratch to a checkpoint
+    ck = tmp_path / "model.safetensors"
+    p = hil("nas", "retrain", str(out / "arch.json"), "--epochs", "1", "--train-limit", "64", "--val-limit", "32",
+            "--threads", "1", "--out", str(ck), "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["arch"] == arch["arch"] and r["epochs"] == 1 and ck.exists()
+    assert not list(tmp_path.rglob("*.pt")) or all(f.name.endswith(".state.pt") for f in tmp_path.rglob("*.pt"))
+
+
+@pytest.mark.slow
+def test_cli_bad_input_is_one_line(lut_db, tmp_path):
+    base = ["nas", "search", "--device", "local-cpu", "--space", "proxyless-mobile", "--out", str(tmp_path / "o")]
+    # unreachable target: the range this space spans on the device
+    p = hil(*base, "--db", str(lut_db), "--target-ms", "0.001", *TINY)
+    assert_user_error(p, "unreachable", "spans", "local-cpu")
+    # a LUT of another width than the search
+    p = hil(*base, "--db", str(lut_db), "--target-ms", "100", "--resolution", str(RES), "--width", "0.5")
+    assert_user_error(p, "another resolution or width", "--width 0.5")
+    # no LUT at all
+    p = hil(*base, "--db", str(tmp_path / "empty.db"), "--target-ms", "100")
+    assert_user_error(p, "no LUT for device 'local-cpu'", "hil lut build")
+    # one key missing from the LUT
+    db = tmp_path / "partial.db"
+    db.write_bytes(lut_db.read_bytes())
+    key = lut_space(RES, WIDTH).slots[5].workload("5x5_MBConv6").key
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM measurements WHERE key = ?", (key,))
+    con.commit()
+    con.close()
+    p = hil(*base, "--db", str(db), "--target-ms", "100", *TINY)
+    assert_user_error(p, key, "hil lut build --device local-cpu")
+    p = hil("nas", "retrain", str(tmp_path / "nope.json"))
+    assert_user_error(p, "nope.json", "not found")
+
+
+
+def test_resumed_search_ends_like_an_uninterrupted_one(latency, data, tmp_path):
+    from hil.optimizers.proxyless.search import SearchConfig, search
+
+    cfg = SearchConfig(epochs=3, warmup_epochs=1, batch_size=16, steps_per_epoch=4, arch_every=2,
+                       target_ms=latency.range().max_ms, eval_limit=0, arch_lr=0.05)
+
+    def run(out: Path, stop_after: int | None = None):
+        def log(msg: str) -> None:
+            if stop_after is not None and msg.startswith(f"epoch {stop_after}/"):
+                raise KeyboardInterrupt  # Ctrl-C right after an epoch's checkpoint
+
+        net = build_supernet(RES, WIDTH, 0)
+        return net, search(net, latency, data, cfg, out_dir=out, log=log)
+
+    whole, r = run(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", stop_after=2)
+    resumed, r2 = run(tmp_path / "b")
+    assert r2.resumed_from == 2 and [h.epoch for h in r2.history] == [1, 2, 3]
+    assert r.arch == r2.arch
+    for (n, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, msg=n)
