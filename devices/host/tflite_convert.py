@@ -101,7 +101,7 @@ def _mbconv(x: Any, w: MBConv) -> Any:
     from keras import layers
 
     inp = x
-    mid = w.input[2] * w.expand
+    mid = w.width  # input channels x expand, or a pruned block's middle width
     if w.expand != 1:
         x = _conv_bn_act(x, mid, 1, 1, 1, "relu6", w.key)
     x = _conv_bn_act(x, mid, w.kernel, w.stride, mid, "relu6", w.key)
