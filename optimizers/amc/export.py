@@ -24,7 +24,7 @@ from hil.nets.models import ModelSpec
 from hil.nets.torch_build import conv_paths
 from hil.optimizers.amc.search import load_pruned
 from hil.optimizers.data import fashion_mnist, normalize
-from hil.workload import Logits
+from hil.workload import ConvLayer, Logits, MBConv
 
 KERAS_BN_EPS = 1e-3  # keras.layers.BatchNormalization's default, which the builder uses
 CALIBRATION_IMAGES = 64
@@ -65,6 +65,48 @@ def load_into_keras(kmodel: Any, model: nn.Module, spec: ModelSpec) -> None:
                 k.set_weights([t.weight.T.numpy(), t.bias.numpy()])
 
 
+def keras_export_model(spec: ModelSpec) -> Any:
+    """The Keras model of `spec` for deployment: the builder's layers, except that a strided conv pads
+    k//2 on every side as torch does. The builder's "same" padding pads a stride-2 conv on the bottom
+    and right only, which costs the same to run (the LUT's concern) but shifts the window by a pixel,
+    so trained torch weights would compute something else."""
+    tc._tf()
+    import keras
+    from keras import layers
+
+    def conv_bn_act(x: Any, cout: int, k: int, stride: int, depthwise: bool, act: str) -> Any:
+        pad = "same"
+        if stride > 1:
+            x = layers.ZeroPadding2D(k // 2)(x)
+            pad = "valid"
+        if depthwise:
+            x = layers.DepthwiseConv2D(k, stride, padding=pad, use_bias=False)(x)
+        else:
+            x = layers.Conv2D(cout, k, stride, padding=pad, use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        return tc._activation(x, act, spec.name)
+
+    first = spec.layers[0].workload
+    inp = keras.Input(first.input, batch_size=1)  # type: ignore[attr-defined]
+    x = inp
+    for layer in spec.layers:
+        w = layer.workload
+        if isinstance(w, ConvLayer):
+            x = conv_bn_act(x, w.output[2], w.kernel, w.stride, w.groups > 1, w.act)
+        elif isinstance(w, MBConv):
+            y = x
+            if w.expand != 1:
+                y = conv_bn_act(y, w.width, 1, 1, False, "relu6")
+            y = conv_bn_act(y, w.width, w.kernel, w.stride, True, "relu6")
+            y = conv_bn_act(y, w.output[2], 1, 1, False, "none")
+            x = layers.Add()([x, y]) if w.idskip else y
+        elif isinstance(w, Logits):
+            x = layers.Dense(w.classes)(layers.GlobalAveragePooling2D()(x))
+        else:
+            raise HilError(f"layer {layer.name!r}: TFLite export does not build workload kind {w.kind!r}")
+    return keras.Model(inp, x)
+
+
 def export(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, tflite: str | None = None
            ) -> dict[str, Any]:
     model, spec, meta = load_pruned(checkpoint)
@@ -80,7 +122,7 @@ def export(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, t
     if tflite:
         net = spec.network()
         try:
-            km = tc.keras_model(net, batch=1)
+            km = keras_export_model(spec)
             load_into_keras(km, model, spec)
             buf = tc.convert_keras(km, net, tflite, 1, representative=lambda: _calibration(spec, meta))
         except MeasureFailure as e:
