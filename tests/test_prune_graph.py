@@ -133,3 +133,29 @@ def test_rounding_and_minimum():
 def test_unknown_group_is_a_config_error():
     with pytest.raises(ConfigError, match="no prunable channel group 'block99'"):
         ChannelGraph(make_model("mobilenet-v1")).apply({"block99": 8})
+
+
+def test_least_squares_reconstruction_fits_the_unpruned_outputs_better():
+    from hil.optimizers.amc.reconstruct import reconstruct
+    from hil.optimizers.data import Batches, fashion_mnist
+
+    spec = mobilenet_v1(0.25)
+    torch.manual_seed(0)
+    model = spec.build().eval()
+    for m in model.modules():  # positive BN shifts keep a random network's features alive
+        if isinstance(m, nn.BatchNorm2d):
+            m.bias.data.uniform_(0.1, 1.0)
+    g = ChannelGraph(spec)
+    keep = {"block13.pw": 64}  # of 256: the classifier's input channels
+    data = fashion_mnist(val_size=100, seed=0, size=32, train_limit=128, val_limit=10, test_limit=10).train
+    plain, pspec = g.prune(model, keep)
+    fitted, _ = g.prune(model, keep)
+    done = reconstruct(g, model, fitted, pspec, keep, data, batches=2, batch_size=64)
+    assert done == ["classifier"]
+    assert not torch.equal(fitted.classifier.fc.weight, plain.classifier.fc.weight)
+    x = torch.cat([b for b, _ in Batches(data, 64).epoch(0)])
+    with torch.no_grad():
+        ref = model(x)
+        err_plain = float(((plain.eval()(x) - ref) ** 2).sum())
+        err_fitted = float(((fitted.eval()(x) - ref) ** 2).sum())
+    assert err_fitted < err_plain
