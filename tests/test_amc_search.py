@@ -180,3 +180,20 @@ def test_unknown_device_is_one_line(tmp_path):
     p = hil("amc", "search", "--model", "mobilenet-v1", "--device", "pixel-99", "--budget", "flops=0.5",
             "--out", str(tmp_path / "o"), "--db", str(tmp_path / "hil.db"))
     assert_user_error(p, "pixel-99")
+
+
+def test_cli_finetune_and_policy_plot(run, tmp_path):
+    ft = tmp_path / "ft.safetensors"
+    p = hil("amc", "finetune", run["flops"]["checkpoint"], "--batches", "3", "--batch-size", "32",
+            "--train-limit", "500", "--val-limit", "100", "--test-limit", "100", "--threads", "1",
+            "--out", str(ft), "--json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["checkpoint"] == str(ft) and ft.exists() and rep["batches"] == 3
+    png = tmp_path / "policies.png"
+    p = hil("amc", "plot", str(run["flops_out"] / "policy.json"), str(run["lat_out"] / "policy.json"),
+            "--out", str(png))
+    assert p.returncode == 0, p.stderr
+    assert png.stat().st_size > 0
+    p = hil("amc", "plot", str(ft), "--out", str(png))
+    assert_user_error(p, str(ft))

@@ -412,9 +412,9 @@ def plot_policies(paths: list[str], out: str | os.PathLike[str]) -> Path:
     for p in paths:
         try:
             data = json.loads(Path(p).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: not JSON, or not even text
             raise ConfigError(f"cannot read policy {p}: {e}") from None
-        if data.get("format") != POLICY_FORMAT:
+        if not isinstance(data, dict) or data.get("format") != POLICY_FORMAT:
             raise ConfigError(f"{p} is not an AMC policy ({POLICY_FORMAT})")
         series.append((f"{data['budget']} on {data['device']}", data["layers"]))
         title = f"{data['model']} {data['options'].get('width', '')}"
