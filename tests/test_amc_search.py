@@ -197,3 +197,10 @@ def test_cli_finetune_and_policy_plot(run, tmp_path):
     assert png.stat().st_size > 0
     p = hil("amc", "plot", str(ft), "--out", str(png))
     assert_user_error(p, str(ft))
+
+
+def test_rerun_with_other_settings_is_refused(run):
+    from hil.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="width=0.25"):
+        search(replace(BASE, width=0.5), run["flops_out"], run["store"], run["inv"], protocol=PROTOCOL)

@@ -156,6 +156,9 @@ def prepare(cfg: SearchConfig, out: Path, store: Store, inventory: Inventory, *,
         path = out / "pretrained.safetensors"
         if path.exists():
             tensors, meta = read_checkpoint(path)
+            if meta.get("model") != spec.name or meta.get("options") != json.loads(json.dumps(spec.options)):
+                raise ConfigError(f"{path} holds a trained {meta.get('model')} {meta.get('options')}, not this "
+                                  f"{spec.name} {spec.options}; use another --out")
             model.load_state_dict(tensors)
         else:
             _log_to(log, f"training {spec.name} for {cfg.pretrain_batches} batches (no --checkpoint given)")
@@ -183,7 +186,9 @@ def prepare(cfg: SearchConfig, out: Path, store: Store, inventory: Inventory, *,
 
 def _check_resume(cfg: SearchConfig, out: Path) -> None:
     path = out / "config.json"
-    if path.exists():
+    # only episodes already run bind the settings: a search refused before its first episode (an
+    # infeasible budget, say) may be rerun in the same folder with others
+    if path.exists() and (out / "agent" / "agent.json").exists():
         saved = json.loads(path.read_text())
         now = json.loads(json.dumps(cfg.to_json()))
         for k in now:
