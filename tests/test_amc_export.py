@@ -42,3 +42,17 @@ def test_export_rebuilds_and_tflite_matches_torch(tmp_path):
     check = rep["tflite_check"]
     assert check["top1_agreement"] >= 0.99 and check["max_abs_logit_diff"] < 1e-3, check
     assert "DEPTHWISE_CONV_2D" in rep["tflite_ops"] and "ADD" in rep["tflite_ops"]
+
+
+def test_lut_keras_builder_builds_a_pruned_block():
+    pytest.importorskip("tensorflow")
+    from keras import layers
+
+    from hil.devices.host.tflite_convert import keras_model
+    from hil.workload import MBConv
+
+    w = MBConv((8, 8, 16), (4, 4, 24), 6, 3, 2, 0, mid=40)
+    m = keras_model(w)
+    dw = [x for x in m.layers if isinstance(x, layers.DepthwiseConv2D)]
+    assert len(dw) == 1 and tuple(dw[0].kernel.shape) == (3, 3, 40, 1)
+    assert tuple(m.output.shape) == (1, 4, 4, 24)
