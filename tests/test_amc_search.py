@@ -202,5 +202,5 @@ def test_cli_finetune_and_policy_plot(run, tmp_path):
 def test_rerun_with_other_settings_is_refused(run):
     from hil.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="width=0.25"):
+    with pytest.raises(ConfigError, match=r"width=0\.25"):
         search(replace(BASE, width=0.5), run["flops_out"], run["store"], run["inv"], protocol=PROTOCOL)
