@@ -111,13 +111,40 @@ class MBConv(Workload):
     kernel: int
     stride: int
     idskip: int  # 1 when the identity shortcut is added
+    # The middle (expanded) width when it is not input channels x expand: a channel-pruned block
+    # (AMC). None otherwise, and normalized to None when equal, so an unpruned block has exactly
+    # ProxylessNAS's key and JSON and compares equal to one built without it.
+    mid: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mid is None:
+            return
+        if isinstance(self.mid, bool) or not isinstance(self.mid, int) or self.mid < 1:
+            raise ConfigError(f"MBConv middle width must be a positive integer, got {self.mid!r}")
+        if self.mid == self.input[2] * self.expand:
+            object.__setattr__(self, "mid", None)
+        elif self.expand == 1:
+            raise ConfigError(f"an MBConv with expand 1 has no expansion conv: its middle width is its "
+                              f"{self.input[2]} input channels, not {self.mid}")
+
+    @property
+    def width(self) -> int:
+        """Channels of the expansion and depthwise convs."""
+        return self.input[2] * self.expand if self.mid is None else self.mid
 
     @property
     def key(self) -> str:
-        return (
+        base = (
             f"expanded_conv-input:{_shape(self.input)}-output:{_shape(self.output)}"
             f"-expand:{self.expand}-kernel:{self.kernel}-stride:{self.stride}-idskip:{self.idskip}"
         )
+        return base if self.mid is None else f"{base}-mid:{self.mid}"
+
+    def to_json(self) -> dict[str, Any]:
+        d = super().to_json()
+        if self.mid is None:
+            del d["mid"]  # the JSON of an unpruned block stays what it was (TFLite cache keys hash it)
+        return d
 
 
 @dataclass(frozen=True)

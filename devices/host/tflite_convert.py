@@ -23,7 +23,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +101,7 @@ def _mbconv(x: Any, w: MBConv) -> Any:
     from keras import layers
 
     inp = x
-    mid = w.input[2] * w.expand
+    mid = w.width  # input channels x expand, or a pruned block's middle width
     if w.expand != 1:
         x = _conv_bn_act(x, mid, 1, 1, 1, "relu6", w.key)
     x = _conv_bn_act(x, mid, w.kernel, w.stride, mid, "relu6", w.key)
@@ -204,8 +204,17 @@ def convert(w: Workload, precision: str = "float32", batch: int = 1) -> bytes:
     if precision not in PRECISIONS:
         known = ", ".join(PRECISIONS)
         raise MeasureFailure("unsupported", f"tflite: precision {precision!r} is not one of {known}")
+    return convert_keras(keras_model(w, batch), w, precision, batch)
+
+
+def convert_keras(model: Any, w: Workload, precision: str = "float32", batch: int = 1,
+                  representative: Callable[[], Iterator[list[Any]]] | None = None) -> bytes:
+    """Convert `model`, the Keras build of `w` (`keras_model`), perhaps with trained weights put in
+    it, to a TFLite flatbuffer; int8 calibrates on `representative` (default: seeded noise)."""
+    if precision not in PRECISIONS:
+        known = ", ".join(PRECISIONS)
+        raise MeasureFailure("unsupported", f"tflite: precision {precision!r} is not one of {known}")
     tf = _tf()
-    model = keras_model(w, batch)
     with _convert_lock, tempfile.TemporaryDirectory(prefix="hil-tflite-") as tmp:
         try:
             # Through a SavedModel, so variables are frozen into constants and BN folds away.
@@ -218,7 +227,7 @@ def convert(w: Workload, precision: str = "float32", batch: int = 1) -> bytes:
                 conv.target_spec.supported_types = [tf.float16]
             elif precision == "int8":
                 conv.optimizations = [tf.lite.Optimize.DEFAULT]
-                conv.representative_dataset = lambda: representative_data(w, batch)
+                conv.representative_dataset = representative or (lambda: representative_data(w, batch))
                 conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
                 conv.inference_input_type = tf.int8
                 conv.inference_output_type = tf.int8

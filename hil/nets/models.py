@@ -99,9 +99,9 @@ def _conv_units(layer: Layer, signed_input: bool) -> list[ConvUnit]:
         kind = "dwconv" if w.groups > 1 and w.groups == w.input[2] else "conv"
         return [ConvUnit(layer.name, kind, w.input, w.output, w.kernel, w.stride, w.groups, *paths[0], signed_input)]
     if isinstance(w, MBConv):
-        h, wd, cin = w.input
+        h, wd, _ = w.input
         ho, wo, _ = w.output
-        mid = cin * w.expand
+        mid = w.width
         units = []
         if w.expand != 1:
             units.append(ConvUnit(f"{layer.name}.expand", "conv", w.input, (h, wd, mid), 1, 1, 1,

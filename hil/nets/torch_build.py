@@ -35,9 +35,10 @@ def conv_bn_act(cin: int, cout: int, k: int, stride: int, groups: int = 1, act: 
 class MBConvBlock(nn.Module):
     """Inverted residual block (MobileNetV2 / ProxylessNAS)."""
 
-    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int, idskip: bool) -> None:
+    def __init__(self, cin: int, cout: int, expand: int, kernel: int, stride: int, idskip: bool,
+                 mid: int | None = None) -> None:
         super().__init__()
-        mid = cin * expand
+        mid = cin * expand if mid is None else mid  # a pruned block's middle width
         layers: list[nn.Module] = []
         if expand != 1:
             layers.append(conv_bn_act(cin, mid, 1, 1))
@@ -64,7 +65,7 @@ def build_module(w: Workload) -> nn.Module:
     if isinstance(w, ConvLayer):
         return conv_bn_act(w.input[2], w.output[2], w.kernel, w.stride, w.groups, w.act)
     if isinstance(w, MBConv):
-        return MBConvBlock(w.input[2], w.output[2], w.expand, w.kernel, w.stride, bool(w.idskip))
+        return MBConvBlock(w.input[2], w.output[2], w.expand, w.kernel, w.stride, bool(w.idskip), w.width)
     if isinstance(w, Logits):
         return LogitsHead(w.input[2], w.classes)
     if isinstance(w, Linear):

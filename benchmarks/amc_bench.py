@@ -1,0 +1,145 @@
+"""AMC at small scale, in the shapes of the paper's Tables 3 and 4 (Fashion-MNIST, 32x32 inputs).
+
+(a) Table 4: AMC under a 50% FLOPs budget vs uniform pruning (one kept fraction for every group, the
+    largest that meets the same FLOPs), from the same trained model, with the same fine-tune.
+(b) Table 3: the 50%-FLOPs and the 50%-latency policies on a device: FLOPs, LUT-predicted speedup,
+    and speedup measured on whole networks in one interleaved request; accuracy after the same fine-tune.
+(c) search cost per episode (the search logs' timings).
+
+Rows are written to OUT/rows.jsonl as each finishes; a rerun skips finished rows (and resumes an
+interrupted search from its agent checkpoint).
+
+    python benchmarks/amc_bench.py --out amc-bench --model mobilenet-v1 --width 0.5 --seeds 0 \
+        --episodes 150 --warmup 100 --device local-cpu --budget-latency 0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hil.errors import HilError
+from hil.inventory import load_inventory
+from hil.measure import MeasureSettings
+from hil.nets.models import make_model
+from hil.optimizers.amc.env import LatencyCost
+from hil.optimizers.amc.prune import ChannelGraph, candidates
+from hil.optimizers.amc.search import SearchConfig, finetune_pruned, load_pruned, measure_speedup, save_pruned, search
+from hil.store import Store
+
+
+def uniform_keep(spec: Any, target_macs: float, divisor: int, min_ratio: float) -> dict[str, int]:
+    """One kept fraction for every group: the largest (in steps of 1%) whose model meets the FLOPs."""
+    g = ChannelGraph(spec)
+    for pct in range(100, 0, -1):
+        keep = {}
+        for gr in g.prunable():
+            c = candidates(gr.channels, divisor, min_ratio)
+            keep[gr.name] = max([x for x in c if x <= pct / 100 * gr.channels] or [c[0]])
+        if g.apply(keep).macs <= target_macs:
+            return keep
+    raise HilError("no uniform fraction meets the FLOPs budget")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--model", default="mobilenet-v1")
+    ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--device", default="local-cpu")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--episodes", type=int, default=150)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--pretrain-batches", type=int, default=600)
+    ap.add_argument("--finetune-batches", type=int, default=300)
+    ap.add_argument("--val-limit", type=int, default=1000)
+    ap.add_argument("--budget-flops", type=float, default=0.5)
+    ap.add_argument("--budget-latency", type=float, default=0.5)
+    ap.add_argument("--min-time", type=float, default=0.1, help="LUT protocol: seconds per workload")
+    ap.add_argument("--min-repeats", type=int, default=20)
+    ap.add_argument("--clock", default="thread", choices=["wall", "thread"])
+    ap.add_argument("--db", default=None, help="store (default OUT/hil.db)")
+    ap.add_argument("--skip-latency", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "rows.jsonl"
+    done = {json.loads(x)["row"] for x in rows_path.read_text().splitlines()} if rows_path.exists() else set()
+    store = Store(args.db or out / "hil.db")
+    inv = load_inventory("inventory.yaml")
+    proto = replace(MeasureSettings(), min_time_s=args.min_time, min_repeats=args.min_repeats, max_attempts=2)
+
+    def log(msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    def emit(row: dict[str, Any]) -> None:
+        with rows_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        log(json.dumps(row))
+
+    for seed in args.seeds:
+        base = SearchConfig(model=args.model, width=args.width, device=args.device, episodes=args.episodes,
+                            warmup=args.warmup, pretrain_batches=args.pretrain_batches, val_limit=args.val_limit,
+                            seed=seed, split_seed=0, clock=args.clock)
+        budgets = [f"flops={args.budget_flops}"] + ([] if args.skip_latency else [f"latency={args.budget_latency}"])
+        ckpts: dict[str, Path] = {}
+        pre = out / f"seed{seed}" / budgets[0].replace("=", "")  # the FLOPs search trains the model
+        for budget in budgets:
+            d = out / f"seed{seed}" / budget.replace("=", "")
+            cfg = replace(base, budget=budget)
+            if budget.startswith("latency"):  # the same trained model as the FLOPs search
+                cfg = replace(cfg, checkpoint=str(pre / "pretrained.safetensors"))
+            t0 = time.perf_counter()
+            rep = search(cfg, d, store, inv, protocol=proto, log=log)
+            ckpts[budget] = Path(rep["checkpoint"])
+            row = f"search seed={seed} {budget}"
+            if row not in done:
+                eps = [json.loads(x) for x in (d / "search.jsonl").read_text().splitlines()]
+                emit({"row": row, "seed": seed, "budget": budget, "flops_ratio": rep["flops"]["ratio"],
+                      "predicted_speedup": rep["predicted"]["speedup"],
+                      "val_no_finetune": rep["accuracy"]["val_no_finetune"],
+                      "reference_val": rep["accuracy"]["reference_val"],
+                      "episode_s_median": statistics.median(e["timings"]["episode_s"] for e in eps),
+                      "episodes": len(eps), "lut_entries_measured": rep["search"]["lut_entries_measured_here"],
+                      "lut_measure_s": rep["search"]["lut_measure_s"], "wall_s": time.perf_counter() - t0})
+        # the uniform baseline at the FLOPs budget, pruned from the same trained model
+        spec = make_model(args.model, width=args.width, input_size=32)
+        model, _, meta = load_pruned(pre / "pretrained.safetensors")
+        keep = uniform_keep(spec, args.budget_flops * spec.macs, base.divisor, base.min_ratio)
+        pruned, pspec = ChannelGraph(spec).prune(model, keep)
+        uni = out / f"seed{seed}" / "uniform.safetensors"
+        save_pruned(uni, pruned, pspec, {"keep": keep, "uniform": True}, {"data": meta.get("data", {})})
+        ckpts["uniform"] = uni
+        for name, ck in ckpts.items():
+            row = f"finetune seed={seed} {name}"
+            if row in done:
+                continue
+            ft = finetune_pruned(ck, ck.with_name(ck.stem + ".ft.safetensors"), batches=args.finetune_batches,
+                                 seed=seed, log=log)
+            lat = LatencyCost(store, inv, args.device, proto, log=log, clock=args.clock)
+            try:
+                _, ps, _ = load_pruned(ck)
+                full = make_model(args.model, width=args.width, input_size=32)
+                pred = lat(full) / lat(ps)
+            finally:
+                lat.close()
+            sp = measure_speedup(ck, args.device, store, inv, protocol=proto, clock=args.clock, log=log)
+            emit({"row": row, "seed": seed, "policy": name, "flops_ratio": ps.macs / full.macs,
+                  "test_after_finetune": ft["test_after"], "val_after_finetune": ft["val_after"],
+                  "predicted_speedup": pred, "measured_speedup": sp["measured"]["speedup"],
+                  "measured_full_ms": sp["measured"]["full_ms"], "measured_pruned_ms": sp["measured"]["pruned_ms"]})
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""AMC: reinforcement-learned channel pruning under FLOPs or measured-latency budgets."""
