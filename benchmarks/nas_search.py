@@ -30,6 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from hil.calibration import measure_session  # noqa: E402
 from hil.devices.host.targets import open_target, settings_for  # noqa: E402
 from hil.inventory import load_inventory  # noqa: E402
 from hil.lease import hold  # noqa: E402
@@ -42,7 +43,6 @@ from hil.optimizers.proxyless.run import build_supernet, open_latency, run_searc
 from hil.optimizers.proxyless.search import SearchConfig  # noqa: E402
 from hil.optimizers.train import TrainConfig, evaluate, seed_everything, train  # noqa: E402
 from hil.store import open_store  # noqa: E402
-from hil.validate import measure_networks  # noqa: E402
 
 DEVICE = "local-cpu"
 PROTOCOL = ["--min-time", "0.2", "--min-repeats", "20", "--warmup-runs", "5", "--warmup-time", "0.05",
@@ -98,10 +98,12 @@ def measure(db: Path, nets: list[Any]) -> dict[str, float]:
     target = open_target(inv, DEVICE)
     try:
         with open_store(str(db)) as store, hold(target, 3600):
-            passes = measure_networks(store, target, nets, settings, passes=1, seed=0, tag="nas_bench")
+            # one session: the searched nets and the baseline are compared with each other
+            session = measure_session(store, target, nets, settings, "nas_bench", 0, seed=0,
+                                      reuse_after=0.0)
     finally:
         target.close()
-    return passes[0]
+    return session.latency_ms
 
 
 def main() -> None:
