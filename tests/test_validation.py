@@ -58,7 +58,7 @@ class FakeDevice:
         return self.speed * block_ms(w)
 
     def describe(self, settings: MeasureSettings) -> dict[str, Any]:
-        return {"class": {"device": self.name, "protocol": settings.to_json()}, "state": {"speed": self.speed}}
+        return {"class": {"device": self.name, "protocol": settings.shaping_json()}, "state": {"speed": self.speed}}
 
     def measure(self, workloads: Sequence[Workload], settings: MeasureSettings) -> Iterator[Measurement]:
         self.requests.append([w.key for w in workloads])

@@ -17,9 +17,7 @@ def protocol_class(settings: MeasureSettings, backend: Backend) -> dict[str, Any
     """The protocol parameters that shape a measurement. The noise policy (CV threshold, attempts,
     time cap) decides what is re-measured, not how one measurement is taken, so it stays out; the
     schedule is the one the backend can really use."""
-    d = settings.to_json()
-    for policy in ("cv_threshold", "max_attempts", "max_time_s", "slice_s"):
-        d.pop(policy)
+    d = settings.shaping_json()
     d["schedule"] = effective_schedule(backend, settings)
     return d
 
