@@ -187,7 +187,7 @@ def _speedup(args: argparse.Namespace) -> int:
     p, m = rep["predicted"], rep["measured"]
     emit(rep, args.json, f"{rep['model']} on {rep['device']}: predicted {p['pruned_ms']:.4f} ms of "
                          f"{p['full_ms']:.4f} ms ({p['speedup']:.3f}x); measured {m['pruned_ms']:.4f} ms of "
-                         f"{m['full_ms']:.4f} ms ({m['speedup']:.3f}x, whole networks, one {m['schedule']} request)")
+                         f"{m['full_ms']:.4f} ms ({m['speedup']:.3f}x, whole networks in one session)")
     return 0
 
 

@@ -62,10 +62,10 @@ def resolve_arch(space: Any, arch: str, flag: str) -> tuple[Any, str]:
 
 
 def _speedup(args: argparse.Namespace) -> int:
-    from hil.calibration import measure_session
     from hil.devices.host.targets import check_fits, open_target, settings_for
     from hil.inventory import load_inventory
     from hil.latency import LatencyModel
+    from hil.speedup import measure_speedup
     from hil.store import open_store
     from hil.validate import lut_class
 
@@ -85,36 +85,23 @@ def _speedup(args: argparse.Namespace) -> int:
         try:
             cls = lut_class(store, target, settings)
             model = LatencyModel.from_store(store, target.name, cls)
-            pred = {n.key: model.network(n.layers) for n in (base, cand)}
-            raw = {n.key: model.block_sum(n.layers) for n in (base, cand)}
-            session = measure_session(store, target, [base, cand], settings, "speedup", 0, seed=args.seed,
-                                      progress=(lambda m: bar.update(1)) if bar else None)
+            s = measure_speedup(store, target, model, base, cand, settings, seed=args.seed,
+                                progress=(lambda m: bar.update(1)) if bar else None)
         finally:
             if bar:
                 bar.close()
             target.close()
     finally:
         store.close()
-    meas = session.latency_ms
-    predicted = pred[base.key] / pred[cand.key]
-    measured = meas[base.key] / meas[cand.key]
-    out = {
-        "device": args.device, "space": space.name, "options": space.options(), "fingerprint_class": cls,
-        "session": session.id,
-        "base": {"network": base.key, "from": base_how, "predicted_ms": pred[base.key], "measured_ms": meas[base.key],
-                 "block_sum_ms": raw[base.key]},
-        "candidate": {"network": cand.key, "from": cand_how, "predicted_ms": pred[cand.key],
-                      "measured_ms": meas[cand.key], "block_sum_ms": raw[cand.key]},
-        "predicted_speedup": predicted, "measured_speedup": measured,
-        "plain_sum_speedup": raw[base.key] / raw[cand.key],
-        "error": predicted / measured - 1,
-        "calibration": model.calibration.to_json(),
-    }
+    out = {"device": args.device, "space": space.name, "options": space.options(), "fingerprint_class": cls,
+           **s.to_json(), "calibration": model.calibration.to_json()}
+    out["base"]["from"], out["candidate"]["from"] = base_how, cand_how
     text = (
         f"{args.device} / {space.name} {space.options()}: speedup of the candidate over the base\n"
-        f"  base      : predicted {pred[base.key]:8.3f} ms  measured {meas[base.key]:8.3f} ms  ({base_how})\n"
-        f"  candidate : predicted {pred[cand.key]:8.3f} ms  measured {meas[cand.key]:8.3f} ms  ({cand_how})\n"
-        f"  speedup   : predicted x{predicted:.3f}  measured x{measured:.3f}  error {100 * out['error']:+.2f}% "
+        f"  base      : predicted {s.base.predicted_ms:8.3f} ms  measured {s.base.measured_ms:8.3f} ms  ({base_how})\n"
+        f"  candidate : predicted {s.candidate.predicted_ms:8.3f} ms  measured {s.candidate.measured_ms:8.3f} ms  "
+        f"({cand_how})\n"
+        f"  speedup   : predicted x{s.predicted:.3f}  measured x{s.measured:.3f}  error {100 * s.error:+.2f}% "
         f"(both measured in one session)"
     )
     emit(out, args.json, text)

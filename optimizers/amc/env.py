@@ -38,11 +38,12 @@ from hil.inventory import Inventory
 from hil.latency import LatencyModel
 from hil.lease import hold
 from hil.lut_builder.build import build_on_target
-from hil.measure import Measurement, MeasureSettings
+from hil.measure import MeasureSettings
 from hil.nets.models import ModelSpec
 from hil.optimizers.amc.prune import ChannelGraph, Group, candidates, keep_channels, min_keep
 from hil.optimizers.data import ImageSet
 from hil.optimizers.train import evaluate
+from hil.speedup import Speedup, measure_speedup
 from hil.store import Store
 from hil.target import Target, fingerprint_class
 from hil.workload import Network, Workload
@@ -190,21 +191,14 @@ class LatencyCost:
         self.ensure(spec.workloads())
         return {layer.name: self.model().latency(layer.workload) for layer in spec.layers}
 
-    def measure_networks(self, specs: list[ModelSpec]) -> list[Measurement]:
-        """Whole networks timed end to end in one request (interleaved by default, so a change of
-        the host's speed falls on all alike); the records are not added to the LUT."""
-        nets = [Network(s.network().layers, name=f"{s.name}-{i}") for i, s in enumerate(specs)]
+    def speedup(self, base: ModelSpec, candidate: ModelSpec) -> Speedup:
+        """The candidate's speedup over the base: predicted by this LUT's model, measured with both
+        whole networks in one session (hil.speedup, the same as `hil speedup`)."""
+        self.ensure([*base.workloads(), *candidate.workloads()])
         target = self.target()
         with hold(target, self.lease_timeout_s):
-            records = {m.key: m for m in target.measure(nets, self.settings)}
-        out = []
-        for n in nets:
-            rec = records.get(n.key)
-            if rec is None or not rec.ok:
-                why = f"{rec.error_kind}: {rec.error}" if rec is not None else "no record"
-                raise HilError(f"{self.device}: whole-network measurement of {n.name} failed: {why}")
-            out.append(rec)
-        return out
+            return measure_speedup(self.store, target, self.model(), base.network(), candidate.network(),
+                                   self.settings)
 
 
 class _Needed:

@@ -391,23 +391,21 @@ def finetune_pruned(path: str | os.PathLike[str], out: str | os.PathLike[str], *
 def measure_speedup(path: str | os.PathLike[str], device: str, store: Store, inventory: Inventory, *,
                     protocol: MeasureSettings | None = None, clock: str | None = None,
                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """A pruned checkpoint's predicted (LUT) and measured speedup over its unpruned model on a device:
-    both whole networks timed end to end in one interleaved request."""
+    """A pruned checkpoint's predicted (LUT) and measured speedup over its unpruned model on a device
+    (hil.speedup: both whole networks timed end to end in one session)."""
     _, spec, meta = load_pruned(path)
     options = {k: v for k, v in spec.options.items() if k != "channels"}
     base = make_model(spec.name, **options)
     lat = LatencyCost(store, inventory, device, protocol, log=log, clock=clock)
     try:
-        full_ms, pruned_ms = lat(base), lat(spec)
-        recs = lat.measure_networks([base, spec])
+        s = lat.speedup(base, spec)
         fp = lat.fp_class
     finally:
         lat.close()
-    m_full, m_pruned = recs[0].latency_ms, recs[1].latency_ms
     return {"checkpoint": str(path), "model": spec.name, "device": device, "macs": {"full": base.macs,
-            "pruned": spec.macs}, "predicted": {"full_ms": full_ms, "pruned_ms": pruned_ms,
-            "speedup": full_ms / pruned_ms}, "measured": {"full_ms": m_full, "pruned_ms": m_pruned,
-            "speedup": m_full / m_pruned, "schedule": recs[0].metrics.get("schedule", "")},
+            "pruned": spec.macs}, "predicted": {"full_ms": s.base.predicted_ms, "pruned_ms": s.candidate.predicted_ms,
+            "speedup": s.predicted}, "measured": {"full_ms": s.base.measured_ms, "pruned_ms": s.candidate.measured_ms,
+            "speedup": s.measured, "session": s.session}, "error": s.error,
             "fingerprint_class": fp, "amc": {k: v for k, v in meta.get("amc", {}).items() if k != "layers"}}
 
 
