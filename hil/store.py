@@ -32,6 +32,17 @@ SCHEMA_VERSION = 2
 DB_ENV = "HIL_DB"
 DEFAULT_DB = "hil.db"
 
+_MODEL_VERSIONS = """
+CREATE TABLE IF NOT EXISTS model_versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    class TEXT NOT NULL,
+    name TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS model_versions_class_name ON model_versions (class, name, id);
+"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fingerprints (
@@ -60,26 +71,10 @@ CREATE TABLE IF NOT EXISTS measurements (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS measurements_class_key ON measurements (class, key);
-CREATE TABLE IF NOT EXISTS model_versions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    class TEXT NOT NULL,
-    name TEXT NOT NULL,
-    params TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS model_versions_class_name ON model_versions (class, name, id);
-"""
+""" + _MODEL_VERSIONS
 
 # Version 1 kept one row per (class, name) in `models`; each becomes version 1 of its model.
-_MIGRATE_1_TO_2 = """
-CREATE TABLE IF NOT EXISTS model_versions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    class TEXT NOT NULL,
-    name TEXT NOT NULL,
-    params TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS model_versions_class_name ON model_versions (class, name, id);
+_MIGRATE_1_TO_2 = _MODEL_VERSIONS + """
 INSERT INTO model_versions (class, name, params, created_at)
     SELECT class, name, params, created_at FROM models ORDER BY created_at;
 DROP TABLE models;
