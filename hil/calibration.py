@@ -133,6 +133,7 @@ def measure_session(
         todo.append(drift)
     session = Session(uuid.uuid4().hex[:16], {}, created_at=time.time())
     drift_key = drift.key if drift is not None else None
+    records: list[Measurement] = []
     # one slice: the session's networks are compared with each other, so they share the host's rounds
     for m in target.measure(todo, replace(settings, slice_s=None)):
         if m.key == drift_key:
@@ -142,14 +143,18 @@ def measure_session(
         m.attempt = store.attempt_count(cls, m.key) + 1
         m.metrics["session"] = session.id
         m.metrics[f"{tag}_pass"] = index
-        store.add(m)
+        records.append(m)
         if not m.ok:
+            store.add_all(records)  # failed attempts are records too
             raise HilError(f"device {target.name!r}: {m.key} failed: {m.error_kind}: {m.error}")
         session.latency_ms[m.key] = m.latency_ms
         session.state = m.fingerprint.get("state", {})
         session.created_at = m.created_at
         if progress:
             progress(m)
+    # in one transaction: a kill leaves the session whole or absent, never a part that a rerun
+    # would measure again next to it
+    store.add_all(records)
     return session
 
 

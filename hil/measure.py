@@ -40,6 +40,10 @@ class ErrorKind(str, Enum):
 # Settings that decide what is re-measured (noise policy) and when results are kept (slices), not
 # how one measurement is taken: kept out of the fingerprint class.
 POLICY_FIELDS = ("cv_threshold", "max_attempts", "max_time_s", "slice_s")
+# An interleaved request is timed in slices of about `MeasureSettings.slice_s` seconds and at least
+# MIN_SLICE workloads (host normalization needs neighbours); each slice's records are sent as it
+# ends, so a kill loses at most the slice being timed. Validation cuts its passes the same way.
+MIN_SLICE = 8
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,12 @@ class MeasureSettings:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> MeasureSettings:
         return cls(**d)
+
+
+def expected_timing_s(once_s: float, settings: MeasureSettings) -> float:
+    """How long the interleaved protocol spends on a workload whose one run takes `once_s`."""
+    once = max(once_s, settings.min_run_ms / 1e3)
+    return settings.warmup_s + min(settings.max_time_s, max(settings.min_time_s, settings.min_repeats * once))
 
 
 @dataclass(frozen=True)

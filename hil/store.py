@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,32 +231,41 @@ class Store:
 
     def add(self, m: Measurement) -> None:
         """Record one attempt (success or failure), committed at once."""
-        fp_class = fingerprint_class(m.fingerprint)
-        st = m.stats
+        self.add_all([m])
+
+    def add_all(self, ms: Sequence[Measurement]) -> None:
+        """Record several attempts in one transaction: all of them are kept, or none (a session's
+        records, which are reused only whole)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?, ?)",
-                    (fp_class, m.device, canonical_json(m.fingerprint["class"]), m.created_at),
-                )
-                self._db.execute(
-                    "INSERT INTO measurements (device, class, key, workload, provenance, ok, noisy,"
-                    " latency_ms, cv, stats, metrics, state, attempt, error_kind, error, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        m.device, fp_class, m.key, canonical_json(m.workload), m.provenance, int(m.ok),
-                        int(m.noisy), st.median_ms if st else None, st.cv if st else None,
-                        json.dumps(st.to_json()) if st else None, json.dumps(m.metrics),
-                        json.dumps(m.fingerprint.get("state", {})), m.attempt,
-                        m.error_kind.value if m.error_kind else "", m.error,
-                        m.created_at,
-                    ),
-                )
+                for m in ms:
+                    self._insert(m)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+
+    def _insert(self, m: Measurement) -> None:
+        fp_class = fingerprint_class(m.fingerprint)
+        st = m.stats
+        self._db.execute(
+            "INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?, ?)",
+            (fp_class, m.device, canonical_json(m.fingerprint["class"]), m.created_at),
+        )
+        self._db.execute(
+            "INSERT INTO measurements (device, class, key, workload, provenance, ok, noisy,"
+            " latency_ms, cv, stats, metrics, state, attempt, error_kind, error, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.device, fp_class, m.key, canonical_json(m.workload), m.provenance, int(m.ok),
+                int(m.noisy), st.median_ms if st else None, st.cv if st else None,
+                json.dumps(st.to_json()) if st else None, json.dumps(m.metrics),
+                json.dumps(m.fingerprint.get("state", {})), m.attempt,
+                m.error_kind.value if m.error_kind else "", m.error,
+                m.created_at,
+            ),
+        )
 
     def save_model(self, fp_class: str, name: str, params: dict[str, Any], created_at: float) -> int:
         """Keep a new version of a fitted model (e.g. the network calibration) next to its

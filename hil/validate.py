@@ -4,13 +4,14 @@ The prediction scored is exactly the one an optimizer receives: `LatencyModel.fr
 the LUT with the newest stored calibration version. Nothing measured during validation changes it.
 
 Networks are sampled from the space with a fixed seed (never the calibration's networks), measured
-end to end with the same protocol in two passes, each one session (docs/MEASUREMENT.md), so
-repeatability can be told apart from model error. Each session also times:
+end to end with the same protocol in two passes, so repeatability can be told apart from model
+error. A pass is cut into sessions of about `--slice-time` seconds (docs/MEASUREMENT.md), so a kill
+loses at most one of them. Each session also times:
 - the space's reference network, for speedups: a ratio of two networks timed in one session
   cancels the host's drift, which is what a search relies on;
-- the stored calibration's held-out networks, whose refit shows the model "re-anchored in this
-  session" (a secondary figure: no optimizer has it);
 - the drift-reference workload, to compare this session's host speed with the calibration's.
+The pass's first session also times the stored calibration's held-out networks, whose refit shows
+the model "re-anchored in this session" (a secondary figure: no optimizer has it).
 
 Metrics follow MEASUREMENT.md: MAPE, RMSPE, RMSE, ±5% / ±10% accuracy (nn-Meter's), Kendall's tau.
 """
@@ -34,9 +35,10 @@ from hil.calibration import (
 )
 from hil.errors import ConfigError, StoreError
 from hil.latency import CALIBRATION_MODEL, LatencyModel, NetworkCalibration
-from hil.measure import Measurement, MeasureSettings
+from hil.measure import MIN_SLICE, Measurement, MeasureSettings, expected_timing_s
 from hil.store import Store
 from hil.target import Target, fingerprint_class
+from hil.workload import Network
 
 
 @dataclass
@@ -167,6 +169,41 @@ def _calibration_info(store: Store, cls: str) -> dict[str, Any]:
                                            if x.params.get("kind", "build") == "build"), None)}
 
 
+def validation_parts(
+    nets: Sequence[Network],
+    cal_nets: Sequence[Network],
+    ref: Network,
+    model: LatencyModel,
+    settings: MeasureSettings,
+    with_drift: bool = True,
+) -> list[list[Network]]:
+    """A validation pass cut into sessions (parts) the way a request is cut into slices: about
+    `settings.slice_s` seconds of expected timing each (the stored model's prediction under the
+    protocol) and at least MIN_SLICE workloads, counting the reference network and the drift
+    reference that every part also times. The calibration's networks open part 0, together, so an
+    in-session refit sees one host state. `slice_s` None: the whole pass is one part.
+
+    Depends only on the networks, the stored model and the settings, so a rerun cuts the same parts
+    and reuses those that were stored whole.
+    """
+    extra = 1 + int(with_drift)  # the reference network and the drift reference
+    ref_s = expected_timing_s(model.network(ref.layers) / 1e3, settings)
+    queue = [*cal_nets, *nets]
+    parts: list[list[Network]] = []
+    part: list[Network] = []
+    spent = ref_s
+    for i, n in enumerate(queue):
+        part.append(n)
+        spent += expected_timing_s(model.network(n.layers) / 1e3, settings)
+        left = len(queue) - i - 1
+        full = (settings.slice_s is not None and spent >= settings.slice_s and i + 1 >= len(cal_nets)
+                and len(part) + extra >= MIN_SLICE and left + extra >= MIN_SLICE)
+        if left == 0 or full:
+            parts.append(part)
+            part, spent = [], ref_s
+    return parts
+
+
 def validate(
     store: Store,
     target: Target,
@@ -178,9 +215,10 @@ def validate(
 ) -> ValidationReport:
     """Predicted (the stored model) vs measured on `samples` networks the calibration never saw.
 
-    Each pass is one session holding the scored networks, the reference network, the calibration's
-    held-out networks and the drift reference. A rerun reuses a pass's session only whole and only
-    if it ended after the newest calibration version was stored.
+    Each pass is cut into sessions of about `settings.slice_s` seconds (validation_parts), each
+    timing its share of the scored networks (the calibration's held-out networks in the first),
+    the reference network and the drift reference. A rerun reuses a part's session only whole and
+    only if it ended after the newest calibration version was stored.
     """
     if not isinstance(space, SampledSpace):
         raise ConfigError(f"search space {getattr(space, 'name', space)!r} cannot sample networks to validate")
@@ -200,38 +238,51 @@ def validate(
     cal_nets = [] if simulated else calibration_networks(space, cal_params)
     drift = None if simulated else drift_reference(space)
     reuse_after = float(cal_info.get("created_at", 0.0))
-    sessions: list[Session] = [
-        measure_session(store, target, [*nets, ref, *cal_nets], settings, "validation", p, drift, seed + p,
-                        reuse_after=reuse_after, progress=progress)
+    parts = validation_parts(nets, cal_nets, ref, model, settings, with_drift=drift is not None)
+    part_of = {n.key: k for k, part in enumerate(parts) for n in part}
+    # sessions[p][k]: pass p, part k. A kill loses at most the part being timed; a rerun reuses
+    # every part that was stored whole.
+    sessions: list[list[Session]] = [
+        [measure_session(store, target, [*part, ref], settings, "validation", p, drift, seed + p + 1000 * k,
+                         reuse_after=reuse_after, progress=progress)
+         for k, part in enumerate(parts)]
         for p in range(passes)
     ]
     session_cals: list[NetworkCalibration] = []
     if len(cal_nets) >= 2:
-        session_cals = [fit_session(model, cal_nets, s) for s in sessions]
+        # the calibration networks are all in part 0 (validation_parts), so each refit has one host state
+        session_cals = [fit_session(model, cal_nets, pass_[0]) for pass_ in sessions]
     pred_raw, pred_stored, pred_session, meas, rep = [], [], [], [], []
     sp_pred, sp_meas, sp_raw = [], [], []
     points = []
     ref_pred = model.network(ref.layers)
     ref_sum = model.block_sum(ref.layers)
     for n in nets:
-        xs = [s.latency_ms[n.key] for s in sessions]
+        own = [pass_[part_of[n.key]] for pass_ in sessions]  # the session that timed n, per pass
+        xs = [sess.latency_ms[n.key] for sess in own]
         m = _median(xs)
         s = model.block_sum(n.layers)
         pred_raw.append(s)
         pred_stored.append(model.network(n.layers))
         if session_cals:
-            pred_session.append(sum(c.apply(s) for c in session_cals) / len(session_cals))
+            # each refit carried from part 0's host speed to n's part through the reference network,
+            # which every part times
+            pred_session.append(sum(c.apply(s) * sess.latency_ms[ref.key] / pass_[0].latency_ms[ref.key]
+                                    for c, sess, pass_ in zip(session_cals, own, sessions, strict=True))
+                                / len(session_cals))
         meas.append(m)
         if len(xs) >= 2:
             rep.append(abs(xs[0] - xs[1]) / m)
         # speedup over the reference, measured within each session (the host's drift cancels)
-        sp = _median([sess.latency_ms[ref.key] / sess.latency_ms[n.key] for sess in sessions])
+        sp = _median([sess.latency_ms[ref.key] / sess.latency_ms[n.key] for sess in own])
         sp_meas.append(sp)
         sp_pred.append(ref_pred / pred_stored[-1])
         sp_raw.append(ref_sum / s)
         points.append({"network": n.key, "measured_ms": m, "predicted_ms": pred_stored[-1], "block_sum_ms": s,
                        "reanchored_ms": pred_session[-1] if session_cals else None, "attempts_ms": xs,
-                       "measured_speedup": sp, "predicted_speedup": sp_pred[-1]})
+                       "measured_speedup": sp, "predicted_speedup": sp_pred[-1],
+                       "sessions": [sess.id for sess in own]})
+    every = [sess for pass_ in sessions for sess in pass_]
     repeat = {
         "n": len(rep),
         "mape": 100 * sum(rep) / len(rep) if rep else float("nan"),
@@ -244,13 +295,13 @@ def validate(
         if passes >= 2 and len(points) > 1 else float("nan"),
     }
     speedup = {"reference": ref.key, "reference_chosen": ref_how,
-               "reference_measured_ms": [sess.latency_ms[ref.key] for sess in sessions],
+               "reference_measured_ms": [sess.latency_ms[ref.key] for sess in every],
                "reference_predicted_ms": ref_pred,
                **speedup_metrics(sp_pred, sp_meas).to_json(),
                "raw_sum": speedup_metrics(sp_raw, sp_meas).to_json()}
     drift_ref: dict[str, Any] = {}
     if drift is not None:
-        now = [sess.latency_ms[DRIFT_PREFIX + drift.key] for sess in sessions]
+        now = [sess.latency_ms[DRIFT_PREFIX + drift.key] for sess in every]
         stored = (cal_info.get("drift_reference") or {}).get("latency_ms")
         build = (cal_info.get("build_drift_reference") or {}).get("latency_ms")
         drift_ref = {"key": drift.key, "build_ms": build, "calibration_ms": stored, "validation_ms": now,
@@ -260,7 +311,7 @@ def validate(
         stored=metrics(pred_stored, meas), raw_sum=metrics(pred_raw, meas), repeatability=repeat,
         calibration=cal_info, speedup=speedup, drift_reference=drift_ref, points=points,
         reanchored=metrics(pred_session, meas) if session_cals else None,
-        session_calibration=[c.to_json() for c in session_cals], sessions=[s.id for s in sessions],
+        session_calibration=[c.to_json() for c in session_cals], sessions=[s.id for s in every],
     )
 
 def plot(report: ValidationReport, path: str) -> None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +55,60 @@ def test_interleaved_build_killed_at_a_random_moment_resumes_exactly(tmp_path, s
     assert out["measured"] == WORKLOADS - len(before)
     counts = Counter(keys_in(db))
     assert len(counts) == WORKLOADS and set(counts.values()) == {1}, "a workload was measured twice"
+
+
+@pytest.fixture(scope="module")
+def calibrated_lut(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("lut") / "hil.db"
+    p = hil("lut", "build", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--calibration-nets", "4", "--json")
+    assert p.returncode == 0, p.stderr
+    return db
+
+
+def validation_records(db: Path) -> list[tuple[int, str]]:
+    """(pass, key) of every validation record of a scored or calibration network."""
+    con = sqlite3.connect(db)
+    try:
+        return [(int(r[0]), r[1]) for r in con.execute(
+            "SELECT json_extract(metrics, '$.validation_pass'), key FROM measurements"
+            " WHERE json_extract(metrics, '$.validation_pass') IS NOT NULL AND key NOT LIKE 'drift:%' AND ok=1")]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_validation_killed_at_a_random_moment_loses_one_part_at_most(tmp_path, calibrated_lut, seed):
+    rng = random.Random(seed)
+    db = tmp_path / "hil.db"
+    shutil.copy(calibrated_lut, db)
+    # --slice-time 0: each pass is cut into sessions of the minimum size, so a kill lands between them
+    args = ["validate", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--samples", "12", "--slice-time", "0",
+            "--seed", str(seed), "--json"]
+    proc = subprocess.Popen([sys.executable, "-m", "hil", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for = rng.randrange(0, 30)  # committed network records to wait for, then a random delay
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and len(validation_records(db)) < wait_for:
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0, 0.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = Counter(validation_records(db))
+    print(f"killed with {sum(before.values())} network records committed")
+
+    p = hil(*args)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    counts = Counter(validation_records(db))
+    scored = {pt["network"] for pt in out["points"]}
+    assert len(scored) == 12
+    ref = out["speedup"]["reference"]
+    # what was committed before the kill is still there and was reused, not measured again
+    assert all(counts[k] == n for k, n in before.items() if k[1] != ref)
+    # each pass has each scored network exactly once; the reference network once per part
+    assert {(p_, k) for p_, k in counts if k != ref} >= {(p_, k) for p_ in (0, 1) for k in scored}
+    assert {n for (_, k), n in counts.items() if k != ref} == {1}, "a network was measured twice"
+    assert counts[(0, ref)] + counts[(1, ref)] == len(out["sessions"])

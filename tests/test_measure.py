@@ -179,8 +179,9 @@ def test_interleaved_request_is_timed_in_slices_unless_asked_whole():
     # real torch-cpu work, tiny; slice_s=0 asks for slices of the minimum size, None for one slice
     from dataclasses import replace
 
-    from hil.devices.agent.backend import MIN_SLICE, run_backend
+    from hil.devices.agent.backend import run_backend
     from hil.devices.agent.torch_cpu import TorchCpuBackend
+    from hil.measure import MIN_SLICE
     from hil.workload import Linear
 
     work = [Linear(8, 8 + i) for i in range(2 * MIN_SLICE + 3)]

@@ -11,7 +11,9 @@ import json
 import shutil
 import sqlite3
 import zlib
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from hil.latency import CALIBRATION_MODEL, NOT_LUT_PREFIXES, LatencyModel
 from hil.lut_builder.build import build_on_target
 from hil.lut_builder.export import export_lut, offset_key
 from hil.lut_builder.spaces import make_space
-from hil.measure import Measurement, MeasureSettings, summarize
+from hil.measure import MIN_SLICE, Measurement, MeasureSettings, summarize
 from hil.store import SCHEMA_VERSION, Store
 from hil.target import Target
 from hil.validate import lut_class, metrics, speedup_metrics, validate
@@ -141,10 +143,11 @@ def test_an_interrupted_pass_is_remeasured_whole_never_paired_with_another_sessi
     cut = FakeDevice(speed=1.3, interrupt_after=5)
     with pytest.raises(KeyboardInterrupt):
         validate(store, cut, space, SETTINGS, samples=4, seed=3)
-    partial = {m.metrics["session"] for m in store.attempts(cls) if m.metrics.get("validation_pass") == 0}
+    # a session's records are committed in one transaction: the interrupted one left none
+    assert not [m for m in store.attempts(cls) if m.fingerprint["state"]["speed"] == 1.3]
     # the rerun on a faster host: if the interrupted records were reused, pass 0 would mix speeds
     r = validate(store, FakeDevice(speed=1.0), space, SETTINGS, samples=4, seed=3)
-    assert len(r.sessions) == 2 and not set(r.sessions) & (partial - set(r.sessions))
+    assert len(r.sessions) == 2
     for sid in r.sessions:
         speeds = {m.fingerprint["state"]["speed"] for m in store.attempts(cls) if m.metrics.get("session") == sid}
         assert speeds == {1.0}
@@ -152,6 +155,48 @@ def test_an_interrupted_pass_is_remeasured_whole_never_paired_with_another_sessi
     # a plain rerun resumes: both sessions reused whole, nothing measured
     again = validate(store, FakeDevice(speed=5.0), space, SETTINGS, samples=4, seed=3)
     assert again.sessions == r.sessions and again.points == r.points
+
+
+class CutAfter(FakeDevice):
+    """Interrupted (as by Ctrl-C) in the middle of its `requests_before_cut`+1-th request."""
+
+    def __init__(self, requests_before_cut: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.cut = requests_before_cut
+
+    def measure(self, workloads: Sequence[Workload], settings: MeasureSettings) -> Iterator[Measurement]:
+        for i, m in enumerate(super().measure(workloads, settings)):
+            if len(self.requests) > self.cut and i == len(workloads) // 2:
+                raise KeyboardInterrupt
+            yield m
+
+
+@pytest.mark.parametrize("cut", [0, 1, 3, 6])
+def test_a_pass_is_cut_into_bounded_sessions_and_a_rerun_measures_only_the_part_in_flight(tmp_path, cut):
+    store, _, space, cls = built(tmp_path)
+    held_out = store.load_model(cls, CALIBRATION_MODEL)["networks"]
+    ref = space.reference_network().key
+    fine = replace(SETTINGS, slice_s=0.0)  # parts of the minimum size
+    with pytest.raises(KeyboardInterrupt):
+        validate(store, CutAfter(cut), space, fine, samples=20, seed=7)
+    first = FakeDevice()
+    r = validate(store, first, space, fine, samples=20, seed=7)
+    parts = len(r.sessions) // 2
+    assert parts >= 3 and len(first.requests) == 2 * parts - cut  # the whole parts were reused
+    for req in first.requests:
+        assert ref in req and len(req) >= MIN_SLICE  # each part: the reference, the drift reference
+    # the calibration networks sit together in the first part of each pass
+    firsts = [[m.key for m in store.attempts(cls) if m.metrics.get("session") == sid] for sid in r.sessions]
+    assert sum(set(held_out) <= set(keys) for keys in firsts) == 2
+    # every (pass, network) was measured exactly once: nothing in flight was kept, nothing done redone
+    scored = {p["network"] for p in r.points}
+    counts = Counter((m.metrics["validation_pass"], m.key) for m in store.attempts(cls)
+                     if m.key in scored and "validation_pass" in m.metrics)
+    assert len(scored) == 20 and set(counts) == {(p, k) for p in (0, 1) for k in scored}
+    assert set(counts.values()) == {1}
+    # the deterministic device: the cut changes no figure
+    assert r.stored.mape == pytest.approx(0, abs=1e-6) and r.speedup["median_abs_err"] == pytest.approx(0, abs=1e-6)
+    assert r.reanchored is not None and r.reanchored.mape < 1e-6
 
 
 def test_anchor_stores_a_new_version_keeps_the_old_and_the_newest_is_used(tmp_path):

@@ -15,7 +15,16 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from hil.measure import ErrorKind, Measurement, MeasureSettings, Stats, time_host, time_interleaved
+from hil.measure import (
+    MIN_SLICE,
+    ErrorKind,
+    Measurement,
+    MeasureSettings,
+    Stats,
+    expected_timing_s,
+    time_host,
+    time_interleaved,
+)
 from hil.workload import Workload
 
 
@@ -148,18 +157,11 @@ def run_backend(
             batch, expected_s = [], 0.0
 
 
-# An interleaved request is timed in slices of about `settings.slice_s` seconds and at least
-# MIN_SLICE workloads (host normalization needs neighbours), and each slice's records are sent as
-# it ends: a kill loses at most the slice being timed, not the whole request.
-MIN_SLICE = 8
-
-
 def _expected_timing_s(p: Prepared, settings: MeasureSettings) -> float:
     """How long `time_interleaved` will spend on this workload, from one more untimed-protocol run."""
     t0 = time.perf_counter()
     p.run()
-    once = max(time.perf_counter() - t0, settings.min_run_ms / 1e3)
-    return settings.warmup_s + min(settings.max_time_s, max(settings.min_time_s, settings.min_repeats * once))
+    return expected_timing_s(time.perf_counter() - t0, settings)
 
 
 def _time_slice(
