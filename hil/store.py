@@ -161,7 +161,9 @@ class Store:
         except sqlite3.DatabaseError as e:
             problems = [str(e)]
         if problems != ["ok"]:
-            raise StoreError(f"store {self.path}: the file is damaged ({'; '.join(problems)[:200]}); keep a "
+            # SQLite's report spans lines ("*** in database main ***\nPage 9: ..."): one line here
+            found = " ".join("; ".join(problems).split())[:200]
+            raise StoreError(f"store {self.path}: the file is damaged ({found}); keep a "
                              f"copy, then recover what is readable with `sqlite3 {self.path} .recover`, or "
                              "use another --db")
 
