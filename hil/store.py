@@ -160,6 +160,8 @@ class Store:
             raise StoreError(f"store {self.path}: cannot be read ({e})") from None
         except sqlite3.DatabaseError as e:
             problems = [str(e)]
+        except UnicodeDecodeError:  # SQLite's message quotes a damaged schema, which is not UTF-8
+            problems = ["its schema text is not UTF-8"]
         if problems != ["ok"]:
             # SQLite's report spans lines ("*** in database main ***\nPage 9: ..."): one line here
             found = " ".join("; ".join(problems).split())[:200]
