@@ -9,6 +9,7 @@ gradient and the runs agree to rounding (docs/TRAINING.md).
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -19,9 +20,18 @@ import pytest
 import torch
 from torch import nn
 
-from hil.optimizers.data import data_dir, fashion_mnist
+from hil.optimizers.data import Batches, data_dir, fashion_mnist
 from hil.optimizers.dist import Dist, launch
-from hil.optimizers.train import CheckpointError, TrainConfig, read_checkpoint, state_path, train
+from hil.optimizers.train import (
+    CheckpointError,
+    TrainConfig,
+    _param_groups,
+    cosine_lr,
+    deterministic,
+    read_checkpoint,
+    state_path,
+    train,
+)
 
 pytestmark = pytest.mark.skipif(
     not (data_dir() / "t10k-labels-idx1-ubyte.gz").exists() and not (data_dir() / "t10k-labels-idx1-ubyte").exists(),
@@ -30,6 +40,7 @@ pytestmark = pytest.mark.skipif(
 
 # 2 epochs x 4 steps of a global batch of 32, with augmentation: the order and the crops must agree too.
 CFG = TrainConfig(epochs=2, batch_size=32, lr=0.05, seed=3, steps_per_epoch=4, augment=True)
+BN_CFG = TrainConfig(epochs=1, batch_size=32, lr=0.05, seed=1, steps_per_epoch=3, augment=True)
 
 
 class Tiny(nn.Module):
@@ -95,8 +106,8 @@ def _worker(tmp: str) -> dict:
     out.update(resumed_weights=weights(resumed_model), resumed_from=r2.resumed_from, resumed_epochs=r2.epochs)
     # A BN network: ranks normalize by their own shard, and end with rank 0's running statistics.
     bn = tiny(bn=True)
-    train(bn, splits, TrainConfig(epochs=1, batch_size=32, steps_per_epoch=2, seed=1), dist=d, validate=False)
-    out["bn_buffers"] = {k: v.clone() for k, v in bn.state_dict().items() if k.startswith("bn.running")}
+    train(bn, splits, BN_CFG, dist=d, validate=False)
+    out["bn"] = weights(bn)
     # A state of other settings is refused on every rank with rank 0's message (nobody hangs).
     try:
         train(tiny(), splits, TrainConfig(epochs=2, batch_size=32, lr=0.2, seed=3, steps_per_epoch=4), dist=d,
@@ -169,10 +180,35 @@ def test_a_two_process_state_resumes_in_one_process(runs):
     close(runs["back"], runs["one"])
 
 
-def test_ranks_share_bn_statistics_and_refuse_a_foreign_state_alike(runs):
+def test_with_batchnorm_two_processes_are_one_process_normalizing_each_half_alone(runs):
+    """What BN does under DDP on gloo, exactly: each rank's BN sees its 16 of the 32 images."""
     r0, r1 = runs["ranks"][0], runs["ranks"][1]
-    for k, v in r0["bn_buffers"].items():
-        assert torch.equal(v, r1["bn_buffers"][k]), k
+    for k, v in r0["bn"].items():
+        assert torch.equal(v, r1["bn"][k]), k  # rank 0's running statistics on every rank
+    model = tiny(bn=True).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.SGD(_param_groups(model, BN_CFG.weight_decay), lr=BN_CFG.lr, momentum=BN_CFG.momentum,
+                          nesterov=True)
+    halves = [Batches(data().train, 16, shuffle=True, augmented=True, seed=BN_CFG.seed, drop_last=True,
+                      channels_last=True, rank=r, world=2).epoch(0) for r in range(2)]
+    steps = BN_CFG.steps_per_epoch
+    with deterministic():
+        for i, ((x0, y0), (x1, y1)) in enumerate(itertools.islice(zip(*halves, strict=True), steps)):
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(BN_CFG.lr, i, steps)
+            before = {k: v.clone() for k, v in model.bn.state_dict().items()}
+            loss = (nn.functional.cross_entropy(model(x0), y0) + nn.functional.cross_entropy(model(x1), y1)) / 2
+            opt.zero_grad()
+            loss.backward()
+            # The running statistics kept are rank 0's: updated by the first half alone.
+            model.bn.load_state_dict(before)
+            with torch.no_grad():
+                model.bn(model.conv(x0))
+            opt.step()
+    close(r0["bn"], weights(model), atol=1e-6)
+
+
+def test_ranks_refuse_a_foreign_state_alike(runs):
+    r0, r1 = runs["ranks"][0], runs["ranks"][1]
     assert r0["refused"] and r0["refused"] == r1["refused"] and "lr=0.05" in r0["refused"]
 
 
