@@ -131,26 +131,34 @@ def _log(args: argparse.Namespace) -> Callable[[str], None] | None:
     return lambda msg: print(msg, file=sys.stderr, flush=True)
 
 
-def _train(args: argparse.Namespace) -> int:
+def run_ranked(args: argparse.Namespace, device: str | None, body: Callable[[Dist], int]) -> int:
+    """`body(dist)` in this process, or in each of --nproc workers started for it.
+
+    In a worker, a user error of rank > 0 exits quietly: every rank runs the same code on the same
+    inputs, so rank 0 meets the same error and prints it in its one line.
+    """
     code = relaunch(args)
     if code is not None:
         return code
     from hil.optimizers.dist import Dist
 
-    t0 = time.perf_counter()
-    _setup(args)
-    dist = Dist.from_env(args.device)
+    dist = Dist.from_env(device)
     try:
-        return _train_in(args, dist, t0)
+        return body(dist)
     except HilError:
         if dist.main:
             raise
-        # Every rank runs the same code on the same inputs: rank 0 meets this error too and says it.
-        # The pause keeps the launcher from stopping rank 0 (our exit ends the job) before it has.
+        # The pause keeps the launcher from stopping rank 0 (our exit ends the job) before it has said it.
         time.sleep(3)
         raise AlreadyReported() from None
     finally:
         dist.close()
+
+
+def _train(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    _setup(args)
+    return run_ranked(args, args.device, lambda dist: _train_in(args, dist, t0))
 
 
 def _train_in(args: argparse.Namespace, dist: Dist, t0: float) -> int:
