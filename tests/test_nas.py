@@ -264,7 +264,8 @@ def test_cli_search_resume_retrain(lut_db, tmp_path):
             "--target-ms", "100", "--warmup-epochs", "1", "--out", str(out), *TINY]
     p = hil(*args, "--epochs", "1")
     assert p.returncode == 0, p.stderr
-    p = hil(*args, "--epochs", "2", "--json")
+    # the one-process search resumed in two processes (docs/TRAINING.md)
+    p = hil(*args, "--epochs", "2", "--nproc", "2", "--json")
     assert p.returncode == 0, p.stderr
     rep = json.loads(p.stdout)
     hist = json.loads((out / "alpha_history.json").read_text())
@@ -287,10 +288,10 @@ def test_cli_search_resume_retrain(lut_db, tmp_path):
     # retrain from scratch to a checkpoint
     ck = tmp_path / "model.safetensors"
     p = hil("nas", "retrain", str(out / "arch.json"), "--epochs", "1", "--train-limit", "64", "--val-limit", "32",
-            "--threads", "1", "--out", str(ck), "--json")
+            "--threads", "1", "--out", str(ck), "--nproc", "2", "--json")
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
-    assert r["arch"] == arch["arch"] and r["epochs"] == 1 and ck.exists()
+    assert r["arch"] == arch["arch"] and r["epochs"] == 1 and ck.exists() and r["world"] == 2
     assert not list(tmp_path.rglob("*.pt")) or all(f.name.endswith(".state.pt") for f in tmp_path.rglob("*.pt"))
 
 
