@@ -127,6 +127,7 @@ def launch(nproc: int, entrypoint: Callable[..., Any] | str, *args: Any) -> dict
     Returns the functions' results by rank (None for a program). A worker that fails ends the job
     and raises `LaunchError` here in one line; the worker's own message is already on stderr.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -138,6 +139,9 @@ def launch(nproc: int, entrypoint: Callable[..., Any] | str, *args: Any) -> dict
     _quiet_elastic_logs()
     try:
         return elastic_launch(config, entrypoint)(*args)
+    except SignalException as e:
+        # Ctrl-C (or a kill) reached the launcher, which stopped the workers; rank 0 says so itself.
+        raise AlreadyReported(128 + int(e.sigval)) from None
     except ChildFailedError as e:
         # A worker's user error exits with HilError's code; rank 0 has printed it in one line.
         if any(f.exitcode == HilError.exit_code for f in e.failures.values()):
@@ -152,4 +156,7 @@ def _quiet_elastic_logs() -> None:
     # worker already said what went wrong, and LaunchError says which rank.
     import logging
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # Its modules' loggers carry levels of their own: a parent's level would not reach them.
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)

@@ -151,6 +151,10 @@ def run_ranked(args: argparse.Namespace, device: str | None, body: Callable[[Dis
         # The pause keeps the launcher from stopping rank 0 (our exit ends the job) before it has said it.
         time.sleep(3)
         raise AlreadyReported() from None
+    except KeyboardInterrupt:
+        if dist.main:
+            raise
+        raise AlreadyReported(130) from None  # Ctrl-C reaches every rank; rank 0 says it
     finally:
         dist.close()
 
