@@ -9,6 +9,10 @@ Determinism: the learning rate is a pure function of the step, the batch order a
 a pure function of (seed, epoch), and torch runs its deterministic kernels while training, so an
 interrupted run resumed from its last epoch ends with the same weights as an uninterrupted one
 (on one machine, same thread count).
+
+Distributed: given a `Dist` of N processes, `train` runs under DistributedDataParallel with the
+same global batch; rank 0 alone reads and writes the checkpoint, whose contents do not depend on
+N, so a run resumes with any number of processes (docs/TRAINING.md).
 """
 
 from __future__ import annotations
