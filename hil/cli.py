@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from hil import __version__
-from hil.errors import HilError
+from hil.errors import AlreadyReported, HilError
 
 # Command modules under hil.commands, in the order `hil --help` lists them.
 COMMANDS = ["inventory", "lut", "validate", "speedup", "farm", "rtl", "train", "haq", "amc", "nas"]
@@ -35,8 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The words as given, for a command that starts itself again in worker processes (`--nproc`).
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args.func(args) or 0)
+    except AlreadyReported as e:
+        return e.exit_code
     except HilError as e:
         print(f"hil: error: {e}", file=sys.stderr)
         return e.exit_code

@@ -12,6 +12,15 @@ class HilError(Exception):
     exit_code = 2
 
 
+class AlreadyReported(HilError):
+    """A failure another process of the same job has already reported in its one line (a
+    training worker of rank > 0, a launcher whose rank 0 said why): exit non-zero, print nothing."""
+
+    def __init__(self, exit_code: int = 2) -> None:
+        super().__init__("")
+        self.exit_code = exit_code
+
+
 class ConfigError(HilError):
     """Invalid inventory, search space, option or file."""
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DistributedSampler
 
 from hil.errors import HilError
 from hil.optimizers.dataset_location import DATA_ENV, DEFAULT_DIR, data_dir
@@ -162,11 +163,19 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random crop after zero padding by `pad`, and random horizontal flip, for a uint8 batch."""
+    n = len(images)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    return crop_flip(images, dy, dx, flip, pad)
+
+
+def crop_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
+              pad: int = 4) -> torch.Tensor:
+    """Crop image i of the zero-padded batch at (dy[i], dx[i]), mirrored where flip[i]."""
     n, c, h, w = images.shape
+    dy, dx, flip = dy.to(images.device), dx.to(images.device), flip.to(images.device)
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(images.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(images.device)
     rows = (dy[:, None] + torch.arange(h, device=images.device))[:, None, :, None]  # n 1 h 1
     cols = (dx[:, None] + torch.arange(w, device=images.device))[:, None, None, :]  # n 1 1 w
     cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
@@ -176,13 +185,21 @@ def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> t
 
 
 class Batches:
-    """Mini-batches of one ImageSet on one device: shuffled and augmented from (seed, epoch) only."""
+    """Mini-batches of one ImageSet on one device: shuffled and augmented from (seed, epoch) only.
+
+    With `world` > 1 this is rank `rank`'s shard: a `DistributedSampler` (seeded, `set_epoch` every
+    epoch) deals the epoch's permutation round-robin, so batch i of every rank together is exactly
+    batch i of a one-process run with `world` times the batch size. Augmentation is drawn per image
+    of the set, not per batch, for the same reason: an image is cropped alike whichever rank gets it.
+    """
 
     def __init__(self, data: ImageSet, batch_size: int, *, shuffle: bool = False, augmented: bool = False,
                  seed: int = 0, device: torch.device | str = "cpu", drop_last: bool = False,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, rank: int = 0, world: int = 1) -> None:
         if batch_size < 1:
             raise DataError(f"batch size must be positive, got {batch_size}")
+        if not 0 <= rank < world:
+            raise DataError(f"rank {rank} outside a world of {world}")
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -191,23 +208,35 @@ class Batches:
         self.drop_last = drop_last
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.device = torch.device(device)
+        self.sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=shuffle,  # type: ignore[arg-type]
+                                          seed=self._epoch_seed(0), drop_last=drop_last)
         # Kept as uint8 on the device: 70k 32x32 images are 72 MB.
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
 
+    def _epoch_seed(self, epoch: int) -> int:
+        # The sampler seeds its permutation with seed + epoch; this keeps seed 1 epoch 0 apart from seed 0 epoch 1.
+        return self.seed * 1_000_003 + epoch
+
     def __len__(self) -> int:
-        n = len(self.data)
+        n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def epoch(self, epoch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(normalized float images N x C x H x W, labels) for every batch of epoch `epoch`."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        n = len(self.data)
-        order = torch.randperm(n, generator=gen).to(self.device) if self.shuffle else None
+        self.sampler.set_epoch(epoch)
+        order = torch.tensor(list(self.sampler), dtype=torch.long).to(self.device)
+        tables = None
+        if self.augmented:
+            # A stream of its own (odd seeds; the permutation's are the sampler's), one draw per image of the set.
+            gen = torch.Generator().manual_seed(2 * self._epoch_seed(epoch) + 1)
+            n, pad = len(self.data), 4
+            tables = (torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(self.device),
+                      torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(self.device),
+                      (torch.rand(n, generator=gen) < 0.5).to(self.device))
         for b in range(len(self)):
-            sl = slice(b * self.batch_size, min(n, (b + 1) * self.batch_size))
-            idx = order[sl] if order is not None else sl
+            idx = order[b * self.batch_size: (b + 1) * self.batch_size]
             x, y = self.images[idx], self.labels[idx]
-            if self.augmented:
-                x = augment(x, gen)
+            if tables is not None:
+                x = crop_flip(x, *(t[idx] for t in tables))
             yield normalize(x).contiguous(memory_format=self.memory_format), y

@@ -9,6 +9,10 @@ Determinism: the learning rate is a pure function of the step, the batch order a
 a pure function of (seed, epoch), and torch runs its deterministic kernels while training, so an
 interrupted run resumed from its last epoch ends with the same weights as an uninterrupted one
 (on one machine, same thread count).
+
+Distributed: given a `Dist` of N processes, `train` runs under DistributedDataParallel with the
+same global batch; rank 0 alone reads and writes the checkpoint, whose contents do not depend on
+N, so a run resumes with any number of processes (docs/TRAINING.md).
 """
 
 from __future__ import annotations
@@ -30,32 +34,19 @@ import torch.utils.deterministic
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from hil.errors import ConfigError, HilError
 from hil.nets.models import ModelSpec, make_model
 from hil.optimizers.data import Batches, DataSplits, ImageSet
+from hil.optimizers.dist import Dist, pick_device
 
 FORMAT = "hil-checkpoint/1"
 
 
 class CheckpointError(HilError):
     """A checkpoint is missing, unreadable, or does not fit the model or the run."""
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """`None` picks CUDA when present, else the CPU; a named device must exist."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available here")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {device!r} (use cpu, cuda or cuda:N)")
-    return dev
 
 
 def seed_everything(seed: int) -> None:
@@ -196,6 +187,7 @@ def train(
     cfg: TrainConfig,
     *,
     device: str | torch.device | None = None,
+    dist: Dist | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     meta: dict[str, Any] | None = None,
     resume: bool = True,
@@ -209,34 +201,49 @@ def train(
     With `checkpoint`, weights (plus `meta`) and resume state are written after every epoch, and a
     run whose state file exists continues from it (`resume=False` starts over). Fine-tuning is the
     same call on an already trained model, with a smaller `lr` and fewer epochs.
+
+    With a `dist` of several processes (every rank calls this with the same arguments) the model
+    runs under DistributedDataParallel: `cfg.batch_size` stays the global batch, each rank gets its
+    share of it from a seeded DistributedSampler, and only rank 0 reads and writes the checkpoint
+    and calls `log`. `device` is then ignored: the rank's device is `dist.device`.
     """
-    dev = pick_device(device)
+    d = dist or Dist.single(device)
+    dev = d.device
+    if cfg.batch_size % d.world:
+        raise ConfigError(f"batch size {cfg.batch_size} does not split evenly over {d.world} processes")
     seed_everything(cfg.seed)
     model.to(dev).train()
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(_param_groups(model, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.momentum > 0)
-    batches = Batches(data.train, cfg.batch_size, shuffle=True, augmented=cfg.augment, seed=cfg.seed,
-                      device=dev, drop_last=len(data.train) >= cfg.batch_size,
-                      channels_last=cfg.channels_last)
+    batches = Batches(data.train, cfg.batch_size // d.world, shuffle=True, augmented=cfg.augment, seed=cfg.seed,
+                      device=dev, drop_last=len(data.train) >= cfg.batch_size, channels_last=cfg.channels_last,
+                      rank=d.rank, world=d.world)
+    # len(batches) is the same on every rank and for every world size: floor(n / global batch).
     steps = len(batches) if cfg.steps_per_epoch is None else min(len(batches), cfg.steps_per_epoch)
     if steps == 0:
         raise ConfigError("the training set is empty")
     total = steps * cfg.epochs
     result = TrainResult()
-    if checkpoint is not None:
+    if checkpoint is not None and d.main:
         _make_parent(Path(checkpoint))
-    if checkpoint is not None and resume and state_path(checkpoint).exists():
-        result = _resume(state_path(checkpoint), model, optimizer, cfg, dev)
-        if log:
+    if checkpoint is not None and resume:
+        result = _resume_all(d, state_path(checkpoint), model, optimizer, cfg)
+        if log and d.main and result.resumed_from:
             log(f"resuming {checkpoint} after epoch {result.resumed_from}/{cfg.epochs}")
+    log = log if d.main else None
+    progress = progress and d.main
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    # DDP averages the ranks' gradients of their mean losses: the gradient of the global batch's mean.
+    # It also broadcasts rank 0's weights now, so ranks start equal whatever they were handed.
+    net = model if d.world == 1 else DistributedDataParallel(
+        model, device_ids=[dev] if dev.type == "cuda" else None)
 
     with deterministic(cfg.deterministic):
         for epoch in range(result.epochs, cfg.epochs):
             t0 = time.perf_counter()
-            loss_sum, correct, seen = torch.zeros((), device=dev), torch.zeros((), device=dev), 0
+            loss_sum, correct, seen = (torch.zeros((), device=dev) for _ in range(3))
             bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                        disable=not progress, file=sys.stderr)
             lr = cfg.lr
@@ -244,7 +251,7 @@ def train(
                 lr = cosine_lr(cfg.lr, epoch * steps + i, total)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                out = model(x)
+                out = net(x)
                 loss = criterion(out, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -257,7 +264,12 @@ def train(
                 if progress and i % 20 == 0:
                     bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.4f}")
             bar.close()
-            train_loss, train_acc = float(loss_sum) / seen, float(correct) / seen
+            # The epoch's figures of the whole job, and rank 0's BN statistics on every rank (each
+            # rank's were updated from its own shard), so that every rank validates the same model.
+            totals = d.all_sum(torch.stack([loss_sum, correct.float(), seen.float()]))
+            d.broadcast_buffers(model)
+            n_seen = int(totals[2])
+            train_loss, train_acc = float(totals[0]) / n_seen, float(totals[1]) / n_seen
             train_s = time.perf_counter() - t0
             val = None
             if validate and len(data.val):
@@ -265,16 +277,18 @@ def train(
                                progress=progress)
             model.train()
             stats = EpochStats(epoch + 1, train_loss, train_acc, val.loss if val else None,
-                               val.accuracy if val else None, lr, seen, train_s)
+                               val.accuracy if val else None, lr, n_seen, train_s)
             result.history.append(stats)
-            if checkpoint is not None:
-                _save_state(state_path(checkpoint), model, optimizer, cfg, result)
+            if checkpoint is not None and d.main:
+                _save_state(state_path(checkpoint), model, optimizer, cfg, result, d.world)
                 save_checkpoint(checkpoint, model, {**(meta or {}), "epoch": epoch + 1,
                                                     "val_acc": val.accuracy if val else None})
             if log:
                 v = f" val_acc {val.accuracy:.4f}" if val else ""
                 log(f"epoch {epoch + 1}/{cfg.epochs}: loss {train_loss:.4f} acc {train_acc:.4f}{v} "
                     f"({train_s:.1f} s)")
+    # When any rank returns, rank 0's files are complete.
+    d.barrier()
     return result
 
 
@@ -287,10 +301,14 @@ def finetune(model: nn.Module, data: DataSplits, *, epochs: int = 1, lr: float =
 
 
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                result: TrainResult) -> None:
+                result: TrainResult, world: int = 1) -> None:
+    # Nothing here depends on the number of processes: the module is the unwrapped one (no DDP
+    # "module." prefix), the position is whole epochs of the global batch, and `world` is only told.
     state = {
         "format": FORMAT,
         "epoch": result.epochs,
+        "samples": sum(h.samples for h in result.history),
+        "world": world,
         "config": asdict(cfg),
         "history": [asdict(h) for h in result.history],
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -304,10 +322,34 @@ def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, 
         raise CheckpointError(f"cannot write training state {path}: {e}") from None
 
 
-def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-            device: torch.device) -> TrainResult:
+def _resume_all(d: Dist, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                cfg: TrainConfig) -> TrainResult:
+    """Rank 0 reads the state and hands it to every rank; a bad state fails every rank alike, with
+    rank 0's message, so no rank is left waiting for the others."""
+    state: dict[str, Any] | None = None
+    error: str | None = None
+    if d.main and path.exists():
+        try:
+            state = _read_state(path, cfg)
+        except CheckpointError as e:
+            error = str(e)
+    state, error = d.broadcast_object((state, error))
+    if error is not None:
+        raise CheckpointError(error)
+    if state is None:
+        return TrainResult()
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit this model: {str(e).splitlines()[0]}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    history = [EpochStats(**h) for h in state["history"]]
+    return TrainResult(history=history, resumed_from=int(state["epoch"]))
+
+
+def _read_state(path: Path, cfg: TrainConfig) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a damaged or foreign file
         raise CheckpointError(f"cannot read training state {path}: {type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}") from None
@@ -320,13 +362,7 @@ def _resume(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg:
         k = diff[0]
         raise CheckpointError(f"{path} was trained with {k}={saved.get(k)!r}, this run has {k}={now[k]!r}; "
                               "resume with the same settings, or start over (--no-resume / another --out)")
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit this model: {str(e).splitlines()[0]}") from None
-    optimizer.load_state_dict(state["optimizer"])
-    history = [EpochStats(**h) for h in state["history"]]
-    return TrainResult(history=history, resumed_from=int(state["epoch"]))
+    return state
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, meta: dict[str, Any]) -> None:

@@ -187,10 +187,10 @@ def test_cli_finetune_and_policy_plot(run, tmp_path):
     ft = tmp_path / "ft.safetensors"
     p = hil("amc", "finetune", run["flops"]["checkpoint"], "--batches", "3", "--batch-size", "32",
             "--train-limit", "500", "--val-limit", "100", "--test-limit", "100", "--threads", "1",
-            "--out", str(ft), "--json")
+            "--out", str(ft), "--nproc", "2", "--json")
     assert p.returncode == 0, p.stderr
-    rep = json.loads(p.stdout)
-    assert rep["checkpoint"] == str(ft) and ft.exists() and rep["batches"] == 3
+    rep = json.loads(p.stdout)  # one report: rank 0's
+    assert rep["checkpoint"] == str(ft) and ft.exists() and rep["batches"] == 3 and rep["world"] == 2
     png = tmp_path / "policies.png"
     p = hil("amc", "plot", str(run["flops_out"] / "policy.json"), str(run["lat_out"] / "policy.json"),
             "--out", str(png))

@@ -264,7 +264,8 @@ def test_cli_search_resume_retrain(lut_db, tmp_path):
             "--target-ms", "100", "--warmup-epochs", "1", "--out", str(out), *TINY]
     p = hil(*args, "--epochs", "1")
     assert p.returncode == 0, p.stderr
-    p = hil(*args, "--epochs", "2", "--json")
+    # the one-process search resumed in two processes (docs/TRAINING.md)
+    p = hil(*args, "--epochs", "2", "--nproc", "2", "--json")
     assert p.returncode == 0, p.stderr
     rep = json.loads(p.stdout)
     hist = json.loads((out / "alpha_history.json").read_text())
@@ -287,10 +288,10 @@ def test_cli_search_resume_retrain(lut_db, tmp_path):
     # retrain from scratch to a checkpoint
     ck = tmp_path / "model.safetensors"
     p = hil("nas", "retrain", str(out / "arch.json"), "--epochs", "1", "--train-limit", "64", "--val-limit", "32",
-            "--threads", "1", "--out", str(ck), "--json")
+            "--threads", "1", "--out", str(ck), "--nproc", "2", "--json")
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
-    assert r["arch"] == arch["arch"] and r["epochs"] == 1 and ck.exists()
+    assert r["arch"] == arch["arch"] and r["epochs"] == 1 and ck.exists() and r["world"] == 2
     assert not list(tmp_path.rglob("*.pt")) or all(f.name.endswith(".state.pt") for f in tmp_path.rglob("*.pt"))
 
 
@@ -343,3 +344,68 @@ def test_resumed_search_ends_like_an_uninterrupted_one(latency, data, tmp_path):
     assert r.arch == r2.arch
     for (n, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, msg=n)
+
+
+# ---- the supernet under DistributedDataParallel (2 gloo processes) ------------------------------
+
+DDP_CFG = dict(epochs=2, warmup_epochs=1, batch_size=16, steps_per_epoch=2, arch_every=2, eval_limit=0,
+               arch_lr=0.05)
+
+
+def _ddp_search(lut_db: str, out: Path, log=None, dist=None):
+    from hil.optimizers.proxyless.search import SearchConfig, search
+
+    with open_store(lut_db) as store:
+        latency = open_latency(store, "local-cpu", RES, WIDTH)
+    cfg = SearchConfig(target_ms=latency.range().max_ms, **DDP_CFG)
+    net = build_supernet(RES, WIDTH, 0)
+    r = search(net, latency, fashion_mnist(size=RES, train_limit=128, val_limit=64, test_limit=8), cfg,
+               out_dir=out, log=log, dist=dist)
+    return net, r
+
+
+def _nas_worker(lut_db: str, tmp: str) -> dict:
+    import shutil
+
+    from hil.optimizers.dist import Dist
+
+    torch.set_num_threads(1)
+    d = Dist.from_env("cpu")
+    tmp_path = Path(tmp)
+
+    def snap(msg: str) -> None:  # the state as an interruption after epoch 1 leaves it
+        if msg.startswith("epoch 1/"):
+            shutil.copytree(tmp_path / "two0", tmp_path / "two-after-1")
+
+    # Each rank gets its own folder: only rank 0's may fill.
+    net, r = _ddp_search(lut_db, tmp_path / f"two{d.rank}", log=snap, dist=d)
+    out = {"state": {k: v.clone() for k, v in net.state_dict().items()}, "arch": r.arch}
+    if d.main:
+        shutil.copytree(tmp_path / "one", tmp_path / "one-in-two")
+    d.barrier()
+    _, r2 = _ddp_search(lut_db, tmp_path / "one-in-two", dist=d)
+    out.update(resumed_from=r2.resumed_from, epochs=[h.epoch for h in r2.history])
+    d.close()
+    return out
+
+
+def test_supernet_search_in_two_processes_and_resume_across_world_sizes(lut_db, tmp_path):
+    from hil.optimizers.dist import launch
+    from hil.optimizers.proxyless.search import STATE_FILE
+
+    def stop_after_1(msg: str) -> None:
+        if msg.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _ddp_search(str(lut_db), tmp_path / "one", log=stop_after_1)
+    ranks = launch(2, _nas_worker, str(lut_db), str(tmp_path))
+    # the replicas agree: same sampled paths, averaged weight and α gradients, rank 0's BN statistics
+    for k, v in ranks[0]["state"].items():
+        assert torch.equal(v, ranks[1]["state"][k]), k
+    assert ranks[0]["arch"] == ranks[1]["arch"]
+    assert (tmp_path / "two0" / STATE_FILE).exists() and not (tmp_path / "two1" / STATE_FILE).exists()
+    # one process's state resumed in two, and two processes' state resumed in one
+    assert ranks[0]["resumed_from"] == ranks[1]["resumed_from"] == 1 and ranks[0]["epochs"] == [1, 2]
+    _, r = _ddp_search(str(lut_db), tmp_path / "two-after-1")
+    assert r.resumed_from == 1 and [h.epoch for h in r.history] == [1, 2]

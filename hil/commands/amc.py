@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_bar, progress_enabled
 from hil.commands.lut import add_protocol_args, protocol_from_args
+from hil.commands.train import add_nproc_arg, run_ranked
 from hil.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hil.optimizers.dist import Dist
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -60,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--test-limit", type=int, default=None)
     f.add_argument("--threads", type=int, default=None)
     f.add_argument("--out", default=None, metavar="FILE", help="default: CHECKPOINT with .finetuned.safetensors")
+    add_nproc_arg(f)
     add_json_arg(f)
     f.set_defaults(func=_finetune)
 
@@ -160,13 +165,19 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _finetune(args: argparse.Namespace) -> int:
+    _threads(args.threads)
+    return run_ranked(args, "cpu", lambda dist: _finetune_in(args, dist))
+
+
+def _finetune_in(args: argparse.Namespace, dist: Dist) -> int:
     from hil.optimizers.amc.search import finetune_pruned
 
-    _threads(args.threads)
     out = args.out or str(args.checkpoint).removesuffix(".safetensors") + ".finetuned.safetensors"
     rep = finetune_pruned(args.checkpoint, out, batches=args.batches, lr=args.lr, batch_size=args.batch_size,
                           seed=args.seed, train_limit=args.train_limit, val_limit=args.val_limit,
-                          test_limit=args.test_limit, log=_log(args))
+                          test_limit=args.test_limit, log=_log(args), dist=dist)
+    if rep is None:
+        return 0  # not rank 0: rank 0 scores, writes and reports
     emit(rep, args.json, f"{rep['model']} ({rep['macs']:,} MACs) fine-tuned {rep['batches']} batches: val "
                          f"{100 * rep['val_before']:.2f}% -> {100 * rep['val_after']:.2f}%, test "
                          f"{100 * rep['test_after']:.2f}%\n  checkpoint: {rep['checkpoint']}")

@@ -7,11 +7,15 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hil.commands.common import add_db_arg, add_json_arg, emit, progress_enabled
+from hil.commands.train import add_nproc_arg, run_ranked
 from hil.errors import ConfigError
 from hil.optimizers.dataset_location import DATA_ENV
+
+if TYPE_CHECKING:
+    from hil.optimizers.dist import Dist
 
 # torch is imported inside the commands: every `hil` invocation builds this parser.
 SPACES = ("proxyless-mobile",)
@@ -44,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--loss-beta", type=float, default=0.3, help="mul#log β (default 0.3)")
     a.add_argument("--loss-lambda", type=float, default=0.1, help="add#linear λ (default 0.1)")
     a.add_argument("--steps-per-epoch", type=int, default=None, metavar="N", help="cap on weight steps per epoch")
+    add_nproc_arg(a)
     add_db_arg(a)
     _add_common(a)
     a.set_defaults(func=_search)
@@ -55,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint (default: beside ARCH.json, model.safetensors)")
     r.add_argument("--lr", type=float, default=0.1)
     r.add_argument("--batch-size", type=int, default=128)
+    add_nproc_arg(r)
     _add_common(r)
     r.set_defaults(func=_retrain)
 
@@ -117,7 +123,6 @@ def _search(args: argparse.Namespace) -> int:
     with open_store(args.db) as store:
         latency = open_latency(store, args.device, args.resolution, args.width)
     latency.check_target(args.target_ms)  # before importing torch, loading data or building anything
-    from hil.optimizers.proxyless.run import ARCH_FILE, run_search
     from hil.optimizers.proxyless.search import SearchConfig
 
     warmup = args.warmup_epochs if args.warmup_epochs is not None else args.epochs // 3
@@ -125,11 +130,19 @@ def _search(args: argparse.Namespace) -> int:
                        arch_lr=args.arch_lr, arch_every=args.arch_every, grad_mode=args.grad_mode, loss=args.loss,
                        target_ms=args.target_ms, loss_alpha=args.loss_alpha, loss_beta=args.loss_beta,
                        loss_lambda=args.loss_lambda, seed=args.seed, steps_per_epoch=args.steps_per_epoch)
-    device = _setup(args)
+    _setup(args)
+    return run_ranked(args, args.torch_device, lambda dist: _search_in(args, dist, latency, cfg, t0))
+
+
+def _search_in(args: argparse.Namespace, dist: Dist, latency: Any, cfg: Any, t0: float) -> int:
+    from hil.optimizers.proxyless.run import ARCH_FILE, run_search
+
     data = _data(args, args.resolution)
     out = Path(args.out or f"nas-{args.device}-{args.target_ms:g}ms")
-    rec = run_search(latency, data, cfg, out, device=device, resume=args.resume,
-                     progress=progress_enabled(args.json), log=_log(args))
+    rec = run_search(latency, data, cfg, out, device=dist.device, resume=args.resume,
+                     progress=progress_enabled(args.json), log=_log(args), dist=dist)
+    if not dist.main:
+        return 0  # rank 0 writes and reports
     report = {**rec.to_json(), "arch_file": str(out / ARCH_FILE), "out": str(out),
               "wall_s": time.perf_counter() - t0}
     lo, hi = rec.range_ms
@@ -142,18 +155,25 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    _setup(args)
+    return run_ranked(args, args.torch_device, lambda dist: _retrain_in(args, dist, t0))
+
+
+def _retrain_in(args: argparse.Namespace, dist: Dist, t0: float) -> int:
     from hil.optimizers.proxyless.arch import ArchRecord, retrain
     from hil.optimizers.train import TrainConfig, evaluate, model_meta, save_checkpoint
 
-    t0 = time.perf_counter()
     rec = ArchRecord.read(args.arch)
-    device = _setup(args)
+    device = dist.device
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     data = _data(args, rec.resolution)
     out = Path(args.out) if args.out else Path(args.arch).with_name("model.safetensors")
     progress = progress_enabled(args.json)
-    model, spec, result = retrain(rec, data, cfg, checkpoint=out, device=device, resume=args.resume,
+    model, spec, result = retrain(rec, data, cfg, checkpoint=out, dist=dist, resume=args.resume,
                                   progress=progress, log=_log(args), extra_meta={"data": data.describe()})
+    if not dist.main:
+        return 0  # rank 0 scores, writes and reports
     test = evaluate(model, data.test, device=device, progress=progress)
     last = result.history[-1] if result.history else None
     save_checkpoint(out, model, {**model_meta(spec), "data": data.describe(), "epoch": result.epochs,
@@ -163,7 +183,7 @@ def _retrain(args: argparse.Namespace) -> int:
     report = {"checkpoint": str(out), "arch": list(rec.arch), "device": rec.device,
               "predicted_ms": rec.predicted_ms, "epochs": result.epochs, "resumed_from": result.resumed_from,
               "test_acc": test.accuracy, "val_acc": last.val_acc if last else None, "macs": spec.macs,
-              "params": spec.params, "wall_s": time.perf_counter() - t0}
+              "params": spec.params, "wall_s": time.perf_counter() - t0, "world": dist.world}
     text = (f"{args.arch}: {result.epochs} epoch(s), test accuracy {100 * test.accuracy:.2f}% on {test.n} images; "
             f"predicted {rec.predicted_ms:.4g} ms on {rec.device}\ncheckpoint: {out}")
     emit(report, args.json, text)

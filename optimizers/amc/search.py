@@ -37,6 +37,7 @@ from hil.optimizers.amc.plots import plot_policy
 from hil.optimizers.amc.prune import ChannelGraph
 from hil.optimizers.amc.reconstruct import reconstruct
 from hil.optimizers.data import DataSplits, fashion_mnist
+from hil.optimizers.dist import Dist
 from hil.optimizers.rl.ddpg import DDPGAgent, DDPGConfig, Transition
 from hil.optimizers.train import (
     CheckpointError,
@@ -362,29 +363,37 @@ def load_pruned(path: str | os.PathLike[str]) -> tuple[SpecNet, ModelSpec, dict[
 def finetune_pruned(path: str | os.PathLike[str], out: str | os.PathLike[str], *, batches: int, lr: float = 0.01,
                     batch_size: int = 128, seed: int = 0, train_limit: int | None = None,
                     val_limit: int | None = None, test_limit: int | None = None,
-                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Fine-tune a pruned checkpoint on the training split (its own train/val split), score it."""
+                    log: Callable[[str], None] | None = None, dist: Dist | None = None) -> dict[str, Any] | None:
+    """Fine-tune a pruned checkpoint on the training split (its own train/val split), score it.
+
+    With a `dist` of several processes every rank fine-tunes its share of each batch and rank 0
+    alone scores, writes `out` and returns the report (None on the other ranks).
+    """
     if batches < 1:
         raise ConfigError(f"--batches must be positive, got {batches}")
+    d = dist or Dist.single("cpu")
     model, spec, meta = load_pruned(path)
     split = meta.get("data", {})
     data = fashion_mnist(val_size=split.get("val_size", 5000), seed=split.get("split_seed", 0),
                          size=spec.options["input_size"], train_limit=train_limit, val_limit=val_limit,
                          test_limit=test_limit)
-    before = evaluate(model, data.val, device="cpu", channels_last=False).accuracy
-    _log_to(log, f"fine-tuning {path} for {batches} batches")
+    before = evaluate(model, data.val, device=d.device, channels_last=False).accuracy if d.main else None
+    if d.main:
+        _log_to(log, f"fine-tuning {path} for {batches} batches" + (f" in {d.world} processes" if d.world > 1 else ""))
     t0 = time.perf_counter()
     finetune(model, data, epochs=1, lr=lr, steps_per_epoch=batches, batch_size=batch_size, seed=seed,
-             validate=False, device="cpu", channels_last=False, deterministic=False)
+             validate=False, dist=d, channels_last=False, deterministic=False)
     train_s = time.perf_counter() - t0
-    val = evaluate(model, data.val, device="cpu", channels_last=False).accuracy
-    test = evaluate(model, data.test, device="cpu", channels_last=False).accuracy
+    if not d.main:
+        return None
+    val = evaluate(model, data.val, device=d.device, channels_last=False).accuracy
+    test = evaluate(model, data.test, device=d.device, channels_last=False).accuracy
     out = Path(out)
     new_meta = {k: v for k, v in meta.items() if k not in ("val_acc", "test_acc")}
     new_meta.update({"val_acc": val, "test_acc": test, "finetune": {"from": str(path), "batches": batches, "lr": lr}})
     save_checkpoint(out, model, new_meta)
     return {"checkpoint": str(out), "from": str(path), "model": spec.name, "macs": spec.macs, "batches": batches,
-            "val_before": before, "val_after": val, "test_after": test, "train_s": train_s,
+            "val_before": before, "val_after": val, "test_after": test, "train_s": train_s, "world": d.world,
             "val_images": len(data.val), "test_images": len(data.test)}
 
 

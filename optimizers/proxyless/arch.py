@@ -158,9 +158,10 @@ def plot_alpha_history(history: Sequence[dict[str, Any]], path: str | os.PathLik
 
 
 def retrain(rec: ArchRecord, data: Any, cfg: Any, *, checkpoint: str | os.PathLike[str], device: Any = None,
-            resume: bool = True, progress: bool = False, log: Callable[[str], None] | None = None,
+            dist: Any = None, resume: bool = True, progress: bool = False, log: Callable[[str], None] | None = None,
             extra_meta: dict[str, Any] | None = None) -> tuple[Any, ModelSpec, Any]:
-    """Train the architecture from scratch (fresh weights from `cfg.seed`); resumable checkpoint."""
+    """Train the architecture from scratch (fresh weights from `cfg.seed`); resumable checkpoint.
+    With a `dist` (hil.optimizers.dist.Dist) of several processes, every rank calls this alike."""
     from hil.optimizers.train import model_meta, seed_everything, train
 
     spec = rec.spec()
@@ -169,6 +170,6 @@ def retrain(rec: ArchRecord, data: Any, cfg: Any, *, checkpoint: str | os.PathLi
     meta = {**model_meta(spec), "nas": {"device": rec.device, "fingerprint_class": rec.fingerprint_class,
                                         "predicted_ms": rec.predicted_ms, "target_ms": rec.target_ms},
             **(extra_meta or {})}
-    result = train(model, data, cfg, device=device, checkpoint=checkpoint, meta=meta, resume=resume,
+    result = train(model, data, cfg, device=device, dist=dist, checkpoint=checkpoint, meta=meta, resume=resume,
                    progress=progress, log=log)
     return model, spec, result

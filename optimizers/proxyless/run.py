@@ -13,6 +13,7 @@ import torch
 from hil.files import atomic_write
 from hil.nets.proxyless import ProxylessMobile
 from hil.optimizers.data import DataSplits
+from hil.optimizers.dist import Dist
 from hil.optimizers.proxyless.arch import (
     STEM_STRIDE,
     TRAIN_CHANNELS,
@@ -44,8 +45,9 @@ def build_supernet(resolution: int, width: float, seed: int) -> Supernet:
 
 def run_search(latency: SearchLatency, data: DataSplits, cfg: SearchConfig, out_dir: str | os.PathLike[str], *,
                device: torch.device | str = "cpu", resume: bool = True, progress: bool = False,
-               log: Callable[[str], None] | None = None) -> ArchRecord:
-    """Search, then write DIR/arch.json, DIR/alpha_history.json, DIR/arch.png and DIR/alpha.png."""
+               log: Callable[[str], None] | None = None, dist: Dist | None = None) -> ArchRecord:
+    """Search, then write DIR/arch.json, DIR/alpha_history.json, DIR/arch.png and DIR/alpha.png
+    (rank 0 of a `dist` job writes; every rank returns the same record)."""
     space = latency.space
     if data.size != space.resolution:
         raise ValueError(f"data at {data.size} px for a search at resolution {space.resolution}")
@@ -57,7 +59,7 @@ def run_search(latency: SearchLatency, data: DataSplits, cfg: SearchConfig, out_
             "resolution": space.resolution, "width": space.width}
     out = Path(out_dir)
     result = search(net, latency, data, cfg, out_dir=out, device=device, resume=resume, progress=progress,
-                    log=log, meta=meta)
+                    log=log, meta=meta, dist=dist)
     r = latency.range()
     rec = ArchRecord(
         arch=result.arch, device=latency.model.device, fingerprint_class=latency.model.fp_class,
@@ -65,6 +67,8 @@ def run_search(latency: SearchLatency, data: DataSplits, cfg: SearchConfig, out_
         loss=cfg.loss, predicted_ms=result.predicted_ms, lut_sum_ms=result.lut_sum_ms,
         expected_ms=result.expected_ms, range_ms=(r.min_ms, r.max_ms), alpha=net.alpha_table(),
         search=asdict(cfg))
+    if dist is not None and not dist.main:
+        return rec
     rec.write(out / ARCH_FILE)
     hist = [asdict(h) for h in result.history]
     text = json.dumps(hist, indent=1) + "\n"

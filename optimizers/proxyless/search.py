@@ -27,10 +27,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from hil.errors import ConfigError
 from hil.optimizers.data import Batches, DataSplits, ImageSet
+from hil.optimizers.dist import Dist
 from hil.optimizers.proxyless.latency import LatencyLoss, SearchLatency
 from hil.optimizers.proxyless.supernet import GRAD_MODES, Supernet
 from hil.optimizers.train import CheckpointError, cosine_lr, seed_everything
@@ -136,19 +138,30 @@ def search(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     meta: dict[str, Any] | None = None,
+    dist: Dist | None = None,
 ) -> SearchResult:
-    """Search in place on `net` (seed before building it: its initial weights are the caller's)."""
-    dev = torch.device(device)
+    """Search in place on `net` (seed before building it: its initial weights are the caller's).
+
+    With a `dist` of several processes (every rank calls this alike) the weight steps run under
+    DistributedDataParallel on each rank's share of the batch; every rank samples the same paths
+    (the path generator is seeded from (seed, epoch) and drawn alike everywhere), and the
+    architecture steps average α's gradients, which come from the gates outside autograd, by hand.
+    Every rank reads the resume state (one shared path); rank 0 alone writes it and logs.
+    """
+    d = dist or Dist(device=torch.device(device))
+    dev = d.device
+    if cfg.batch_size % d.world:
+        raise ConfigError(f"batch size {cfg.batch_size} does not split evenly over {d.world} processes")
     latency.check_target(cfg.target_ms)
     loss_fn = cfg.latency_loss()
     net.to(dev).train()
     opt_w = torch.optim.SGD(_param_groups(net, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
                             nesterov=cfg.momentum > 0)
     opt_a = torch.optim.Adam(net.arch_parameters(), lr=cfg.arch_lr, betas=(0.0, 0.999), eps=1e-8)
-    train_b = Batches(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, device=dev,
-                      drop_last=len(data.train) >= cfg.batch_size)
-    val_b = Batches(data.val, cfg.batch_size, shuffle=True, seed=cfg.seed + 1, device=dev,
-                    drop_last=len(data.val) >= cfg.batch_size)
+    train_b = Batches(data.train, cfg.batch_size // d.world, shuffle=True, seed=cfg.seed, device=dev,
+                      drop_last=len(data.train) >= cfg.batch_size, rank=d.rank, world=d.world)
+    val_b = Batches(data.val, cfg.batch_size // d.world, shuffle=True, seed=cfg.seed + 1, device=dev,
+                    drop_last=len(data.val) >= cfg.batch_size, rank=d.rank, world=d.world)
     if len(train_b) == 0 or (cfg.epochs > cfg.warmup_epochs and len(val_b) == 0):
         raise ConfigError("the search needs a non-empty training split and validation split")
     steps = len(train_b) if cfg.steps_per_epoch is None else min(len(train_b), cfg.steps_per_epoch)
@@ -158,8 +171,13 @@ def search(
     path = Path(out_dir) / STATE_FILE if out_dir is not None else None
     if path is not None and resume and path.exists():
         start, history = _load_state(path, net, opt_w, opt_a, cfg, meta or {})
-        if log:
+        if log and d.main:
             log(f"resuming {path} after epoch {start}/{cfg.epochs}")
+    log = log if d.main else None
+    progress = progress and d.main
+    # Paths not sampled in a step get no gradient: DDP must look for them.
+    weights_net = net if d.world == 1 else DistributedDataParallel(
+        net, device_ids=[dev] if dev.type == "cuda" else None, find_unused_parameters=True)
     seed_everything(cfg.seed)
     gen = torch.Generator()
     net.set_generator(gen)
@@ -181,7 +199,7 @@ def search(
             for g in opt_w.param_groups:
                 g["lr"] = lr
             net.set_mode("weights")
-            out = net(x)
+            out = weights_net(x)
             loss = criterion(out, y)
             opt_w.zero_grad(set_to_none=True)
             loss.backward()
@@ -190,10 +208,16 @@ def search(
             correct += (out.detach().argmax(1) == y).sum()
             seen += len(y)
             if searching and (i + 1) % cfg.arch_every == 0:
-                arch_loss_sum += arch_step(net, latency, loss_fn, opt_a, next(val_iter), cfg.grad_mode)
+                arch_loss_sum += arch_step(net, latency, loss_fn, opt_a, next(val_iter), cfg.grad_mode, d)
                 arch_steps += 1
             bar.update(1)
         bar.close()
+        # The job's figures, and rank 0's BN statistics everywhere (each rank's came from its shard).
+        totals = d.all_sum(torch.stack([loss_sum, correct.float(), torch.tensor(float(seen), device=dev),
+                                        torch.tensor(arch_loss_sum, device=dev)]))
+        d.broadcast_buffers(net)
+        seen = int(totals[2])
+        loss_sum, correct, arch_loss_sum = totals[0], totals[1], float(totals[3]) / d.world
         net.set_mode("weights")
         with torch.no_grad():
             expected = float(latency.expected(net.probs()))
@@ -206,12 +230,13 @@ def search(
             arch=list(arch), arch_ms=arch_ms, val_acc=_eval_fixed(net, data.val, dev, cfg.eval_limit),
             alpha=net.alpha_table(), train_s=time.perf_counter() - t0)
         history.append(rec)
-        if path is not None:
+        if path is not None and d.main:
             _save_state(path, net, opt_w, opt_a, cfg, history, meta or {})
         if log:
             va = f", val acc (argmax net) {rec.val_acc:.3f}" if rec.val_acc is not None else ""
             log(f"epoch {rec.epoch}/{cfg.epochs} {rec.phase}: loss {rec.train_loss:.3f} acc {rec.train_acc:.3f}, "
                 f"E[LAT] {expected:.4g} ms, argmax net {arch_ms:.4g} ms{va} ({rec.train_s:.1f} s)")
+    d.barrier()  # rank 0's state is on disk when any rank returns
     arch = net.derive()
     predicted, lut_sum = latency.arch(arch)
     with torch.no_grad():
@@ -220,8 +245,12 @@ def search(
 
 
 def arch_step(net: Supernet, latency: SearchLatency, loss_fn: LatencyLoss, opt: torch.optim.Optimizer,
-              batch: tuple[torch.Tensor, torch.Tensor], grad_mode: str) -> float:
-    """One architecture update on one held-out batch; returns its loss."""
+              batch: tuple[torch.Tensor, torch.Tensor], grad_mode: str, dist: Dist | None = None) -> float:
+    """One architecture update on one held-out batch (this rank's share of it); returns its loss.
+
+    Runs on the plain module, not through DDP: α's gradient is added from the gates after the
+    backward, so it is averaged over the ranks here, to the gradient of the whole batch's mean.
+    """
     x, y = batch
     net.set_mode(grad_mode)
     ce = nn.functional.cross_entropy(net(x), y)
@@ -230,6 +259,10 @@ def arch_step(net: Supernet, latency: SearchLatency, loss_fn: LatencyLoss, opt: 
     # Weights do not move in this step; their gradients are dropped by the next weight step.
     loss.backward()
     net.alpha_grads_from_gates()
+    if dist is not None and dist.world > 1:
+        for a in net.arch_parameters():
+            if a.grad is not None:
+                dist.all_sum(a.grad).div_(dist.world)
     old = [a.detach().clone() for a in net.arch_parameters()]
     opt.step()
     net.rescale_after_step(old)
