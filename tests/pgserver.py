@@ -105,7 +105,11 @@ class PgServer:
                                       "-p", str(self.port), *opts], stdout=log, stderr=subprocess.STDOUT,
                                      cwd=self.root, start_new_session=True)
         log.close()
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # a server that never answered is not left running behind us
+            raise
         return self
 
     def _wait_ready(self, timeout_s: float = 60) -> None:
