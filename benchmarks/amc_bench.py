@@ -33,7 +33,7 @@ from hil.nets.models import make_model
 from hil.optimizers.amc.env import LatencyCost
 from hil.optimizers.amc.prune import ChannelGraph, candidates
 from hil.optimizers.amc.search import SearchConfig, finetune_pruned, load_pruned, measure_speedup, save_pruned, search
-from hil.store import Store
+from hil.store import SqliteStore
 
 
 def uniform_keep(spec: Any, target_macs: float, divisor: int, min_ratio: float) -> dict[str, int]:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
     done = {json.loads(x)["row"] for x in rows_path.read_text().splitlines()} if rows_path.exists() else set()
-    store = Store(args.db or out / "hil.db")
+    store = SqliteStore(args.db or out / "hil.db")
     inv = load_inventory("inventory.yaml")
     proto = replace(MeasureSettings(), min_time_s=args.min_time, min_repeats=args.min_repeats, max_attempts=2)
 

@@ -47,13 +47,13 @@ from hil.inventory import parse_inventory  # noqa: E402
 from hil.lut_builder.build import build_devices  # noqa: E402
 from hil.lut_builder.spaces import make_space  # noqa: E402
 from hil.measure import MeasureSettings  # noqa: E402
-from hil.store import Store  # noqa: E402
+from hil.store import SqliteStore  # noqa: E402
 from hil.workload import Linear  # noqa: E402
 from tests.sshd import SshdHost, keygen, sshd_missing  # noqa: E402
 
 
 def _build(inv: Any, names: list[str], space: Any, protocol: MeasureSettings, db: Path) -> tuple[float, Any]:
-    store = Store(db)
+    store = SqliteStore(db)
     t0 = time.perf_counter()
     try:
         results = build_devices(
@@ -83,7 +83,7 @@ def _build_cli(inv_file: Path, device: str, space: Any, protocol: MeasureSetting
 
 
 def _lut_sum(db: Path, device: str) -> float:
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         [cls] = [c for c in store.classes(device) if c.entries > 1]
         return sum(m.latency_ms for m in store.lut(cls.fp_class).values())
 

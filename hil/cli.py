@@ -14,7 +14,7 @@ from hil import __version__
 from hil.errors import AlreadyReported, HilError
 
 # Command modules under hil.commands, in the order `hil --help` lists them.
-COMMANDS = ["inventory", "lut", "validate", "speedup", "farm", "rtl", "train", "haq", "amc", "nas"]
+COMMANDS = ["inventory", "lut", "store", "validate", "speedup", "farm", "rtl", "train", "haq", "amc", "nas"]
 
 
 def build_parser() -> argparse.ArgumentParser:

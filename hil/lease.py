@@ -31,17 +31,29 @@ from typing import Any, Protocol, runtime_checkable
 from hil.errors import DeviceError
 
 LEASE_DIR_ENV = "HIL_LEASE_DIR"
+# Who this coordinator is, for leases and the provenance of every record it stores (default
+# user@host). Two coordinators on one host are told apart by it.
+COORDINATOR_ENV = "HIL_COORDINATOR"
 
-Holder = dict[str, Any]  # {"user", "host", "pid", "since", "device"?}
+Holder = dict[str, Any]  # {"user", "host", "pid", "since", "coordinator"?, "device"?}
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return str(os.getuid())
+
+
+def coordinator_identity() -> str:
+    """This coordinator's name: `$HIL_COORDINATOR`, or user@host."""
+    return os.environ.get(COORDINATOR_ENV) or f"{_user()}@{socket.gethostname()}"
 
 
 def this_holder() -> Holder:
     """Who we are, as written into a lease we take."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        user = str(os.getuid())
-    return {"user": user, "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+    return {"user": _user(), "host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
+            "coordinator": coordinator_identity()}
 
 
 def describe_holder(h: Holder | None) -> str:
@@ -49,6 +61,9 @@ def describe_holder(h: Holder | None) -> str:
     if not h:
         return "an unknown holder"
     who = f"{h.get('user', '?')}@{h.get('host', '?')} pid {h.get('pid', '?')}"
+    coordinator = h.get("coordinator")
+    if coordinator and coordinator != f"{h.get('user')}@{h.get('host')}":
+        who = f"coordinator {coordinator} ({who})"
     since = h.get("since")
     if isinstance(since, (int, float)):
         ago = max(0.0, time.time() - since)
@@ -75,6 +90,21 @@ class LeaseBusyError(DeviceError):
             f"leased by {describe_holder(holder)}; gave up after waiting {waited_s:.0f} s "
             "(raise the device's lease_timeout_s to wait longer)",
         )
+
+
+class Lease(Protocol):
+    """An exclusive lease on one device: a lock file here (`FileLease`) or one in a shared store."""
+
+    def acquire(self, holder: Holder, timeout_s: float, on_wait: Callable[[Holder | None], None] | None = None,
+                poll_s: float = 0.2, heartbeat_s: float = 0.0) -> None:
+        """Take the lease, waiting up to `timeout_s`; raises LeaseBusy naming the holder."""
+        ...
+
+    def release(self) -> None: ...
+
+    def holder(self) -> Holder | None:
+        """Who holds the lease now, or None when it is free."""
+        ...
 
 
 class FileLease:
@@ -198,11 +228,13 @@ def hold(
     target: Any,
     timeout_s: float,
     on_wait: Callable[[Holder | None], None] | None = None,
+    lease: Lease | None = None,
 ) -> Iterator[None]:
     """Hold `target`'s device exclusively for the block; wait up to `timeout_s` for another holder.
 
-    Remote targets lease on the device itself; in-process ones take a lock file on this host. The
-    default `on_wait` prints who holds the device to stderr, once, so a waiting user sees why.
+    Remote targets lease on the device itself; in-process ones take `lease` (a shared store's, so
+    coordinators that share only the store exclude each other) or else a lock file on this host.
+    The default `on_wait` prints who holds the device to stderr, once, so a waiting user sees why.
     """
     name = target.name
     notice = on_wait or _notice(name, timeout_s)
@@ -214,7 +246,8 @@ def hold(
         finally:
             target.release_lease()
         return
-    lease = FileLease(local_lease_path(name))
+    if lease is None:
+        lease = FileLease(local_lease_path(name))
     try:
         lease.acquire(me, timeout_s, notice)
     except LeaseBusy as e:
@@ -225,8 +258,8 @@ def hold(
         lease.release()
 
 
-def lease_holder(target: Any) -> Holder | None:
+def lease_holder(target: Any, lease: Lease | None = None) -> Holder | None:
     """Who holds `target`'s device now, or None."""
     if isinstance(target, LeasedTarget):
         return target.lease_holder()
-    return FileLease(local_lease_path(target.name)).holder()
+    return (lease or FileLease(local_lease_path(target.name))).holder()

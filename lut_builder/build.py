@@ -184,7 +184,7 @@ def build_devices(
             target: Target | None = None
             try:
                 target = factories[name]()
-                with hold(target, lease_timeout):
+                with hold(target, lease_timeout, lease=store.lease(target.name)):
                     build_on_target(store, target, space, settings_for(name), progress, seed, res, calibration_nets)
                 return
             except (LeaseBusyError, ConfigError) as e:  # neither is cured by trying again

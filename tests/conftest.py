@@ -63,3 +63,38 @@ def python_without_torch(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 # ---- end of device farm block -----------------------------------------------------------------
+
+
+# ---- PostgreSQL store: one private server per session (tests/pgserver.py) ----------------------
+from tests.pgserver import PgServer, postgres_missing  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A private PostgreSQL server on loopback for the whole session; skipped with the reason when
+    PostgreSQL or psycopg is not installed."""
+    reason = postgres_missing()
+    if reason:
+        pytest.skip(reason)
+    server = PgServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """A fresh, empty database on the session's server."""
+    return pg_server.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a store contract test puts its store: an SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "s.db")
+    return request.getfixturevalue("pg_url")
+
+
+# ---- end of PostgreSQL block -------------------------------------------------------------------

@@ -29,7 +29,7 @@ from hil.optimizers.amc.search import (
 )
 from hil.optimizers.data import fashion_mnist
 from hil.optimizers.train import evaluate
-from hil.store import Store
+from hil.store import SqliteStore
 from tests.hilcli import INVENTORY, assert_user_error, hil
 from tests.test_prune_graph import torch_macs
 
@@ -55,7 +55,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("amc")
     mp = pytest.MonkeyPatch()
     mp.setenv("HIL_LEASE_DIR", str(root / "leases"))
-    store = Store(root / "hil.db")
+    store = SqliteStore(root / "hil.db")
     inv = load_inventory(INVENTORY)
     flops_out = root / "flops"
 

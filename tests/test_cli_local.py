@@ -127,9 +127,9 @@ def test_build_resume_show_export_validate(tmp_path):
 
 
 def records(db) -> list[dict]:
-    from hil.store import Store
+    from hil.store import SqliteStore
 
-    store = Store(str(db))
+    store = SqliteStore(str(db))
     try:
         return [m.to_json() for c in store.classes("local-cpu") for m in store.attempts(c.fp_class)]
     finally:

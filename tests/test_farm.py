@@ -23,7 +23,7 @@ from hil.cli import main
 from hil.devices.host.ssh_target import probe
 from hil.inventory import Device
 from hil.lease import FileLease, LeaseBusy, LeaseBusyError, local_lease_path, this_holder
-from hil.store import Store
+from hil.store import SqliteStore
 from tests.hilcli import ROOT, hil
 from tests.sshd import SshdFactory, SshdHost, keygen, write_inventory
 
@@ -183,7 +183,7 @@ def test_ssh_lut_equals_local_lut_in_keys_and_agrees_in_value(ssh_farm: dict[str
         p = subprocess.run(_build_cmd(inv, db, device, extra=better), cwd=ROOT, text=True, capture_output=True,
                            timeout=300)
         assert p.returncode == 0, p.stderr
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         luts = {}
         for device in ("local-cpu", "ssh-a"):
             [cls] = [c for c in store.classes(device) if c.entries > 1]

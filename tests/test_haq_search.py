@@ -20,7 +20,7 @@ from hil.optimizers.data import fashion_mnist
 from hil.optimizers.haq.env import Budget, action_to_bits
 from hil.optimizers.haq.search import SearchConfig, evaluate_policy, load_quantized, search, transfer
 from hil.optimizers.train import evaluate
-from hil.store import Store
+from hil.store import SqliteStore
 from tests.hilcli import INVENTORY, assert_user_error, hil
 
 torch.set_num_threads(1)
@@ -41,7 +41,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("haq")
     mp = pytest.MonkeyPatch()
     mp.setenv("HIL_LEASE_DIR", str(root / "leases"))
-    store = Store(root / "hil.db")
+    store = SqliteStore(root / "hil.db")
     inv = load_inventory(INVENTORY)
     out = root / "out"
     seen: list[int] = []

@@ -7,7 +7,7 @@ from hil.inventory import parse_inventory
 from hil.lut_builder.build import build_devices
 from hil.lut_builder.spaces import make_space
 from hil.measure import MeasureSettings
-from hil.store import Store
+from hil.store import SqliteStore
 
 
 def closed_port() -> int:
@@ -31,7 +31,7 @@ def test_absent_device_falls_back_to_its_substitute(tmp_path):
     t = open_target(inv, "board", notes.append)
     assert t.name == "cpu" and t.substitute_for == "board"
     assert "board" in notes[0] and "'cpu' stands in" in notes[0]
-    store = Store(tmp_path / "s.db")
+    store = SqliteStore(tmp_path / "s.db")
     fast = MeasureSettings(min_repeats=3, min_time_s=0.0, warmup_runs=1, warmup_s=0.0, cv_threshold=9)
     space = make_space("proxyless-mobile", resolution=16)
     (res,) = build_devices(store, {"board": lambda: open_target(inv, "board", notes.append)}, space,

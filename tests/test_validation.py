@@ -26,7 +26,7 @@ from hil.lut_builder.build import build_on_target
 from hil.lut_builder.export import export_lut, offset_key
 from hil.lut_builder.spaces import make_space
 from hil.measure import MIN_SLICE, Measurement, MeasureSettings, summarize
-from hil.store import SCHEMA_VERSION, Store
+from hil.store import SCHEMA_VERSION, SqliteStore
 from hil.target import Target
 from hil.validate import lut_class, metrics, speedup_metrics, validate
 from hil.workload import Network, Workload
@@ -74,8 +74,8 @@ class FakeDevice:
         pass
 
 
-def built(tmp_path: Path, name: str = "db", **device: Any) -> tuple[Store, FakeDevice, Any, str]:
-    store = Store(tmp_path / f"{name}.db")
+def built(tmp_path: Path, name: str = "db", **device: Any) -> tuple[SqliteStore, FakeDevice, Any, str]:
+    store = SqliteStore(tmp_path / f"{name}.db")
     dev = FakeDevice(**device)
     space = make_space("proxyless-mobile", resolution=32)
     res = build_on_target(store, dev, space, SETTINGS, seed=0, calibration_nets=4)
@@ -247,13 +247,13 @@ def test_a_store_written_by_schema_1_is_migrated_keeping_everything(tmp_path):
     n_before = con.execute("SELECT COUNT(*) FROM measurements").fetchone()[0]
     (cls, params), = con.execute("SELECT class, params FROM models").fetchall()
     con.close()
-    with Store(db) as store:
+    with SqliteStore(db) as store:
         versions = store.model_versions(cls, CALIBRATION_MODEL)
         assert len(versions) == 1 and versions[0].params == json.loads(params)
         model = LatencyModel.from_store(store, "local-cpu", cls)
         assert model.calibration.scale == json.loads(params)["scale"] and len(model.table) == 70
         store.save_model(cls, CALIBRATION_MODEL, {**json.loads(params), "scale": 2.0}, 0.0)
-    with Store(db) as store:  # opens again as schema 2, both versions there
+    with SqliteStore(db) as store:  # opens again as schema 2, both versions there
         assert [v.params["scale"] for v in store.model_versions(cls, CALIBRATION_MODEL)][1] == 2.0
         assert sum(1 for c in store.classes() for _ in store.attempts(c.fp_class)) == n_before
     con = sqlite3.connect(db)
@@ -262,7 +262,7 @@ def test_a_store_written_by_schema_1_is_migrated_keeping_everything(tmp_path):
     con.commit()
     con.close()
     with pytest.raises(StoreError, match=r"schema version 99.*newer hil"):
-        Store(db)
+        SqliteStore(db)
 
 
 def test_proxyless_yaml_folds_the_calibration_so_a_plain_sum_of_means_is_the_stored_prediction(tmp_path):

@@ -17,8 +17,9 @@ def add_inventory_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default=None, metavar="PATH",
-                   help=f"measurement store: an SQLite file (default: ${DB_ENV} or ./hil.db)")
+    p.add_argument("--db", default=None, metavar="PATH|URL",
+                   help="measurement store: an SQLite file, or postgresql://user@host:port/db for one shared "
+                        f"by several coordinators (default: ${DB_ENV} or ./hil.db)")
 
 
 def add_json_arg(p: argparse.ArgumentParser) -> None:

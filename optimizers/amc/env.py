@@ -169,7 +169,7 @@ class LatencyCost:
         if self.log:
             self.log(f"measuring {len(missing)} missing LUT entries on {self.device}")
         target = self.target()
-        with hold(target, self.lease_timeout_s):
+        with hold(target, self.lease_timeout_s, lease=self.store.lease(target.name)):
             res = build_on_target(self.store, target, _Needed(list(missing.values())), self.settings)
         self.measured += res.measured
         self.measure_s += time.perf_counter() - t0
@@ -196,7 +196,7 @@ class LatencyCost:
         whole networks in one session (hil.speedup, the same as `hil speedup`)."""
         self.ensure([*base.workloads(), *candidate.workloads()])
         target = self.target()
-        with hold(target, self.lease_timeout_s):
+        with hold(target, self.lease_timeout_s, lease=self.store.lease(target.name)):
             return measure_speedup(self.store, target, self.model(), base.network(), candidate.network(),
                                    self.settings)
 

@@ -149,7 +149,7 @@ class CostModel:
             if self.log:
                 self.log(f"measuring {len(missing)} missing LUT entries on {self.device}")
             target = self.target()
-            with hold(target, self.lease_timeout_s):
+            with hold(target, self.lease_timeout_s, lease=self.store.lease(target.name)):
                 res = build_on_target(self.store, target, _Needed(missing), self.settings)
             self.measured += res.measured
             self.sim_s += time.perf_counter() - t0
@@ -194,7 +194,7 @@ class CostModel:
         net = Network(tuple(self.qlayer(n, w, a) for n, (w, a) in policy.items()), name="haq-policy")
         target = self.target()
         t0 = time.perf_counter()
-        with hold(target, self.lease_timeout_s):
+        with hold(target, self.lease_timeout_s, lease=self.store.lease(target.name)):
             records = list(target.measure([net], self.settings))
         self.sim_s += time.perf_counter() - t0
         rec = records[0]
