@@ -44,6 +44,13 @@ class MissingEntryError(HilError, KeyError):
         return self.args[0]
 
 
+class NoBoardError(HilError):
+    """No board here: PYNQ is not installed, it finds no device, or the overlay's bitstream is missing.
+    Never papered over with numbers from elsewhere: the caller reports it, or substitutes when allowed."""
+
+    exit_code = 3
+
+
 class DeviceError(HilError):
     """A device failed: unreachable, refused, crashed, or lacks the runtime a workload needs."""
 

@@ -91,6 +91,20 @@ class RtlConfig(_Strict):
     accelerator: Literal["bitfusion-spatial", "bismo-edge", "bismo-cloud"] | str
     overrides: dict[str, int | float] = Field(default_factory=dict, description="parameter overrides")
     workers: int = Field(1, ge=1, le=64, description="parallel simulation processes (cores to use)")
+    bitstream: str | None = Field(None, description="pynq: the overlay's .bit on the board (its .hwh beside it)")
+    ip: str | None = Field(None, description="pynq: the accelerator's IP name in the overlay (default: found)")
+
+    @field_validator("bitstream")
+    @classmethod
+    def _bitstream(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        problem = remote_path_problem(_home_relative(v))
+        if problem:
+            raise ValueError(f"{v!r} {problem}")
+        if not v.endswith(".bit"):
+            raise ValueError(f"{v!r} is not a .bit file (pynq.Overlay loads the .bit with its .hwh beside it)")
+        return v
 
 
 class Device(_Strict):
@@ -105,6 +119,8 @@ class Device(_Strict):
         "wall", description="wall: host clock; thread: CPU time of the one runtime thread (shared hosts)")
     rtl: RtlConfig | None = None
     substitute: str | None = Field(None, description="device that stands in when this one is absent")
+    allow_substitute: bool = Field(
+        False, description="measure on `substitute` when this device is absent, without --allow-substitute")
     lease_timeout_s: float = Field(600.0, ge=0, description="how long to wait for another user's lease")
 
     @model_validator(mode="after")
@@ -115,6 +131,12 @@ class Device(_Strict):
             raise ValueError("backend 'pynq' needs an 'ssh:' section: the board is reached over SSH")
         if self.backend == "rtl-sim" and self.ssh is not None:
             raise ValueError("backend 'rtl-sim' runs on this host; remove its 'ssh:' section")
+        if self.backend == "pynq" and self.rtl is not None and self.rtl.bitstream is None:
+            raise ValueError("backend 'pynq' needs 'rtl.bitstream': the overlay's .bit file on the board")
+        if self.backend != "pynq" and self.rtl is not None and (self.rtl.bitstream or self.rtl.ip):
+            raise ValueError("'rtl.bitstream' and 'rtl.ip' are for backend 'pynq' (a board)")
+        if self.allow_substitute and self.substitute is None:
+            raise ValueError("'allow_substitute' without a 'substitute' to stand in")
         return self
 
     @property

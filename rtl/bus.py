@@ -21,17 +21,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hil.errors import DeviceError, HilError
+from hil.errors import DeviceError, NoBoardError
 from hil.rtl.regmap import SHELL, RegisterMap
 
 PAGE = 4096
-
-
-class NoBoardError(HilError):
-    """No board here: PYNQ is not installed, it finds no device, or the bitstream is missing. Never
-    papered over with numbers from elsewhere: the caller reports it (or substitutes, when allowed)."""
-
-    exit_code = 3
+__all__ = ["Bus", "BusRegisters", "DramBuffer", "NoBoardError", "PynqBus", "VerilatorBus"]
 
 
 class DramBuffer(Protocol):

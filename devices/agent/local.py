@@ -45,6 +45,8 @@ class LocalTarget:
         self.name = name
         self.backend = backend
         self.cpus = cpus
+        # a board backend says `board`; runtimes on a host CPU/GPU are `measured`
+        self.provenance = getattr(backend, "provenance", LocalTarget.provenance)
 
     def describe(self, settings: MeasureSettings) -> dict[str, Any]:
         set_affinity(self.cpus)

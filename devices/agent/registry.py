@@ -12,6 +12,7 @@ BACKENDS = {
     "torch-cpu": "hil.devices.agent.torch_cpu:TorchCpuBackend",
     "torch-cuda": "hil.devices.agent.torch_cuda:TorchCudaBackend",
     "tflite": "hil.devices.agent.tflite_backend:TfliteBackend",
+    "pynq": "hil.devices.agent.pynq_backend:PynqBackend",
 }
 
 

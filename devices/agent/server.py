@@ -11,7 +11,10 @@ field `type`).
                       host, capabilities}
                      (a bundle that does not verify: the launcher answers bundle_ok false and
                       bundle_problem, and exits; it is never half-used)
-    open      {device, backend, cpus, idle_timeout_s}        -> opened {backend, host_artifacts}
+    open      {device, backend, cpus, idle_timeout_s, options}
+                                                      -> opened {backend, host_artifacts, provenance}
+              (options, e.g. the inventory's `rtl:` section, go to the backend's configure(options);
+               a board backend with no board answers error kind `no_board`)
     describe  {settings}                                      -> fingerprint {fingerprint}
     measure   {id, settings, workloads: [...], artifacts: {workload key: {name: remote path}}}
               (artifacts go to the backend's use_artifacts(workload, settings, paths) first)
@@ -50,7 +53,7 @@ from hil.devices.agent.backend import HostBuiltModels
 from hil.devices.agent.host_info import host_class
 from hil.devices.agent.local import AGENT_VERSION, LocalTarget
 from hil.devices.agent.registry import make_backend
-from hil.errors import HilError
+from hil.errors import HilError, NoBoardError
 from hil.lease import FileLease, LeaseBusy
 from hil.measure import MeasureSettings
 from hil.workload import workload_from_json
@@ -166,12 +169,21 @@ class Agent:
             backend = make_backend(name)
         except (ImportError, HilError) as e:  # the runtime is missing here, or no such backend
             raise RequestError("backend_unavailable", str(e)) from None
+        configure = getattr(backend, "configure", None)
+        if configure is not None:
+            try:
+                configure(dict(req.get("options") or {}))
+            except NoBoardError as e:  # no PYNQ, no device, no bitstream: absent, not misconfigured
+                raise RequestError("no_board", str(e)) from None
+            except HilError as e:
+                raise RequestError("backend_unavailable", str(e)) from None
         self.backend = backend
         self.device = str(req["device"])
         cpus = req.get("cpus")
         self.cpus = [int(c) for c in cpus] if cpus else None
         # The host builds files for this backend only if it says so: spares the host its runtime import.
-        self.send({"type": "opened", "backend": name, "host_artifacts": isinstance(backend, HostBuiltModels)})
+        self.send({"type": "opened", "backend": name, "host_artifacts": isinstance(backend, HostBuiltModels),
+                   "provenance": getattr(backend, "provenance", "measured")})
 
     def _target(self) -> Any:
         if self.backend is None:

@@ -15,10 +15,10 @@ import time
 from typing import Any
 
 from hil.devices.agent.server import capabilities
-from hil.devices.host.ssh_target import SshTarget, probe
+from hil.devices.host.ssh_target import BoardAbsentError, SshTarget, probe
 from hil.devices.host.ssh_transport import key_fingerprint
-from hil.devices.host.targets import open_target, settings_for
-from hil.errors import HilError
+from hil.devices.host.targets import absence_reason, open_target, settings_for
+from hil.errors import ConfigError, DeviceError, HilError
 from hil.inventory import Device, Inventory
 from hil.lease import lease_holder
 from hil.target import fingerprint_class
@@ -74,15 +74,17 @@ def _check_local(inv: Inventory, name: str, dev: Device, row: dict[str, Any]) ->
         target.close()
 
 
-def check_device(inv: Inventory, name: str) -> dict[str, Any]:
-    """One row of `hil farm check`; never raises for a device's own fault."""
+def check_device(inv: Inventory, name: str, allow_substitute: bool = False) -> dict[str, Any]:
+    """One row of `hil farm check`; never raises for a device's own fault. A device that is absent
+    (unreachable, or its board not there) and names a substitute gets `substitution`: whether the
+    substitute would stand in (allowed by `allow_substitute` or the inventory) and why."""
     dev = inv.device(name)
     where = f"{dev.ssh.user}@{dev.ssh.host}:{dev.ssh.port}" if dev.ssh else "this host"
     row: dict[str, Any] = {
         "device": name, "backend": dev.backend, "where": where, "reachable": False, "backend_ok": False,
         "connect_ms": None, "rtt_ms": None, "python": None, "runtimes": None, "capabilities": None,
         "agent": None, "host_key": None, "fingerprint": None, "lease_holder": None,
-        "substitute": dev.substitute, "error": None,
+        "substitute": dev.substitute, "error": None, "absent": None, "substituted_by": None, "substitution": None,
     }
     t0 = time.perf_counter()
     try:
@@ -92,6 +94,14 @@ def check_device(inv: Inventory, name: str) -> dict[str, Any]:
             _check_local(inv, name, dev, row)
     except HilError as e:
         row["error"] = str(e)
+        if isinstance(e, DeviceError) and (isinstance(e, BoardAbsentError) or not isinstance(e, ConfigError)):
+            row["absent"] = absence_reason(e)
+            if dev.substitute is not None:
+                allowed = allow_substitute or dev.allow_substitute
+                row["substituted_by"] = dev.substitute if allowed else None
+                row["substitution"] = (f"{dev.substitute!r} would stand in ({row['absent']})" if allowed else
+                                       f"{dev.substitute!r} may stand in only with --allow-substitute or "
+                                       "'allow_substitute: true'")
     except Exception as e:  # one device's unexpected failure must not hide the others' rows
         row["error"] = f"device {name!r}: {type(e).__name__}: {e}"
     row["check_s"] = round(time.perf_counter() - t0, 2)

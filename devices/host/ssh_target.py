@@ -41,6 +41,12 @@ from hil.workload import Workload
 ARTIFACT_BATCH = 16  # workloads per request when each needs files built on the host first
 
 
+class BoardAbsentError(DeviceError):
+    """The device answers, but its board is not there: no PYNQ in its Python, PYNQ finds no device,
+    or the overlay's bitstream is missing. The device is absent (its substitute may stand in, when
+    allowed), not misconfigured past repair."""
+
+
 class RemoteAgentError(DeviceError):
     """The agent answered a request with an error."""
 
@@ -296,16 +302,22 @@ class SshTarget:
         self._ids = itertools.count(1)
         self._artifact_cache: dict[str, str] = {}
         self._models: ModelSource | None = None  # the host's builder, for backends that time host-built models
+        options: dict[str, Any] = {}
+        if device.backend == "pynq" and device.rtl is not None:
+            options["rtl"] = device.rtl.model_dump(exclude={"workers"})
         try:
             opened = self.session.request(
                 {"op": "open", "device": name, "backend": device.backend, "cpus": device.cpus,
-                 "idle_timeout_s": device.ssh.idle_timeout_s},
+                 "idle_timeout_s": device.ssh.idle_timeout_s, "options": options},
                 "opened", starting=True,
             )
             if opened.get("host_artifacts"):
                 self._models = model_source(device.backend)
+            self.provenance = str(opened.get("provenance") or SshTarget.provenance)
         except RemoteAgentError as e:
             self.session.close()
+            if e.kind == "no_board":
+                raise BoardAbsentError(name, f"no board: {e.reply.get('message')}") from None
             if e.kind == "backend_unavailable":
                 h = self.session.hello
                 raise DeviceConfigError(name, f"the target's Python ({h.get('executable')}, {h.get('python')}) "

@@ -5,8 +5,9 @@ inventory."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 from hil.devices.agent.backend import Backend, HostBuiltModels
 from hil.devices.agent.host_info import memory_available_bytes
@@ -15,9 +16,10 @@ from hil.devices.agent.registry import make_backend
 from hil.devices.host.artifacts import model_source
 from hil.devices.host.rtl_sim import RtlSimTarget
 from hil.devices.host.ssh_target import SshTarget
+from hil.devices.host.ssh_transport import DeviceConfigError
 from hil.errors import ConfigError, DeviceError
 from hil.inventory import Device, Inventory
-from hil.measure import MeasureSettings
+from hil.measure import Measurement, MeasureSettings
 from hil.nets.memory import values_held
 from hil.rtl.presets import preset_config
 from hil.target import Target
@@ -33,13 +35,17 @@ def settings_for(device: Device, base: MeasureSettings | None = None, batch: int
                    precision=device.precision, clock=clock or device.clock)
 
 
-def open_target(inventory: Inventory, name: str, notify: Callable[[str], None] | None = None) -> Target:
-    """Connect to a device, or to its substitute when it is absent.
+def open_target(inventory: Inventory, name: str, notify: Callable[[str], None] | None = None,
+                allow_substitute: bool = False) -> Target:
+    """Connect to a device, or to its substitute when it is absent and substitution is allowed.
 
-    Remote devices get the SSH agent; rtl-sim the Verilator simulation. A device whose inventory entry
-    names a `substitute` (a PYNQ board and the RTL simulation of its overlay) falls back to it when the
-    device itself can't be reached; the substitute's records carry its own name and provenance, so
-    nothing measured on it is ever mistaken for the board's.
+    Remote devices get the SSH agent; rtl-sim the Verilator simulation. A device is absent when it
+    can't be reached, or when it answers but its board is not there (no PYNQ, no device, no
+    bitstream). Its `substitute` (a PYNQ board and the RTL simulation of its overlay) stands in only
+    with `allow_substitute` (the command line's --allow-substitute) or the device's own
+    `allow_substitute: true`; otherwise the absence is one error line that says how to allow it. The
+    substitute's records carry its own name, `provenance: simulated` and `substitute_for`, so nothing
+    measured on it is ever mistaken for (or mixed into a LUT with) the board's.
     """
     dev = inventory.device(name)
     if dev.substitute is None:
@@ -49,10 +55,51 @@ def open_target(inventory: Inventory, name: str, notify: Callable[[str], None] |
     except DeviceError as e:
         if isinstance(e, ConfigError):
             raise
-        (notify or _stderr)(f"device {name!r} is absent ({e}); its substitute {dev.substitute!r} stands in")
-        target = _open(inventory, dev.substitute)
-        target.substitute_for = name  # type: ignore[attr-defined]
-        return target
+        reason = absence_reason(e)
+        if not (allow_substitute or dev.allow_substitute):
+            raise DeviceConfigError(name, f"absent ({reason}); its substitute {dev.substitute!r} may stand in "
+                                    "only with --allow-substitute or 'allow_substitute: true' in the inventory"
+                                    ) from None
+        (notify or _stderr)(f"device {name!r} is absent ({reason}); its substitute {dev.substitute!r} stands in")
+        return SubstituteTarget(_open(inventory, dev.substitute), name, reason)
+
+
+def absence_reason(e: DeviceError) -> str:
+    """Why a device is absent, without the leading "device 'x': " of its error."""
+    prefix = f"device {e.device!r}: "
+    text = str(e)
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
+class SubstituteTarget:
+    """A target standing in for an absent device: every record and the fingerprint's state say for
+    whom (`substitute_for`) and why. The fingerprint class stays the substitute's own, so its LUT is
+    the simulation's, never the board's."""
+
+    def __init__(self, inner: Target, substitute_for: str, reason: str) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.provenance = inner.provenance
+        self.substitute_for = substitute_for
+        self.reason = reason
+
+    def describe(self, settings: MeasureSettings) -> dict[str, Any]:
+        fp = self.inner.describe(settings)
+        return {"class": fp["class"], "state": {**fp.get("state", {}), "substitute_for": self.substitute_for}}
+
+    def measure(self, workloads: Sequence[Workload], settings: MeasureSettings) -> Iterator[Measurement]:
+        for m in self.inner.measure(workloads, settings):
+            m.fingerprint = {"class": m.fingerprint["class"],
+                             "state": {**m.fingerprint.get("state", {}), "substitute_for": self.substitute_for}}
+            m.metrics = {**(m.metrics or {}), "substitute_for": self.substitute_for,
+                         "substitute_reason": self.reason}
+            yield m
+
+    def __getattr__(self, attr: str) -> Any:  # leases, ping: the substitute's own
+        return getattr(self.inner, attr)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def check_device_config(name: str, device: Device) -> None:

@@ -16,6 +16,12 @@ def add_inventory_arg(p: argparse.ArgumentParser) -> None:
                    help=f"inventory file (default: {DEFAULT_INVENTORY})")
 
 
+def add_substitute_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-substitute", action="store_true",
+                   help="measure an absent device (a board not there) on its inventory 'substitute'; its records "
+                        "say provenance simulated and substitute_for, in the substitute's own LUT")
+
+
 def add_db_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=None, metavar="PATH|URL",
                    help="measurement store: an SQLite file, or postgresql://user@host:port/db for one shared "

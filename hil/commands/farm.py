@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from hil.commands.common import add_inventory_arg, add_json_arg, emit
+from hil.commands.common import add_inventory_arg, add_json_arg, add_substitute_arg, emit
 from hil.errors import ConfigError, DeviceError
 from hil.inventory import SshConfig, load_inventory
 
@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = s.add_parser("check", help="reach every device: round trip, Python, runtimes, fingerprint, lease")
     c.add_argument("devices", nargs="*", metavar="DEVICE", help="devices to check (default: all)")
     add_inventory_arg(c)
+    add_substitute_arg(c)
     add_json_arg(c)
     c.set_defaults(func=_check)
 
@@ -51,17 +52,22 @@ def _table(rows: list[dict[str, Any]]) -> str:
     head = ["DEVICE", "REACHABLE", "RTT", "PYTHON", "RUNTIMES", "FINGERPRINT", "LEASE", "SUBSTITUTE"]
     body = []
     for r in rows:
-        reach = ("yes" if r["backend_ok"] else "yes, backend fails") if r["reachable"] else "NO"
+        reach = ("yes" if r["backend_ok"] else "yes, NO BOARD" if r["absent"] else "yes, backend fails") \
+            if r["reachable"] else "NO"
+        sub = r["substitute"] or "-"
+        if r["substitution"]:
+            sub = f"{r['substituted_by']} stands in" if r["substituted_by"] else f"{sub} (not allowed)"
         body.append([
             r["device"], reach, f"{r['rtt_ms']:.2f} ms" if r["rtt_ms"] is not None else "-",
             (r["python"] or "-").split(" ")[0], r["runtimes"] or "-", r["fingerprint"] or "-",
             "-" if not r["reachable"] else describe_holder(r["lease_holder"]) if r["lease_holder"] else "free",
-            r["substitute"] or "-",
+            sub,
         ])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=False)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
              for line in [head, *body]]
     lines += [f"{r['device']}: {r['error']}" for r in rows if r["error"]]
+    lines += [f"{r['device']}: substitute {r['substitution']}" for r in rows if r["substitution"]]
     return "\n".join(lines)
 
 
@@ -75,7 +81,7 @@ def _check(args: argparse.Namespace) -> int:
     def visit(n: str) -> None:
         from hil.devices.host.health import check_device
 
-        rows[n] = check_device(inv, n)
+        rows[n] = check_device(inv, n, args.allow_substitute)
 
     threads = [threading.Thread(target=visit, args=(n,), name=f"check-{n}", daemon=True) for n in names]
     for t in threads:
@@ -83,7 +89,8 @@ def _check(args: argparse.Namespace) -> int:
     for t in threads:
         t.join()
     ordered = [rows[n] for n in names]
-    healthy = all(r["reachable"] and r["backend_ok"] for r in ordered)
+    # an absent device whose substitute may stand in is healthy: a build would measure (on the substitute)
+    healthy = all((r["reachable"] and r["backend_ok"]) or r["substituted_by"] for r in ordered)
     emit({"inventory": args.inventory, "healthy": healthy, "devices": ordered}, args.json, _table(ordered))
     return 0 if healthy else DeviceError.exit_code
 

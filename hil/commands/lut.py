@@ -6,7 +6,15 @@ import argparse
 from dataclasses import replace
 from typing import Any
 
-from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_bar, progress_enabled
+from hil.commands.common import (
+    add_db_arg,
+    add_inventory_arg,
+    add_json_arg,
+    add_substitute_arg,
+    emit,
+    progress_bar,
+    progress_enabled,
+)
 from hil.errors import ConfigError
 from hil.measure import SCHEDULES, MeasureSettings
 
@@ -81,6 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="whole networks measured after the blocks to fit the per-network calibration "
                         "(0: none; see docs/LATENCY_MODEL.md)")
     add_inventory_arg(b)
+    add_substitute_arg(b)
     add_db_arg(b)
     add_json_arg(b)
     b.set_defaults(func=_build)
@@ -92,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_protocol_args(a)
     a.add_argument("--seed", type=int, default=0, help="seed of the session's shuffled order")
     add_inventory_arg(a)
+    add_substitute_arg(a)
     add_db_arg(a)
     add_json_arg(a)
     a.set_defaults(func=_anchor)
@@ -141,7 +151,7 @@ def _build(args: argparse.Namespace) -> int:
     try:
         results = build_devices(
             store,
-            {n: (lambda n=n: open_target(inv, n)) for n in names},
+            {n: (lambda n=n: open_target(inv, n, allow_substitute=args.allow_substitute)) for n in names},
             space,
             lambda n: settings_for(inv.device(n), protocol, args.batch, args.clock),
             progress,
@@ -285,7 +295,7 @@ def _anchor(args: argparse.Namespace) -> int:
     check_fits(args.device, dev, space.workloads(), settings.batch)
     store = open_store(args.db)
     try:
-        target = open_target(inv, args.device)
+        target = open_target(inv, args.device, allow_substitute=args.allow_substitute)
         bar = progress_bar(None, "net", "measuring calibration networks") if progress_enabled(args.json) else None
         try:
             cls = lut_class(store, target, settings)

@@ -11,7 +11,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_bar, progress_enabled
+from hil.commands.common import (
+    add_db_arg,
+    add_inventory_arg,
+    add_json_arg,
+    add_substitute_arg,
+    emit,
+    progress_bar,
+    progress_enabled,
+)
 from hil.commands.lut import add_protocol_args, add_space_args, protocol_from_args, space_from_args
 from hil.errors import ConfigError
 
@@ -27,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the session's shuffled order")
     add_protocol_args(p)
     add_inventory_arg(p)
+    add_substitute_arg(p)
     add_db_arg(p)
     add_json_arg(p)
     p.set_defaults(func=_speedup)
@@ -80,7 +89,7 @@ def _speedup(args: argparse.Namespace) -> int:
     check_fits(args.device, dev, [*base.layers, *cand.layers], settings.batch)
     store = open_store(args.db)
     try:
-        target = open_target(inv, args.device)
+        target = open_target(inv, args.device, allow_substitute=args.allow_substitute)
         bar = progress_bar(2, "net", "measuring both networks") if progress_enabled(args.json) else None
         try:
             cls = lut_class(store, target, settings)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_bar, progress_enabled
+from hil.commands.common import (
+    add_db_arg,
+    add_inventory_arg,
+    add_json_arg,
+    add_substitute_arg,
+    emit,
+    progress_bar,
+    progress_enabled,
+)
 from hil.commands.lut import add_protocol_args, add_space_args, protocol_from_args, space_from_args
 from hil.errors import ConfigError
 
@@ -18,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plot", default=None, metavar="FILE.png", help="write the predicted-vs-measured scatter")
     add_protocol_args(p)
     add_inventory_arg(p)
+    add_substitute_arg(p)
     add_db_arg(p)
     add_json_arg(p)
     p.set_defaults(func=_validate)
@@ -37,7 +46,7 @@ def _validate(args: argparse.Namespace) -> int:
     settings = settings_for(dev, protocol_from_args(args), args.batch, args.clock)
     check_fits(args.device, dev, space.workloads(), settings.batch)
     store = open_store(args.db)
-    target = open_target(inv, args.device)
+    target = open_target(inv, args.device, allow_substitute=args.allow_substitute)
     bar = None
     if progress_enabled(args.json):
         bar = progress_bar(None, "net", "measuring networks")
