@@ -216,11 +216,18 @@ class _PynqBuffer:
         self.physical_address = int(buf.physical_address)
         self.nbytes = int(buf.nbytes)
 
+    def _check(self, offset: int, n: int) -> None:
+        # a numpy slice past the end would silently shorten the copy
+        if offset < 0 or offset + n > self.nbytes:
+            raise DeviceError("pynq", f"DRAM access {offset:#x}+{n} outside the {self.nbytes}-byte buffer")
+
     def write(self, offset: int, data: np.ndarray | bytes) -> None:
         raw = np.frombuffer(data.tobytes() if isinstance(data, np.ndarray) else bytes(data), dtype=np.uint8)
+        self._check(offset, len(raw))
         self._b[offset : offset + len(raw)] = raw
 
     def read(self, offset: int, nbytes: int) -> np.ndarray:
+        self._check(offset, nbytes)
         return np.array(self._b[offset : offset + nbytes], dtype=np.uint8)
 
     def flush(self) -> None:

@@ -143,3 +143,19 @@ def test_inventory_accepts_a_board_and_rejects_a_bitstream_on_rtl_sim() -> None:
     with pytest.raises(ConfigError, match=r"rtl\.bitstream"):
         parse_inventory({"devices": {"sim": {"backend": "rtl-sim",
                                              "rtl": {"accelerator": "bismo-edge", "bitstream": "/a.bit"}}}}, "t")
+
+
+@pytest.mark.parametrize("case", ["python without pynq", "bitstream missing"])
+def test_farm_check_says_why_there_is_no_board(
+        case: str, pynq_python: str, python_without_torch: str, sshd_factory: SshdFactory, tmp_path: Path,
+        lease_dir: Path) -> None:
+    python = python_without_torch if case == "python without pynq" else pynq_python
+    inv = _inventory(tmp_path, sshd_factory("board"), python)
+    if case == "bitstream missing":
+        (tmp_path / "bismo_edge.bit").unlink()
+    p = hil("farm", "check", "--json", "-i", str(inv), "--allow-substitute", "pynq-z1")
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stdout + p.stderr
+    (row,) = json.loads(p.stdout)["devices"]
+    assert row["reachable"] and row["substituted_by"] == "bismo-edge"
+    want = "PYNQ is not installed" if case == "python without pynq" else "bismo_edge.bit not found"
+    assert "no board" in row["absent"] and want in row["absent"], row["absent"]

