@@ -23,7 +23,9 @@ def run_cocotb(
     test_module: str,
     extra_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
+    includes: list[Path] | None = None,
 ) -> None:
+    """`includes`: files the sources `include (hashed into the build; their folders go on -I)."""
     runner_mod = pytest.importorskip("cocotb_tools.runner")
     check_results = pytest.importorskip("cocotb_tools.check_results")
     cmd, env = verilator_command()
@@ -38,12 +40,13 @@ def run_cocotb(
     # the build's makefiles name the cocotb and Verilator files by absolute path: a build made from
     # another checkout or venv (another clone on this machine) is not reused
     h = hashlib.sha256(repr((top, sorted(parameters.items()), cmd, runner_mod.__file__)).encode())
-    for s in sources:
+    for s in [*sources, *(includes or [])]:
         h.update(s.read_bytes())
     build_dir = cache_root() / f"cocotb-{design}-{top}-{h.hexdigest()[:16]}"
     runner = runner_mod.get_runner("verilator")
+    include_dirs = sorted({f"-I{p.parent}" for p in includes or []})
     runner.build(sources=[str(s) for s in sources], hdl_toplevel=top, parameters=parameters,
-                 build_dir=str(build_dir), build_args=["-Wno-fatal", "-O3"])
+                 build_dir=str(build_dir), build_args=["-Wno-fatal", "-O3", *include_dirs])
     results = runner.test(test_module=test_module, testcase=tests, hdl_toplevel=top, build_dir=str(build_dir),
                           test_dir=str(build_dir), extra_env=extra_env)
     total, failed = check_results.get_results(results)
