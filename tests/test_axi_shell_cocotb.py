@@ -23,3 +23,9 @@ def test_axi_lite_register_block_around_bismo(monkeypatch: pytest.MonkeyPatch) -
     run_cocotb("shell", "bismo_axil", sources, SMALL, ["registers_over_axi_lite",
                "start_and_done_with_concurrent_traffic"], SHELL_DIR / "tests", "cocotb_shell", {}, monkeypatch,
                includes=[SV_DIR / "bismo_top_regs.svh"])
+
+
+def test_axi_board_top_runs_a_gemm(monkeypatch: pytest.MonkeyPatch) -> None:
+    shell = [SHELL_DIR / "sv" / f for f in ("hil_axil_regs.sv", "hil_axi_master.sv", "bismo_axi.sv")]
+    run_cocotb("shell", "bismo_axi", [*(SV_DIR / f for f in SV_FILES), *shell], SMALL, ["gemm_through_axi"],
+               SHELL_DIR / "tests", "cocotb_shell", {}, monkeypatch, includes=[SV_DIR / "bismo_top_regs.svh"])

@@ -1,6 +1,5 @@
-// BISMO behind the AXI-Lite register block: the register side of the board top (docs/PYNQ.md).
-// The DRAM ports are still the harness convention, with `dram_base` beside them for the AXI master
-// that is not written yet (it adds dram_base to every address).
+// BISMO behind the AXI-Lite register block alone, its DRAM ports in the harness convention with
+// `dram_base` beside them: the register side tested on its own (bismo_axi.sv is the board top).
 module bismo_axil #(
     parameter int DM = 8,
     parameter int DN = 8,
