@@ -170,3 +170,19 @@ def test_bad_input_is_one_line(result, tmp_path, capsys, what, extra, words):
 def test_cli_bad_input_is_one_line_without_traceback(tmp_path):
     p = hil("haq", "finetune", str(tmp_path / "missing"), "--nproc", "2")
     assert_user_error(p, "missing", "not found")
+
+
+def test_a_checkpoint_without_its_split_takes_it_from_policy_json(tmp_path):
+    """Outputs written before checkpoints recorded their split: the folder's policy.json has it."""
+    from hil.optimizers.haq.finetune import _split
+
+    ck = tmp_path / CHECKPOINT
+    assert _split(ck, {"data": {"split_seed": 4, "val_size": 900}}) == (4, 900)
+    assert _split(ck, {}) == (0, 5000)  # nothing recorded: the search's defaults
+    (tmp_path / "policy.json").write_text(json.dumps({"config": {"split_seed": 2, "val_size": 1000},
+                                                      "pretrained": {}}))
+    assert _split(ck, {}) == (2, 1000)
+    # a --checkpoint's own split won in the search, and policy.json says so under "pretrained"
+    (tmp_path / "policy.json").write_text(json.dumps({"config": {"split_seed": 2, "val_size": 1000},
+                                                      "pretrained": {"split_seed": 7}}))
+    assert _split(ck, {}) == (7, 1000)
