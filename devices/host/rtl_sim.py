@@ -13,6 +13,7 @@ others, and the machine is never oversubscribed by a fixed number of processes p
 
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import threading
@@ -37,9 +38,35 @@ def machine_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+class Slots:
+    """`n` slots handed out in arrival order. (A threading.Semaphore lets the thread that just released
+    take the slot again before the woken waiter runs: one device's workers, looping, kept both cores
+    and starved the other devices of a build until they were done.)"""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._cv = threading.Condition()
+        self._queue: collections.deque[object] = collections.deque()
+
+    def __enter__(self) -> None:
+        me = object()
+        with self._cv:
+            self._queue.append(me)
+            while self._queue[0] is not me or self._free == 0:
+                self._cv.wait()
+            self._queue.popleft()
+            self._free -= 1
+            self._cv.notify_all()  # the next in line may find a slot too
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cv:
+            self._free += 1
+            self._cv.notify_all()
+
+
 # One slot per core, shared by every RtlSimTarget of the process: a simulation (planning included)
 # runs only while it holds one.
-_SLOTS = threading.BoundedSemaphore(machine_cores())
+_SLOTS = Slots(machine_cores())
 
 
 def _cost(w: Workload) -> float:
