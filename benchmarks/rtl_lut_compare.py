@@ -36,10 +36,7 @@ def dump(db: Path) -> dict[str, dict[str, dict[str, Any]]]:
     for device, cls, key, metrics in rows:
         m = json.loads(metrics)
         classes.setdefault(device, set()).add(cls)
-        out.setdefault(device, {})[key] = {
-            "cycles": m["cycles"], "compute_cycles": m["compute_cycles"], "dram_bytes": m["dram_bytes"],
-            "counters": m.get("extra", {}).get("counters", {}),
-        }
+        out.setdefault(device, {})[key] = {"cycles": m["cycles"], "counters": m.get("extra", {}).get("counters", {})}
     several = {d: sorted(c) for d, c in classes.items() if len(c) > 1}
     if several:
         raise SystemExit(f"{db}: devices with several LUT classes, dump one build per store: {several}")
@@ -76,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "dump":
         table = dump(args.db)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+        # one line per entry: a readable diff, a compact file
+        lines = [f"{json.dumps(dev)}: {{\n" + ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}"
+                                                        for k, v in entries.items()) + "\n}"
+                 for dev, entries in table.items()]
+        args.out.write_text("{\n" + ",\n".join(lines) + "\n}\n")
         print(json.dumps({dev: len(v) for dev, v in table.items()}))
         return 0
     report = compare(json.loads(args.before.read_text()), json.loads(args.after.read_text()))
