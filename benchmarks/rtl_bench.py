@@ -34,10 +34,28 @@ def hil(*args: str) -> dict:
     return json.loads(p.stdout)
 
 
+def _cpu() -> str:
+    """CPU model and the ISA extensions that matter to the Verilated models (vector width, popcount)."""
+    model, flags = platform.machine(), []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == platform.machine():
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                flags = sorted(f for f in have if f.startswith(("avx", "sse4")) or f in ("popcnt", "bmi2", "fma"))
+                break
+    except OSError:
+        pass
+    return f"{model} [{' '.join(flags)}]"
+
+
 def harness_speed(device: str) -> dict:
     out = hil("rtl", "sim", "-d", device, "--gemm", "512,2048,512", "--bits", "8,8")
+    cpu = out.get("sim_cycles_per_cpu_s")
     return {"device": device, "cycles": out["cycles"], "wall_s": round(out["sim_wall_s"], 2),
-            "cycles_per_s": round(out["sim_cycles_per_s"])}
+            "cycles_per_s": round(out["sim_cycles_per_s"]), "harness_cpu_s": out.get("harness_cpu_s"),
+            "cycles_per_cpu_s": round(cpu) if cpu else None}
 
 
 def main() -> None:
@@ -48,7 +66,8 @@ def main() -> None:
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
-    report: dict = {"machine": f"{platform.node()} · {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d %H:%M")}
+    report: dict = {"machine": f"{platform.node()} · {os.cpu_count()} cores · {_cpu()}",
+                    "date": time.strftime("%Y-%m-%d %H:%M"), "loadavg_start": os.getloadavg()}
 
     if not args.skip_speed:
         report["speed"] = [harness_speed(d) for d in DEVICES]
@@ -59,6 +78,7 @@ def main() -> None:
     build = hil("lut", "build", *devs, "--space", "mobilenet-v1-layers", "--bits", args.bits, "--db", args.db,
                 "--calibration-nets", "0")
     report["lut_build"] = {"wall_s": round(time.perf_counter() - t0, 1), "bits": args.bits,
+                           "loadavg_end": os.getloadavg(),
                            "devices": {d["device"]: {k: d[k] for k in ("status", "entries", "total", "measured",
                                                                           "reused", "wall_s")}
                                        for d in build["devices"]}}

@@ -90,7 +90,10 @@ class RtlConfig(_Strict):
 
     accelerator: Literal["bitfusion-spatial", "bismo-edge", "bismo-cloud"] | str
     overrides: dict[str, int | float] = Field(default_factory=dict, description="parameter overrides")
-    workers: int = Field(1, ge=1, le=64, description="parallel simulation processes (cores to use)")
+    workers: int | None = Field(
+        None, ge=1, le=64,
+        description="harness processes this device may run (default: the machine's cores); the rtl-sim "
+                    "devices of one hil process share the cores, never running more simulations at once")
     bitstream: str | None = Field(None, description="pynq: the overlay's .bit on the board (its .hwh beside it)")
     ip: str | None = Field(None, description="pynq: the accelerator's IP name in the overlay (default: found)")
 

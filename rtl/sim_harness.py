@@ -14,6 +14,7 @@ never steps the clock per cycle here; that is what makes the harness fast.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import struct
 import subprocess
@@ -186,6 +187,9 @@ class SimHarness:
             raise SimError(f"harness {self.name}: unexpected greeting {hello!r} (protocol {PROTOCOL_VERSION})")
         self.beat_bytes = beat
         self.mem_bytes = size
+        # bumped by whatever changes the DRAM model's timing (set_dram, set_pages, reset), so a
+        # driver that remembers runs never returns one made under other settings
+        self.dram_epoch = 0
 
     # --- plumbing ---
     def _drain_stderr(self) -> None:
@@ -271,6 +275,15 @@ class SimHarness:
             )
         return cycles
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the harness process has used so far: simulation speed on a shared
+        machine is cycles per CPU-second, which other work does not dilute as it does wall time."""
+        try:
+            fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         if self._proc.poll() is None:
             try:
@@ -306,17 +319,20 @@ class SimHarness:
 
     def set_dram(self, bytes_per_cycle: float, latency: int, max_outstanding: int = 256) -> None:
         """Change the DRAM model's bandwidth and latency (takes effect on the next cycle)."""
+        self.dram_epoch += 1
         self._send(struct.pack("<BdII", _SET_DRAM, bytes_per_cycle, latency, max_outstanding))
         self._status("set_dram")
 
     def set_pages(self, pages: DramPages | None) -> None:
         """Change (or with None switch off) the DRAM's page model; open rows are forgotten."""
         fields = (0, 1, 0, 0) if pages is None else (pages.row_bytes, pages.banks, pages.row_miss, pages.turnaround)
+        self.dram_epoch += 1
         self._send(struct.pack("<BIIII", _SET_PAGES, *fields))
         self._status("set_pages")
 
     def reset(self, cycles: int = 4) -> None:
         """Hold the design in reset for `cycles` cycles and drop reads in flight (memory is kept)."""
+        self.dram_epoch += 1
         self._send(struct.pack("<BI", _RESET, cycles))
         self._status("reset")
 

@@ -110,6 +110,8 @@ def test_the_checkpoint_evaluates_to_its_recorded_accuracy(run):
     acc = evaluate(q.model, data.test, device="cpu", channels_last=False).accuracy
     assert acc == pytest.approx(rep["accuracy"]["test_after_finetune"])
     assert meta["haq"]["device"] == "bismo-edge"
+    # what `hil haq finetune` rescores on: the search's own split
+    assert (meta["data"]["split_seed"], meta["data"]["val_size"]) == (CFG.split_seed, CFG.val_size)
 
 
 def test_policy_eval_reuses_the_lut_and_matches(run):

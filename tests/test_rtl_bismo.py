@@ -16,7 +16,7 @@ import pytest
 
 from hil.errors import ConfigError, DeviceError, HilError
 from hil.rtl.bismo import BismoAccelerator, BismoConfig
-from hil.rtl.bismo.driver import GemmOperands, plan_run
+from hil.rtl.bismo.driver import CONFIG_DP_EN, REG_CONFIG, GemmOperands, plan_run
 from hil.rtl.bismo.layers import depthwise_group
 from hil.rtl.presets import BISMO_PRESETS, make_accelerator
 from hil.rtl.sim_harness import SimHarness, SimTimeoutError
@@ -139,11 +139,32 @@ def test_layers_match_direct_convolution(edge: BismoAccelerator, case: tuple) ->
     w = _rand(rng, wb, ws, (cout, k, k, 1 if dw else cin))
     out, r = edge.run_layer(layer, x, w)
     assert np.array_equal(out, _reference_conv(x, w, s, pad, dw))
-    # timing without operand values is the same run: cycles do not depend on the data
+    # timing without operand values (and with the datapath off) is the same run: every counter equal
     t = edge.layer(layer, batch)
     assert (t.cycles, t.compute_cycles) == (r.cycles, r.compute_cycles)
+    assert t.extra["counters"] == r.extra["counters"]
     assert t.compute_cycles == t.extra["formula_compute_cycles"]
     assert t.extra["layer"] == layer.key and t.dram_bytes > 0 and t.energy_uj > 0
+
+
+@pytest.mark.parametrize("which", ["edge", "cloud"])
+def test_timing_runs_switch_the_datapath_off_and_keep_every_counter(which: str, request: pytest.FixtureRequest) -> None:
+    # Timing runs clear CONFIG.DP_EN (no buffer writes or reads, no DPA work); the same program on
+    # data, with the datapath on, must give all 16 counters identical: cycles do not depend on it.
+    acc: BismoAccelerator = request.getfixturevalue(which)
+    rng = np.random.default_rng(5)
+    for m, k, n, wb, ab in [(40, 700, 33, 3, 5), (16, 256, 300, 8, 8), (8, 4096, 8, 1, 2), (70, 300, 90, 2, 7)]:
+        w, a = _rand(rng, wb, True, (m, k)), _rand(rng, ab, False, (k, n))
+        c, r = acc.gemm(w, a, wb, ab, True, False)
+        assert np.array_equal(c, w @ a)
+        assert acc.regs.read_reg(REG_CONFIG) == CONFIG_DP_EN
+        t = acc.time_gemm(m, k, n, wb, ab, True, False)
+        assert acc.regs.read_reg(REG_CONFIG) == 0
+        assert t.extra["counters"] == r.extra["counters"], (m, k, n, wb, ab)
+        assert t.compute_cycles == _formula(acc, m, k, n, wb, ab)
+    # and a data run after timing runs is still exact (the datapath comes back on)
+    w, a = _rand(rng, 4, True, (24, 520)), _rand(rng, 6, True, (520, 20))
+    assert np.array_equal(acc.gemm(w, a, 4, 6, True, True)[0], w @ a)
 
 
 def test_conv_and_depthwise_at_every_bit_pair(edge: BismoAccelerator) -> None:

@@ -343,3 +343,32 @@ def test_build_failure_shows_compiler_message_and_leaves_no_cache(tmp_path, monk
     left = [p.name for p in Path(tmp_path / "cache").iterdir()] if (tmp_path / "cache").exists() else []
     assert not [n for n in left if n.startswith("bitfusion-") and (tmp_path / "cache" / n / "harness").exists()]
     assert not left  # the failed build's temporary folder is gone too
+
+
+def test_timing_runs_of_one_program_are_simulated_once(acc) -> None:
+    # 5..8-bit operands run on 8-bit lanes, 3 and 4 on 4-bit ones: such layers plan to the same
+    # program, which the driver simulates once; every counter is that run's, the bits reported are
+    # the layer's own. A run on data and a changed DRAM model are simulated again.
+    conv = QuantLayer("c", (14, 14, 40), (14, 14, 48), 3, 1, 1, wbits=8, abits=8)
+    first = acc.layer(conv, 2)
+    sim_cycles = acc.regs.stats()["cycles"]
+    again = acc.layer(dataclasses.replace(conv, wbits=5, abits=6), 2)
+    assert acc.regs.stats()["cycles"] == sim_cycles  # not simulated
+    assert again.extra["counters"] == first.extra["counters"]
+    assert again.extra["bits"]["w"] == 5 and again.extra["bits"]["a"] == 6 and again.extra["bits"]["pf"] == 1
+    four = acc.layer(dataclasses.replace(conv, wbits=3, abits=4), 2)
+    assert acc.regs.stats()["cycles"] > sim_cycles and four.cycles < first.cycles
+    # the cached counters equal a fresh simulation of the same program (a new harness process)
+    fresh = make_accelerator("bitfusion-spatial")
+    try:
+        assert fresh.layer(dataclasses.replace(conv, wbits=7, abits=5), 2).extra["counters"] == first.extra["counters"]
+    finally:
+        fresh.close()
+    sim_cycles = acc.regs.stats()["cycles"]
+    acc.regs.set_dram(acc.cfg.bytes_per_cycle / 2, acc.cfg.dram_latency)
+    try:
+        slow = acc.layer(conv, 2)
+        assert acc.regs.stats()["cycles"] > sim_cycles and slow.cycles > first.cycles
+    finally:
+        acc.regs.set_dram(acc.cfg.bytes_per_cycle, acc.cfg.dram_latency)
+    assert acc.layer(conv, 2).extra["counters"] == first.extra["counters"]

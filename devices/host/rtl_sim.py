@@ -5,12 +5,16 @@ Fusion) with the device's batch; the latency is the RTL's own cycle counter at t
 and the record carries cycles, energy, DRAM bytes and utilizations as metrics, with
 `provenance: simulated`. Simulation is deterministic, so each record is one run (n = 1, CV = 0).
 
-Several harness processes (`rtl.workers` in the inventory) run workloads in parallel; Python only
-waits on their pipes, so they use as many cores as there are workers.
+Each device runs its workloads on up to `rtl.workers` harness processes (default: the machine's
+cores), longest first. All rtl-sim devices of one hil process (a `hil lut build` of several devices)
+share one pool of simulation slots, one per core: a device whose table is done leaves its cores to the
+others, and the machine is never oversubscribed by a fixed number of processes per device.
 """
 
 from __future__ import annotations
 
+import collections
+import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -24,6 +28,59 @@ from hil.rtl.accelerator import NetworkRunner
 from hil.workload import Gemm, Network, QuantLayer, Workload
 
 PROTOCOL = {"kind": "cycle-accurate RTL simulation", "runs": 1}
+
+
+def machine_cores() -> int:
+    """Cores this process may run on (its affinity mask, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class Slots:
+    """`n` slots handed out in arrival order. (A threading.Semaphore lets the thread that just released
+    take the slot again before the woken waiter runs: one device's workers, looping, kept both cores
+    and starved the other devices of a build until they were done.)"""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._cv = threading.Condition()
+        self._queue: collections.deque[object] = collections.deque()
+
+    def __enter__(self) -> None:
+        me = object()
+        with self._cv:
+            self._queue.append(me)
+            while self._queue[0] is not me or self._free == 0:
+                self._cv.wait()
+            self._queue.popleft()
+            self._free -= 1
+            self._cv.notify_all()  # the next in line may find a slot too
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cv:
+            self._free += 1
+            self._cv.notify_all()
+
+
+# One slot per core, shared by every RtlSimTarget of the process: a simulation (planning included)
+# runs only while it holds one.
+_SLOTS = Slots(machine_cores())
+
+
+def _cost(w: Workload) -> float:
+    """Rough simulation cost, only to start the longest workloads first (so that the build does not
+    end on one long entry while the other cores idle): MACs times the bit-serial passes."""
+    if isinstance(w, QuantLayer):
+        (ho, wo, cout), k, cin = w.output, int(w.kernel), int(w.input[2])
+        per_out = k * k * (1 if int(w.groups) > 1 else cin)
+        return float(ho * wo * cout * per_out * w.wbits * w.abits)
+    if isinstance(w, Gemm):
+        return float(w.m * w.k * w.n * w.wbits * w.abits)
+    if isinstance(w, Network):
+        return sum(_cost(x) for x in w.layers)
+    return 0.0
 
 
 def _stats(latency_ms: float) -> Stats:
@@ -40,7 +97,7 @@ class RtlSimTarget:
         self.device = device
         self.preset = device.rtl.accelerator
         self.overrides = dict(device.rtl.overrides)
-        self.workers = max(1, int(device.rtl.workers))
+        self.workers = int(device.rtl.workers or machine_cores())
         self._pool: list[Any] = []
         self._describe: dict[str, Any] | None = None
 
@@ -82,7 +139,7 @@ class RtlSimTarget:
         while len(self._pool) < min(self.workers, len(workloads)):
             self._pool.append(self._accelerator())
         todo: queue.Queue[Workload | None] = queue.Queue()
-        for w in workloads:
+        for w in sorted(workloads, key=_cost, reverse=True):  # values do not depend on the order
             todo.put(w)
         done: queue.Queue[Measurement | BaseException] = queue.Queue()
 
@@ -93,7 +150,8 @@ class RtlSimTarget:
                 except queue.Empty:
                     return
                 try:
-                    stats, metrics = self._one(acc, w, settings.batch)
+                    with _SLOTS:
+                        stats, metrics = self._one(acc, w, settings.batch)
                     done.put(Measurement(self.name, w.key, w.to_json(), fp, self.provenance, stats, metrics))
                 except MeasureFailure as e:
                     done.put(Measurement.failure(self.name, w.key, w.to_json(), fp, self.provenance, e.kind,

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from hil.inventory import DEFAULT_INVENTORY
 from hil.store import DB_ENV
+
+if TYPE_CHECKING:
+    from hil.inventory import Inventory
+    from hil.measure import Measurement
+    from hil.store import Store
+    from hil.target import Target
 
 
 def add_inventory_arg(p: argparse.ArgumentParser) -> None:
@@ -70,3 +79,31 @@ def progress_bar(total: int | None, unit: str, desc: str, file: Any = None) -> A
             super().close()
 
     return Ticking(total=total, unit=unit, desc=desc, dynamic_ncols=True, file=file)
+
+
+@dataclass
+class Measuring:
+    """What a command that measures whole networks holds while it runs."""
+
+    store: Store
+    target: Target
+    progress: Callable[[Measurement], None] | None  # ticks the bar, if one is shown
+
+
+@contextlib.contextmanager
+def measuring(db: str | None, inv: Inventory, device: str, unit: str, desc: str, as_json: bool,
+              total: int | None = None, allow_substitute: bool = False) -> Iterator[Measuring]:
+    """The store of `--db`, the opened device (or its substitute, when allowed: --allow-substitute)
+    and a progress bar (unless --json or unwatched), all closed again however the command ends."""
+    from hil.devices.host.targets import open_target
+    from hil.store import open_store
+
+    with contextlib.ExitStack() as stack:
+        store = open_store(db)
+        stack.callback(store.close)
+        target = open_target(inv, device, allow_substitute=allow_substitute)
+        stack.callback(target.close)
+        bar = progress_bar(total, unit, desc) if progress_enabled(as_json) else None
+        if bar is not None:
+            stack.callback(bar.close)
+        yield Measuring(store, target, (lambda m: bar.update(1)) if bar is not None else None)

@@ -1,14 +1,18 @@
-"""`hil haq search | fixed | eval`: HAQ mixed-precision quantization against a device's RTL LUT."""
+"""`hil haq search | fixed | finetune | eval`: HAQ mixed-precision quantization against a device's RTL LUT."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hil.commands.common import add_db_arg, add_inventory_arg, add_json_arg, emit, progress_bar, progress_enabled
+from hil.commands.train import add_nproc_arg, run_ranked
 from hil.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hil.optimizers.dist import Dist
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +32,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_run_args(f)
     f.add_argument("--bits", type=int, required=True, help="weight and activation bits of every searched layer")
     f.set_defaults(func=_fixed)
+
+    t = hsub.add_parser("finetune", help="fine-tune a search's quantized model at its bits, in N processes")
+    t.add_argument("source", metavar="RESULT_DIR_OR_CHECKPOINT",
+                   help="output folder of `hil haq search`/`fixed` (its haq.safetensors), or a HAQ checkpoint")
+    t.add_argument("--epochs", type=int, default=1, help="epochs of --batches batches each (default 1)")
+    t.add_argument("--batches", type=int, default=300, help="training batches per epoch (default 300)")
+    t.add_argument("--lr", type=float, default=0.01, help="peak of the cosine learning rate (default 0.01)")
+    t.add_argument("--batch-size", type=int, default=128, help="global batch, split over --nproc (default 128)")
+    t.add_argument("--seed", type=int, default=0, help="batch order and augmentation (default 0)")
+    t.add_argument("--train-limit", type=int, default=None)
+    t.add_argument("--val-limit", type=int, default=None)
+    t.add_argument("--test-limit", type=int, default=None)
+    t.add_argument("--threads", type=int, default=None, help="CPU threads for torch, per process")
+    t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from OUT.state.pt when it exists (default on)")
+    t.add_argument("--out", default=None, metavar="FILE",
+                   help="default: the input checkpoint with .finetuned.safetensors (resume state: FILE.state.pt)")
+    add_nproc_arg(t)
+    add_json_arg(t)
+    t.set_defaults(func=_finetune)
 
     e = hsub.add_parser("eval", help="a policy's predicted and simulated cost on a device")
     e.add_argument("policy", metavar="POLICY", help="policy.json written by `hil haq search` or `fixed`")
@@ -198,4 +222,39 @@ def _eval(args: argparse.Namespace) -> int:
     finally:
         store.close()
     emit(rep, args.json, _summary(rep))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import torch
+
+    from hil.optimizers.haq.finetune import resolve_source
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    for name in ("epochs", "batches"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name} must be positive, got {getattr(args, name)}")
+    resolve_source(args.source)  # a wrong path: one line before any worker starts
+    # The CPU, as the search: its quantized model and data never leave it.
+    return run_ranked(args, "cpu", lambda dist: _finetune_in(args, dist))
+
+
+def _finetune_in(args: argparse.Namespace, dist: Dist) -> int:
+    from hil.optimizers.haq.finetune import FinetuneConfig, finetune_result
+
+    cfg = FinetuneConfig(args.batches, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    log = _log(args)
+    rep = finetune_result(args.source, args.out, cfg, train_limit=args.train_limit, val_limit=args.val_limit,
+                          test_limit=args.test_limit, dist=dist, resume=args.resume, log=log)
+    if rep is None:
+        return 0  # not rank 0: rank 0 scores, writes and reports
+    procs = f" in {rep['world']} processes" if rep["world"] > 1 else ""
+    resumed = f", resumed after epoch {rep['resumed_from']}" if rep["resumed_from"] else ""
+    emit(rep, args.json, f"{rep['model']} fine-tuned at its policy's bits: {rep['epochs_done']} epoch(s) of "
+                         f"{rep['batches']} batches{procs}{resumed}: val {100 * rep['val_before']:.2f}% -> "
+                         f"{100 * rep['val_after']:.2f}%, test {100 * rep['test_after']:.2f}% on "
+                         f"{rep['test_images']} images\n  checkpoint: {rep['checkpoint']}")
     return 0

@@ -12,6 +12,7 @@ from hil.commands.common import (
     add_json_arg,
     add_substitute_arg,
     emit,
+    measuring,
     progress_bar,
     progress_enabled,
 )
@@ -283,9 +284,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _anchor(args: argparse.Namespace) -> int:
     from hil.calibration import anchor
-    from hil.devices.host.targets import check_fits, open_target, settings_for
+    from hil.devices.host.targets import check_fits, settings_for
     from hil.inventory import load_inventory
-    from hil.store import open_store
     from hil.validate import lut_class
 
     inv = load_inventory(args.inventory)
@@ -293,20 +293,10 @@ def _anchor(args: argparse.Namespace) -> int:
     space = space_from_args(args)
     settings = settings_for(dev, protocol_from_args(args), args.batch, args.clock)
     check_fits(args.device, dev, space.workloads(), settings.batch)
-    store = open_store(args.db)
-    try:
-        target = open_target(inv, args.device, allow_substitute=args.allow_substitute)
-        bar = progress_bar(None, "net", "measuring calibration networks") if progress_enabled(args.json) else None
-        try:
-            cls = lut_class(store, target, settings)
-            prev, new = anchor(store, target, space, settings, cls, args.seed,
-                               (lambda m: bar.update(1)) if bar else None)
-        finally:
-            if bar:
-                bar.close()
-            target.close()
-    finally:
-        store.close()
+    with measuring(args.db, inv, args.device, "net", "measuring calibration networks", args.json,
+                   allow_substitute=args.allow_substitute) as m:
+        cls = lut_class(m.store, m.target, settings)
+        prev, new = anchor(m.store, m.target, space, settings, cls, args.seed, m.progress)
     p0, p1 = prev.params, new.params
     d0 = (p0.get("drift_reference") or {}).get("latency_ms")
     d1 = (p1.get("drift_reference") or {}).get("latency_ms")

@@ -17,8 +17,7 @@ from hil.commands.common import (
     add_json_arg,
     add_substitute_arg,
     emit,
-    progress_bar,
-    progress_enabled,
+    measuring,
 )
 from hil.commands.lut import add_protocol_args, add_space_args, protocol_from_args, space_from_args
 from hil.errors import ConfigError
@@ -71,11 +70,10 @@ def resolve_arch(space: Any, arch: str, flag: str) -> tuple[Any, str]:
 
 
 def _speedup(args: argparse.Namespace) -> int:
-    from hil.devices.host.targets import check_fits, open_target, settings_for
+    from hil.devices.host.targets import check_fits, settings_for
     from hil.inventory import load_inventory
     from hil.latency import LatencyModel
     from hil.speedup import measure_speedup
-    from hil.store import open_store
     from hil.validate import lut_class
 
     inv = load_inventory(args.inventory)
@@ -87,21 +85,11 @@ def _speedup(args: argparse.Namespace) -> int:
         raise ConfigError("--base and --candidate name the same network")
     settings = settings_for(dev, protocol_from_args(args), args.batch, args.clock)
     check_fits(args.device, dev, [*base.layers, *cand.layers], settings.batch)
-    store = open_store(args.db)
-    try:
-        target = open_target(inv, args.device, allow_substitute=args.allow_substitute)
-        bar = progress_bar(2, "net", "measuring both networks") if progress_enabled(args.json) else None
-        try:
-            cls = lut_class(store, target, settings)
-            model = LatencyModel.from_store(store, target.name, cls)
-            s = measure_speedup(store, target, model, base, cand, settings, seed=args.seed,
-                                progress=(lambda m: bar.update(1)) if bar else None)
-        finally:
-            if bar:
-                bar.close()
-            target.close()
-    finally:
-        store.close()
+    with measuring(args.db, inv, args.device, "net", "measuring both networks", args.json, total=2,
+                   allow_substitute=args.allow_substitute) as m:
+        cls = lut_class(m.store, m.target, settings)
+        model = LatencyModel.from_store(m.store, m.target.name, cls)
+        s = measure_speedup(m.store, m.target, model, base, cand, settings, seed=args.seed, progress=m.progress)
     out = {"device": args.device, "space": space.name, "options": space.options(), "fingerprint_class": cls,
            **s.to_json(), "calibration": model.calibration.to_json()}
     out["base"]["from"], out["candidate"]["from"] = base_how, cand_how

@@ -10,8 +10,7 @@ from hil.commands.common import (
     add_json_arg,
     add_substitute_arg,
     emit,
-    progress_bar,
-    progress_enabled,
+    measuring,
 )
 from hil.commands.lut import add_protocol_args, add_space_args, protocol_from_args, space_from_args
 from hil.errors import ConfigError
@@ -33,9 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from hil.devices.host.targets import check_fits, open_target, settings_for
+    from hil.devices.host.targets import check_fits, settings_for
     from hil.inventory import load_inventory
-    from hil.store import open_store
     from hil.validate import plot, validate
 
     if args.samples < 2:
@@ -45,19 +43,9 @@ def _validate(args: argparse.Namespace) -> int:
     space = space_from_args(args)
     settings = settings_for(dev, protocol_from_args(args), args.batch, args.clock)
     check_fits(args.device, dev, space.workloads(), settings.batch)
-    store = open_store(args.db)
-    target = open_target(inv, args.device, allow_substitute=args.allow_substitute)
-    bar = None
-    if progress_enabled(args.json):
-        bar = progress_bar(None, "net", "measuring networks")
-    try:
-        report = validate(store, target, space, settings, args.samples, args.seed,
-                          (lambda m: bar.update(1)) if bar else None)
-    finally:
-        if bar:
-            bar.close()
-        target.close()
-        store.close()
+    with measuring(args.db, inv, args.device, "net", "measuring networks", args.json,
+                   allow_substitute=args.allow_substitute) as m:
+        report = validate(m.store, m.target, space, settings, args.samples, args.seed, m.progress)
     out = report.to_json()
     if args.plot:
         plot(report, args.plot)

@@ -34,8 +34,9 @@ from hil.lut_builder.build import build_on_target
 from hil.measure import Measurement, MeasureSettings
 from hil.nets.models import ConvUnit
 from hil.optimizers.data import DataSplits
+from hil.optimizers.haq.finetune import FinetuneConfig, finetune_quantized
 from hil.optimizers.haq.quantize import Policy, QuantizedModel, check_bits
-from hil.optimizers.train import evaluate, finetune
+from hil.optimizers.train import evaluate
 from hil.store import Store
 from hil.target import Target, fingerprint_class
 from hil.workload import Network, QuantLayer, Workload
@@ -368,10 +369,9 @@ class HaqEnv:
         self.q.model.load_state_dict(self.base_state)
 
     def finetune(self, batches: int, lr: float | None = None) -> None:
-        if batches > 0:
-            finetune(self.q.model, self.data, epochs=1, lr=lr if lr is not None else self.cfg.finetune_lr,
-                     steps_per_epoch=batches, batch_size=self.cfg.batch_size, seed=self.cfg.seed,
-                     validate=False, device=self.device, channels_last=False, deterministic=False)
+        cfg = FinetuneConfig(batches, lr=lr if lr is not None else self.cfg.finetune_lr,
+                             batch_size=self.cfg.batch_size, seed=self.cfg.seed)
+        finetune_quantized(self.q, self.data, cfg, device=self.device)
 
     def run(self, actions: list[float]) -> EpisodeResult:
         """The episode's end: enforce the budget, fine-tune the quantized model briefly, score it."""

@@ -5,7 +5,8 @@ Output folder (`out`):
   pretrained.safetensors  the float model trained here when no --checkpoint was given
   agent/              the DDPG agent after the last finished episode (safetensors + JSON)
   search.jsonl        one line per finished episode: bits, cost, accuracy, reward, timings
-  haq.safetensors     the final quantized, fine-tuned model (policy and clips in it)
+  haq.safetensors     the final quantized, fine-tuned model (policy, clips and data split in it;
+                      `hil haq finetune` fine-tunes it further, in N processes)
   policy.json         per layer: name, kind, w/a bits, predicted latency and energy; accuracies;
                       predicted vs whole-network simulated latency and energy
   bits.png, roofline.png  the paper's Fig. 3 and Fig. 4 shapes
@@ -32,11 +33,11 @@ from hil.inventory import Inventory
 from hil.nets.models import ModelSpec, make_model
 from hil.optimizers.data import Batches, DataSplits, fashion_mnist
 from hil.optimizers.haq.env import Budget, CostModel, EnvConfig, HaqEnv
+from hil.optimizers.haq.finetune import CHECKPOINT, FinetuneConfig, finetune_quantized, haq_meta, load_quantized
 from hil.optimizers.haq.plots import plot_bits, plot_roofline
 from hil.optimizers.haq.quantize import Policy, QuantizedModel, QuantOptions, check_bits, quantize
 from hil.optimizers.rl.ddpg import DDPGAgent, DDPGConfig, Transition
 from hil.optimizers.train import (
-    CheckpointError,
     TrainConfig,
     evaluate,
     load_model,
@@ -310,13 +311,14 @@ def finish(setup: Setup, policy: Policy, out: Path, log: Callable[[str], None] |
     q.set_policy(policy)
     before = evaluate(q.model, setup.data.val, device="cpu", channels_last=False).accuracy
     _log_to(log, f"final fine-tune: {cfg.final_finetune_batches} batches")
-    env.finetune(cfg.final_finetune_batches)
+    # The same function as `hil haq finetune`, which repeats or extends this one in N processes.
+    finetune_quantized(q, setup.data, FinetuneConfig(cfg.final_finetune_batches, lr=cfg.finetune_lr,
+                                                     batch_size=cfg.batch_size, seed=cfg.seed))
     after = evaluate(q.model, setup.data.val, device="cpu", channels_last=False).accuracy
     test = evaluate(q.model, setup.data.test, device="cpu", channels_last=False).accuracy
-    ckpt = out / "haq.safetensors"
-    save_checkpoint(ckpt, q.model, {**model_meta(setup.spec), "haq": {
-        "policy": {n: list(b) for n, b in policy.items()}, "quant": asdict(q.options), "device": cfg.device,
-        "budget": cfg.budget}, "val_acc": after, "test_acc": test})
+    ckpt = out / CHECKPOINT
+    save_checkpoint(ckpt, q.model, {**haq_meta(q, device=cfg.device, budget=cfg.budget, data=setup.data),
+                                    "val_acc": after, "test_acc": test})
     report = cost_report(setup.spec, q, costs, policy, simulate=True)
     report.update({
         "format": POLICY_FORMAT, "budget": cfg.budget, "budget_target": env.target,
@@ -401,25 +403,6 @@ def _quant_kwargs(c: dict[str, Any]) -> dict[str, Any]:
     cls = c.get("classifier_bits")
     return {"first_weight_bits": c.get("first_weight_bits"), "quantize_first_input": c.get("quantize_first_input"),
             "classifier_bits": tuple(cls) if cls else None}
-
-
-def load_quantized(path: str | os.PathLike[str]) -> tuple[QuantizedModel, dict[str, Any]]:
-    """A checkpoint written by `finish` as a quantized model at its policy."""
-    tensors, meta = read_checkpoint(path)
-    if "haq" not in meta:
-        raise CheckpointError(f"{path} is not a HAQ checkpoint")
-    spec = make_model(meta["model"], **meta["options"])
-    h = meta["haq"]
-    qopts = dict(h["quant"])
-    if qopts.get("classifier_bits"):
-        qopts["classifier_bits"] = tuple(qopts["classifier_bits"])
-    q = quantize(spec, spec.build(), QuantOptions(**qopts))
-    q.set_policy({n: (int(w), int(a)) for n, (w, a) in h["policy"].items()})
-    try:
-        q.model.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path} does not fit {spec.name}: {str(e).splitlines()[0]}") from None
-    return q, meta
 
 
 def checkpoint_accuracy(path: str | os.PathLike[str], cfg: dict[str, Any]) -> dict[str, Any]:

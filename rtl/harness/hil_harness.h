@@ -222,12 +222,14 @@ class Dram {
         ++stats_[kStatCycles];
     }
     // Each RUN starts from the same DRAM state -- all banks precharged, the bus idle, the bandwidth
-    // credit full -- so a run's cycles never depend on what ran before (a timing run and a run on
-    // data of the same program take the same cycles).
+    // credit full, reads preferred on a tie -- so a run's cycles never depend on what ran before (a
+    // timing run and a run on data of the same program take the same cycles, and the drivers may
+    // reuse the counters of a program they already ran).
     void begin_run() {
         open_row_.assign(std::max<uint32_t>(1, cfg_.banks), -1);
         last_dir_ = 0;
         dir_run_ = 0;
+        prefer_write_ = false;
         credit_ = std::max(cfg_.bytes_per_cycle, static_cast<double>(beat_));
     }
     void reset_channels() {

@@ -40,24 +40,29 @@ module bismo_dpu #(
     return v[62:56];
   endfunction
 
+  // popcount of all lanes of one DK-bit word
+  function automatic logic [PW-1:0] popsum(input logic [DK-1:0] x);
+    logic [PW-1:0] sum;
+    sum = '0;
+    for (int l = 0; l < LANES; l++) sum = sum + PW'(pop64(x[l*64+:64]));
+    return sum;
+  endfunction
+
   logic [PW-1:0] pc;
   logic [31:0] acc;
 
-  // (the stage-2 sum is written out in full inside the enables so the simulator only computes it
-  // when the stage is active)
-  logic [PW-1:0] sum;  // per-cycle temporary of the lane adder
+  always_ff @(posedge clk) if (en1) pc <= popsum(a & b);
+
+  // acc is read only here, so it is assigned blocking: the simulator then keeps no shadow copy of
+  // it for the nonblocking update, which it would otherwise copy in and out on every cycle, active
+  // or not (DM*DN copies each way per cycle). res0/res1, read by the result stage, stay nonblocking.
   /* verilator lint_off BLKSEQ */
   always_ff @(posedge clk) begin
-    if (en1) begin
-      sum = '0;
-      for (int l = 0; l < LANES; l++) sum = sum + PW'(pop64(a[l*64+:64] & b[l*64+:64]));
-      pc <= sum;
-    end
     if (en2) begin
-      acc <= (clr ? 32'd0 : acc) + (neg ? -(32'(pc) << shift) : 32'(pc) << shift);
+      acc = (clr ? 32'd0 : acc) + (neg ? -(32'(pc) << shift) : 32'(pc) << shift);
       if (last) begin
-        if (slot) res1 <= (clr ? 32'd0 : acc) + (neg ? -(32'(pc) << shift) : 32'(pc) << shift);
-        else res0 <= (clr ? 32'd0 : acc) + (neg ? -(32'(pc) << shift) : 32'(pc) << shift);
+        if (slot) res1 <= acc;
+        else res0 <= acc;
       end
     end
   end

@@ -9,6 +9,10 @@
 //
 // Registers (32-bit word index):
 //   0 ID 'BSMO'   1 CTRL (write bit0: start)   2 STATUS (bit0 done, bit1 busy)
+//   3 CONFIG (rw): bit0 DP_EN, datapath enable (reset 1). Cleared, the operand buffers are neither
+//     written nor read and the DPA does not compute, while the stages, tokens, DRAM traffic and
+//     every counter run exactly as with it set: timing runs, whose cycles do not depend on operand
+//     values, skip the work that dominates the simulation (as Bit Fusion's DP_EN).
 //   4..9 DM, DN, DK, BM, BN, DW (read only)
 //   16/17 fetch stream base/count, 18/19 exec stream, 20/21 result stream (instructions)
 //   32.. 64-bit counters, low word at the even index, high word at the odd one (see CNT_* below);
@@ -65,7 +69,7 @@ module bismo_top #(
 
   // ---------------- registers ----------------
   logic [31:0] desc_base[3], desc_count[3];
-  logic running, start;
+  logic running, start, dp_en;
   logic [63:0] cnt[NCNT];
   assign start = reg_wr_en && reg_addr == 16'd1 && reg_wdata[0];
 
@@ -79,6 +83,7 @@ module bismo_top #(
       case (reg_addr)
         16'd0: reg_rdata = 32'h4253_4D4F;  // "BSMO"
         16'd2: reg_rdata = {30'd0, running, done};
+        16'd3: reg_rdata = {31'd0, dp_en};
         16'd4: reg_rdata = DM;
         16'd5: reg_rdata = DN;
         16'd6: reg_rdata = DK;
@@ -94,6 +99,11 @@ module bismo_top #(
         default: reg_rdata = 32'd0;
       endcase
     end
+  end
+
+  always_ff @(posedge clk) begin
+    if (rst) dp_en <= 1'b1;
+    else if (reg_wr_en && reg_addr == 16'd3) dp_en <= reg_wdata[0];
   end
 
   always_ff @(posedge clk) begin
@@ -198,20 +208,20 @@ module bismo_top #(
   for (genvar i = 0; i < DM; i++) begin : g_lhs
     logic [DK-1:0] mem[BM];
     if (WIDE) begin : g_wr
-      always_ff @(posedge clk) if (lwe[i]) mem[lwaddr] <= mem_rd_rsp_data[(i%R)*DK+:DK];
+      always_ff @(posedge clk) if (lwe[i] && dp_en) mem[lwaddr] <= mem_rd_rsp_data[(i%R)*DK+:DK];
     end else begin : g_wr
-      always_ff @(posedge clk) if (lwe[i]) mem[lwaddr] <= f_word;
+      always_ff @(posedge clk) if (lwe[i] && dp_en) mem[lwaddr] <= f_word;
     end
-    always_ff @(posedge clk) if (iss_valid) lrdata[i] <= mem[laddr];
+    always_ff @(posedge clk) if (iss_valid && dp_en) lrdata[i] <= mem[laddr];
   end
   for (genvar j = 0; j < DN; j++) begin : g_rhs
     logic [DK-1:0] mem[BN];
     if (WIDE) begin : g_wr
-      always_ff @(posedge clk) if (rwe[j]) mem[rwaddr] <= mem_rd_rsp_data[(j%R)*DK+:DK];
+      always_ff @(posedge clk) if (rwe[j] && dp_en) mem[rwaddr] <= mem_rd_rsp_data[(j%R)*DK+:DK];
     end else begin : g_wr
-      always_ff @(posedge clk) if (rwe[j]) mem[rwaddr] <= f_word;
+      always_ff @(posedge clk) if (rwe[j] && dp_en) mem[rwaddr] <= f_word;
     end
-    always_ff @(posedge clk) if (iss_valid) rrdata[j] <= mem[raddr];
+    always_ff @(posedge clk) if (iss_valid && dp_en) rrdata[j] <= mem[raddr];
   end
 
   // ---------------- execute + DPA ----------------
@@ -229,7 +239,7 @@ module bismo_top #(
 
   logic [DM-1:0][DN-1:0][31:0] res0, res1;
   bismo_dpa #(.DM(DM), .DN(DN), .DK(DK)) u_dpa (
-      .clk(clk), .en1(en1), .lhs(lrdata), .rhs(rrdata), .en2(en2), .shift(shift2), .neg(neg2),
+      .clk(clk), .en1(en1 && dp_en), .lhs(lrdata), .rhs(rrdata), .en2(en2 && dp_en), .shift(shift2), .neg(neg2),
       .clr(clr2), .last(last2), .slot(slot2), .res0(res0), .res1(res1)
   );
 
