@@ -314,6 +314,50 @@ def validate(
         session_calibration=[c.to_json() for c in session_cals], sessions=[s.id for s in every],
     )
 
+@dataclass
+class LutComparison:
+    """One LUT's entries (`against`, e.g. the simulated accelerator) as predictions of another's
+    (`device`, e.g. the board), key by key."""
+
+    device: str
+    against: str
+    fingerprint_classes: dict[str, str]
+    only_device: list[str]  # keys only `device` measured
+    only_against: list[str]
+    metrics: Metrics
+    points: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"device": self.device, "against": self.against, "fingerprint_classes": self.fingerprint_classes,
+                **self.metrics.to_json(), "only_device": self.only_device, "only_against": self.only_against,
+                "points": self.points}
+
+
+def compare_luts(store: Store, device: str, against: str, keys: Sequence[str], batch: int | None = None
+                 ) -> LutComparison:
+    """Score `against`'s LUT entry by entry against `device`'s, on the keys of one space: what a user
+    with a board checks first — does the simulation rank and size the layers as the board does?
+    Reads the store only; nothing is measured."""
+    from hil.latency import select_class
+
+    classes = {name: select_class(store, name, keys, batch=batch) for name in (device, against)}
+    luts = {name: store.lut(c.fp_class) for name, c in classes.items()}
+    wanted = list(dict.fromkeys(keys))
+    common = [k for k in wanted if k in luts[device] and k in luts[against]]
+    if not common:
+        raise StoreError(f"the LUTs of {device!r} and {against!r} in {store.path} share no entry of this space: "
+                         "build both with the same space options (and --batch)")
+    pred = [luts[against][k].latency_ms for k in common]
+    meas = [luts[device][k].latency_ms for k in common]
+    return LutComparison(
+        device=device, against=against, fingerprint_classes={n: c.fp_class for n, c in classes.items()},
+        only_device=[k for k in wanted if k in luts[device] and k not in luts[against]],
+        only_against=[k for k in wanted if k in luts[against] and k not in luts[device]],
+        metrics=metrics(pred, meas),
+        points=[{"key": k, "measured_ms": m, "predicted_ms": p} for k, p, m in zip(common, pred, meas, strict=True)],
+    )
+
+
 def plot(report: ValidationReport, path: str) -> None:
     """Scatter of predicted vs measured with y = x and the ±10% band."""
     import matplotlib

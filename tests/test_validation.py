@@ -28,8 +28,9 @@ from hil.lut_builder.spaces import make_space
 from hil.measure import MIN_SLICE, Measurement, MeasureSettings, summarize
 from hil.store import SCHEMA_VERSION, SqliteStore
 from hil.target import Target
-from hil.validate import lut_class, metrics, speedup_metrics, validate
+from hil.validate import compare_luts, lut_class, metrics, speedup_metrics, validate
 from hil.workload import Network, Workload
+from tests.hilcli import assert_user_error, hil
 
 DATA = Path(__file__).parent / "data"
 SETTINGS = MeasureSettings(min_repeats=3, min_time_s=0.0, warmup_runs=1, warmup_s=0.0)
@@ -308,3 +309,39 @@ def test_speedup_arch_from_a_train_checkpoint_is_its_architecture_in_the_space(t
     save_checkpoint(tmp_path / "v1.safetensors", v1.build(), model_meta(v1))
     with pytest.raises(ConfigError, match=r"--base: checkpoint .*v1\.safetensors holds a 'mobilenet-v1' model"):
         resolve_arch(space, str(tmp_path / "v1.safetensors"), "--base")
+
+
+def test_against_scores_one_lut_entry_by_entry_against_another_of_the_same_accelerator(tmp_path):
+    # two LUTs in one store: "board" and "sim", the simulation 20 % fast on every block
+    db = tmp_path / "hil.db"
+    space = make_space("proxyless-mobile", resolution=32)
+    with SqliteStore(db) as store:
+        for dev in (FakeDevice("board"), FakeDevice("sim", speed=0.8)):
+            assert build_on_target(store, dev, space, SETTINGS, seed=0, calibration_nets=0).status == "ok"
+        keys = [w.key for w in space.workloads()]
+        c = compare_luts(store, "board", "sim", keys)
+    assert c.metrics.n == len(set(keys)) and not c.only_device and not c.only_against
+    assert c.metrics.mean_bias == pytest.approx(-20) and c.metrics.kendall_tau == pytest.approx(1.0)
+    assert c.metrics.within_10pct == 0
+    for p in c.points:
+        assert p["predicted_ms"] == pytest.approx(0.8 * p["measured_ms"])
+
+    # the CLI: reads the store only (these devices could not even be opened: the names are the test's)
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("devices:\n"
+                   "  board: {backend: rtl-sim, rtl: {accelerator: bismo-edge}}\n"
+                   "  sim: {backend: rtl-sim, rtl: {accelerator: bismo-edge}}\n"
+                   "  other: {backend: rtl-sim, rtl: {accelerator: bitfusion-spatial}}\n"
+                   "  cpu: {backend: torch-cpu}\n")
+    args = ["validate", "--space", "proxyless-mobile", "--resolution", "32", "--db", str(db), "--inventory", str(inv)]
+    p = hil(*args, "-d", "board", "--against", "sim", "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["accelerator"] == "bismo-edge" and out["n"] == c.metrics.n
+    assert out["mean_bias"] == pytest.approx(-20)
+    assert_user_error(hil(*args, "-d", "board", "--against", "other"), "one accelerator", "bitfusion-spatial")
+    assert_user_error(hil(*args, "-d", "cpu", "--against", "sim"), "'cpu'", "no 'rtl:' section")
+    with SqliteStore(tmp_path / "empty.db"):
+        pass
+    assert_user_error(hil(*args[:-4], "--db", str(tmp_path / "empty.db"), "--inventory", str(inv),
+                          "-d", "board", "--against", "sim"), "no LUT for device 'board'")

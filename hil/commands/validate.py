@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=50, help="networks to sample (default 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", default=None, metavar="FILE.png", help="write the predicted-vs-measured scatter")
+    p.add_argument("--against", default=None, metavar="DEVICE",
+                   help="measure nothing: score DEVICE's LUT (e.g. the simulated accelerator) entry by entry "
+                        "against --device's (e.g. the board), both of the same accelerator, from the store")
     add_protocol_args(p)
     add_inventory_arg(p)
     add_substitute_arg(p)
@@ -36,6 +39,8 @@ def _validate(args: argparse.Namespace) -> int:
     from hil.inventory import load_inventory
     from hil.validate import plot, validate
 
+    if args.against is not None:
+        return _against(args)
     if args.samples < 2:
         raise ConfigError("--samples must be at least 2")
     inv = load_inventory(args.inventory)
@@ -91,3 +96,35 @@ def _when(t: float) -> str:
 
 def _ms(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f} ms"
+
+
+def _against(args: argparse.Namespace) -> int:
+    from hil.inventory import load_inventory
+    from hil.store import open_store
+    from hil.validate import compare_luts
+
+    inv = load_inventory(args.inventory)
+    accel = {}
+    for name in (args.device, args.against):
+        rtl = inv.device(name).rtl
+        if rtl is None:
+            raise ConfigError(f"--against compares two LUTs of one accelerator; device {name!r} has no 'rtl:' section")
+        accel[name] = rtl.accelerator
+    if accel[args.device] != accel[args.against]:
+        raise ConfigError(f"--against compares two LUTs of one accelerator: {args.device!r} is "
+                          f"{accel[args.device]}, {args.against!r} is {accel[args.against]}")
+    space = space_from_args(args)
+    store = open_store(args.db, readonly=True)
+    try:
+        cmp = compare_luts(store, args.device, args.against, [w.key for w in space.workloads()], args.batch)
+    finally:
+        store.close()
+    m = cmp.metrics
+    text = (f"{args.against} predicting {args.device} ({accel[args.device]}), {space.name} {space.options()}: "
+            f"{m.n} entries in both\n"
+            f"  ±10% {100 * m.within_10pct:5.1f}%  ±5% {100 * m.within_5pct:5.1f}%  tau {m.kendall_tau:.3f}  "
+            f"MAPE {m.mape:.2f}%  bias {m.mean_bias:+.2f}% (negative: {args.against} is faster)\n"
+            f"  only in {args.device}: {len(cmp.only_device)}, only in {args.against}: {len(cmp.only_against)}")
+    emit({"space": space.name, "options": space.options(), "accelerator": accel[args.device], **cmp.to_json()},
+         args.json, text)
+    return 0
