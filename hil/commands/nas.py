@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 # torch is imported inside the commands: every `hil` invocation builds this parser.
 SPACES = ("proxyless-mobile",)
 LOSSES = ("mul#log", "add#linear")
+ARCH_UPDATES = ("gradient", "reinforce")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--out", default=None, metavar="DIR", help="output folder (default: nas-<device>-<target>ms)")
     a.add_argument("--grad-mode", choices=("full_v2", "two"), default="full_v2",
                    help="full_v2: recompute every path in backward; two: two sampled paths, logits rescaled")
+    # Checked in _search, not by argparse `choices`: a bad value is one line, not the usage.
+    a.add_argument("--arch-update", default="gradient", metavar="{gradient,reinforce}",
+                   help="gradient: the latency loss through binary gates; reinforce: policy gradient of "
+                        "R = ACC×(LAT/T)^w over sampled networks, T = --target-ms (default gradient)")
+    a.add_argument("--rl-samples", type=int, default=8, metavar="S",
+                   help="reinforce: networks sampled per architecture step (default 8)")
+    a.add_argument("--rl-baseline-decay", type=float, default=0.95,
+                   help="reinforce: moving-average baseline b <- d·b + (1−d)·mean R (default 0.95)")
+    a.add_argument("--rl-exponent", type=float, default=-0.07, metavar="W",
+                   help="reinforce: reward exponent w <= 0 (default -0.07, MnasNet's)")
     a.add_argument("--arch-every", type=int, default=5, metavar="K", help="one architecture step every K weight steps")
     a.add_argument("--arch-lr", type=float, default=1e-3, help="Adam learning rate of α (β1 = 0)")
     a.add_argument("--lr", type=float, default=0.05, help="peak learning rate of the weights")
@@ -118,6 +129,8 @@ def _search(args: argparse.Namespace) -> int:
     from hil.store import open_store
 
     t0 = time.perf_counter()
+    if args.arch_update not in ARCH_UPDATES:
+        raise ConfigError(f"--arch-update must be one of {', '.join(ARCH_UPDATES)}, got {args.arch_update!r}")
     if args.resolution < 28:
         raise ConfigError(f"--resolution must be at least 28 (Fashion-MNIST images are 28x28), got {args.resolution}")
     with open_store(args.db) as store:
@@ -129,7 +142,9 @@ def _search(args: argparse.Namespace) -> int:
     cfg = SearchConfig(epochs=args.epochs, warmup_epochs=warmup, batch_size=args.batch_size, lr=args.lr,
                        arch_lr=args.arch_lr, arch_every=args.arch_every, grad_mode=args.grad_mode, loss=args.loss,
                        target_ms=args.target_ms, loss_alpha=args.loss_alpha, loss_beta=args.loss_beta,
-                       loss_lambda=args.loss_lambda, seed=args.seed, steps_per_epoch=args.steps_per_epoch)
+                       loss_lambda=args.loss_lambda, seed=args.seed, steps_per_epoch=args.steps_per_epoch,
+                       arch_update=args.arch_update, rl_samples=args.rl_samples,
+                       rl_baseline_decay=args.rl_baseline_decay, rl_exponent=args.rl_exponent)
     _setup(args)
     return run_ranked(args, args.torch_device, lambda dist: _search_in(args, dist, latency, cfg, t0))
 

@@ -2,12 +2,15 @@
 
 Weight steps (SGD, cosine learning rate) train the sampled path of every block on the training split.
 After `warmup_epochs`, every `arch_every` weight steps one architecture step (Adam, lr 1e-3, β1 = 0,
-as in the public code) samples gates on a batch of the held-out validation split and descends
-the latency loss (`LatencyLoss`) in α. The final network is the argmax op of every block.
+as in the public code) on a batch of the held-out validation split updates α by one of two rules
+(`SearchConfig.arch_update`, behind `make_arch_update`): "gradient" samples gates and descends the
+latency loss (`LatencyLoss`) through them; "reinforce" (reinforce.py) samples whole networks and
+ascends their expected reward by the policy gradient. The final network is the argmax op of every block.
 
 Checkpoints: `DIR/search.safetensors` holds the supernet (weights and α) and both optimizers' state as
 tensors, with the config, counters and the per-epoch history as JSON in its metadata; written after
-every epoch, so an interrupted search resumes from its last finished epoch. The sampling of paths and
+every epoch (with the update rule's state: REINFORCE's baseline), so an interrupted search resumes
+from its last finished epoch. The sampling of paths and
 batches is a pure function of (seed, epoch), so a resumed search ends like an uninterrupted one.
 """
 
@@ -19,9 +22,9 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -34,11 +37,13 @@ from hil.errors import ConfigError
 from hil.optimizers.data import Batches, DataSplits, ImageSet
 from hil.optimizers.dist import Dist
 from hil.optimizers.proxyless.latency import LatencyLoss, SearchLatency
+from hil.optimizers.proxyless.reinforce import ReinforceUpdate
 from hil.optimizers.proxyless.supernet import GRAD_MODES, Supernet
 from hil.optimizers.train import CheckpointError, cosine_lr, seed_everything
 
 FORMAT = "hil-nas-search/1"
 STATE_FILE = "search.safetensors"
+ARCH_UPDATES = ("gradient", "reinforce")
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,12 @@ class SearchConfig:
     seed: int = 0
     steps_per_epoch: int | None = None  # cap, for quick runs
     eval_limit: int = 1000  # val images scoring the derived net after each epoch
+    arch_update: str = "gradient"  # gradient: through binary gates; reinforce: policy gradient
+    # REINFORCE only: networks sampled per step, baseline b <- decay·b + (1 − decay)·mean R, and the
+    # exponent w of R = ACC × (LAT / target_ms)^w.
+    rl_samples: int = 8
+    rl_baseline_decay: float = 0.95
+    rl_exponent: float = -0.07
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
@@ -74,9 +85,16 @@ class SearchConfig:
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError("steps per epoch must be positive")
         self.latency_loss()  # validates the loss settings
+        if self.arch_update not in ARCH_UPDATES:
+            raise ConfigError(f"unknown architecture update {self.arch_update!r} (known: {', '.join(ARCH_UPDATES)})")
+        if self.arch_update == "reinforce":
+            self.reinforce()  # validates its settings
 
     def latency_loss(self) -> LatencyLoss:
         return LatencyLoss(self.loss, self.target_ms, self.loss_alpha, self.loss_beta, self.loss_lambda)
+
+    def reinforce(self) -> ReinforceUpdate:
+        return ReinforceUpdate(self.target_ms, self.rl_samples, self.rl_baseline_decay, self.rl_exponent)
 
 
 @dataclass(frozen=True)
@@ -153,7 +171,7 @@ def search(
     if cfg.batch_size % d.world:
         raise ConfigError(f"batch size {cfg.batch_size} does not split evenly over {d.world} processes")
     latency.check_target(cfg.target_ms)
-    loss_fn = cfg.latency_loss()
+    update = make_arch_update(cfg)
     net.to(dev).train()
     opt_w = torch.optim.SGD(_param_groups(net, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
                             nesterov=cfg.momentum > 0)
@@ -170,7 +188,7 @@ def search(
     start = 0
     path = Path(out_dir) / STATE_FILE if out_dir is not None else None
     if path is not None and resume and path.exists():
-        start, history = _load_state(path, net, opt_w, opt_a, cfg, meta or {})
+        start, history = _load_state(path, net, opt_w, opt_a, cfg, meta or {}, update)
         if log and d.main:
             log(f"resuming {path} after epoch {start}/{cfg.epochs}")
     log = log if d.main else None
@@ -208,7 +226,7 @@ def search(
             correct += (out.detach().argmax(1) == y).sum()
             seen += len(y)
             if searching and (i + 1) % cfg.arch_every == 0:
-                arch_loss_sum += arch_step(net, latency, loss_fn, opt_a, next(val_iter), cfg.grad_mode, d)
+                arch_loss_sum += update.step(net, latency, opt_a, next(val_iter), d)
                 arch_steps += 1
             bar.update(1)
         bar.close()
@@ -231,7 +249,7 @@ def search(
             alpha=net.alpha_table(), train_s=time.perf_counter() - t0)
         history.append(rec)
         if path is not None and d.main:
-            _save_state(path, net, opt_w, opt_a, cfg, history, meta or {})
+            _save_state(path, net, opt_w, opt_a, cfg, history, meta or {}, update.state())
         if log:
             va = f", val acc (argmax net) {rec.val_acc:.3f}" if rec.val_acc is not None else ""
             log(f"epoch {rec.epoch}/{cfg.epochs} {rec.phase}: loss {rec.train_loss:.3f} acc {rec.train_acc:.3f}, "
@@ -242,6 +260,41 @@ def search(
     with torch.no_grad():
         expected = float(latency.expected(net.probs()))
     return SearchResult(arch, predicted, lut_sum, expected, history, start)
+
+
+class ArchUpdate(Protocol):
+    """An architecture-update rule: one step of α on one held-out batch, and its state for resume."""
+
+    def step(self, net: Supernet, latency: SearchLatency, opt: torch.optim.Optimizer,
+             batch: tuple[torch.Tensor, torch.Tensor], dist: Dist | None = None) -> float: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+class GradientUpdate:
+    """The binary-gate gradient of the latency loss (`arch_step`); no state beyond the optimizer's."""
+
+    def __init__(self, loss_fn: LatencyLoss, grad_mode: str) -> None:
+        self.loss_fn = loss_fn
+        self.grad_mode = grad_mode
+
+    def step(self, net: Supernet, latency: SearchLatency, opt: torch.optim.Optimizer,
+             batch: tuple[torch.Tensor, torch.Tensor], dist: Dist | None = None) -> float:
+        return arch_step(net, latency, self.loss_fn, opt, batch, self.grad_mode, dist)
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def make_arch_update(cfg: SearchConfig) -> ArchUpdate:
+    if cfg.arch_update == "reinforce":
+        return cfg.reinforce()
+    return GradientUpdate(cfg.latency_loss(), cfg.grad_mode)
 
 
 def arch_step(net: Supernet, latency: SearchLatency, loss_fn: LatencyLoss, opt: torch.optim.Optimizer,
@@ -298,12 +351,15 @@ def _load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, 
 
 
 def _save_state(path: Path, net: Supernet, opt_w: torch.optim.Optimizer, opt_a: torch.optim.Optimizer,
-                cfg: SearchConfig, history: list[EpochLog], meta: dict[str, Any]) -> None:
+                cfg: SearchConfig, history: list[EpochLog], meta: dict[str, Any],
+                update_state: dict[str, Any] | None = None) -> None:
     names = {id(p): n for n, p in net.named_parameters()}
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     tensors |= _optimizer_tensors("opt_w", opt_w, names) | _optimizer_tensors("opt_a", opt_a, names)
     info = {"format": FORMAT, "config": asdict(cfg), "epoch": len(history),
             "history": [asdict(h) for h in history], "meta": meta}
+    if update_state:  # absent for the gradient rule, whose state files stay as they were
+        info["arch_update_state"] = update_state
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -325,15 +381,18 @@ def read_state_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _load_state(path: Path, net: Supernet, opt_w: torch.optim.Optimizer, opt_a: torch.optim.Optimizer,
-                cfg: SearchConfig, meta: dict[str, Any]) -> tuple[int, list[EpochLog]]:
+                cfg: SearchConfig, meta: dict[str, Any],
+                update: ArchUpdate | None = None) -> tuple[int, list[EpochLog]]:
     info = read_state_info(path)
     saved, now = info["config"], asdict(cfg)
+    # A setting added since the state was written had its default then.
+    defaults = {f.name: f.default for f in fields(SearchConfig)}
     # More epochs may be added to a finished search; anything else must match.
-    diff = [k for k in now if k != "epochs" and saved.get(k) != now[k]]
+    diff = [k for k in now if k != "epochs" and saved.get(k, defaults[k]) != now[k]]
     diff += [f"meta.{k}" for k in meta if info.get("meta", {}).get(k) != meta[k]]
     if diff:
         k = diff[0]
-        was = info["meta"].get(k[5:]) if k.startswith("meta.") else saved.get(k)
+        was = info["meta"].get(k[5:]) if k.startswith("meta.") else saved.get(k, defaults[k])
         is_ = meta[k[5:]] if k.startswith("meta.") else now[k]
         raise CheckpointError(f"{path} was searched with {k}={was!r}, this run has {is_!r}; use the same "
                               "settings, another --out, or --no-resume")
@@ -349,5 +408,7 @@ def _load_state(path: Path, net: Supernet, opt_w: torch.optim.Optimizer, opt_a: 
     params = dict(net.named_parameters())
     _load_optimizer("opt_w", opt_w, tensors, params)
     _load_optimizer("opt_a", opt_a, tensors, params)
+    if update is not None:
+        update.load_state(info.get("arch_update_state", {}))
     history = [EpochLog(**h) for h in info["history"]]
     return int(info["epoch"]), history
