@@ -77,12 +77,20 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         ratio = lat(g.apply({x.name: min_keep(x.channels) for x in g.prunable()})) / lat(spec)
     finally:
         lat.close()
-    budget = f"latency={min(0.99, (1 + ratio) / 2):.4f}"
     lat_out = root / "latency"
-    latency = search(replace(BASE, budget=budget, checkpoint=str(flops_out / "pretrained.safetensors")), lat_out,
-                     store, inv, protocol=PROTOCOL)
+    latency, no_latency = None, ""
+    if ratio < 0.98:
+        budget = f"latency={(1 + ratio) / 2:.4f}"
+        latency = search(replace(BASE, budget=budget, checkpoint=str(flops_out / "pretrained.safetensors")),
+                         lat_out, store, inv, protocol=PROTOCOL)
+    else:
+        # This tiny model's layers cost mostly per-call overhead, and this quick protocol is noisy: a
+        # LUT may put the smallest model at the full one's latency (1.008 was seen), leaving no budget
+        # between them to search under.
+        no_latency = (f"this LUT puts the smallest model the minimum keep ratio allows at {ratio:.3f} of the "
+                      "full one: no latency budget to search under")
     yield {"root": root, "store": store, "inv": inv, "flops": flops, "flops_out": flops_out, "latency": latency,
-           "lat_out": lat_out, "lines_before": lines_before, "messages": messages}
+           "no_latency": no_latency, "lat_out": lat_out, "lines_before": lines_before, "messages": messages}
     store.close()
     mp.undo()
 
@@ -113,6 +121,8 @@ def test_interrupted_search_resumes_after_its_last_episode(run):
 
 
 def test_latency_budget_is_met_as_the_lut_predicts(run):
+    if run["latency"] is None:
+        pytest.skip(run["no_latency"])
     rep = run["latency"]
     assert rep["budget_kind"] == "latency"
     target = rep["budget_target"]
@@ -148,6 +158,8 @@ def test_checkpoint_rebuilds_exactly_trains_and_evaluates(run, tmp_path):
 
 
 def test_predicted_and_measured_speedup_on_local_cpu(run):
+    if run["latency"] is None:
+        pytest.skip(run["no_latency"])
     rep = measure_speedup(run["latency"]["checkpoint"], "local-cpu", run["store"], run["inv"], protocol=PROTOCOL,
                           clock="thread")
     assert rep["predicted"]["full_ms"] > 0 and rep["predicted"]["pruned_ms"] > 0
@@ -192,8 +204,8 @@ def test_cli_finetune_and_policy_plot(run, tmp_path):
     rep = json.loads(p.stdout)  # one report: rank 0's
     assert rep["checkpoint"] == str(ft) and ft.exists() and rep["batches"] == 3 and rep["world"] == 2
     png = tmp_path / "policies.png"
-    p = hil("amc", "plot", str(run["flops_out"] / "policy.json"), str(run["lat_out"] / "policy.json"),
-            "--out", str(png))
+    policies = [run["flops_out"] / "policy.json"] + ([run["lat_out"] / "policy.json"] if run["latency"] else [])
+    p = hil("amc", "plot", *map(str, policies), "--out", str(png))
     assert p.returncode == 0, p.stderr
     assert png.stat().st_size > 0
     p = hil("amc", "plot", str(ft), "--out", str(png))
