@@ -151,7 +151,13 @@ class FileLease:
                     raise LeaseBusy(self.holder(), now - t0) from None
                 due = last_notice is None or (heartbeat_s > 0 and now - last_notice >= heartbeat_s)
                 if on_wait is not None and due:
-                    on_wait(self.holder())
+                    h = self.holder()
+                    for _ in range(25):  # the holder writes its record just after it takes the lock
+                        if h != {}:
+                            break
+                        time.sleep(0.02)
+                        h = self.holder()
+                    on_wait(h)
                     last_notice = now
                 time.sleep(min(poll_s, max(0.0, timeout_s - (now - t0))))
         os.ftruncate(fd, 0)
