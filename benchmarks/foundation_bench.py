@@ -56,6 +56,7 @@ def main() -> None:
     rows: list[dict] = []
     name = f"foundation-bench-{'-'.join(map(str, args.resolutions))}{args.tag}.json"
     out_json = Path(args.out, name)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
     for run, res in [(k, r) for k in range(args.runs) for r in args.resolutions]:
         with tempfile.TemporaryDirectory() as tmp:
             db = os.path.join(tmp, "bench.db")
