@@ -80,7 +80,7 @@ def shape_a(args: argparse.Namespace, store: Any, inv: Any) -> dict[str, Any]:
 def shape_b(args: argparse.Namespace, store: Any, inv: Any) -> dict[str, Any]:
     rows = []
     for seed in args.seeds:
-        for bits in (4, 5, 6):
+        for bits in args.fixed_bits:
             base = _cfg(args, args.v1, args.device, "latency=1.0", seed)
             _log(f"fixed {bits} bits on {args.device}, seed {seed}")
             f = fixed(base, bits, args.out / f"b-fixed{bits}-s{seed}", store, inv, log=_log)
@@ -156,12 +156,15 @@ def main() -> int:
     p.add_argument("--val-limit", type=int, default=1000)
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--fixed-bits", default="4,5,6",
+                   help="shape b: the fixed bitwidths whose latency budgets a search (comma-separated)")
     p.add_argument("--out", type=Path, default=Path("haq-bench"))
     p.add_argument("--db", default=None)
     p.add_argument("--inventory", default="inventory.yaml")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.fixed_bits = [int(b) for b in args.fixed_bits.split(",")]
     if args.shape == "c" and not args.v2:
         p.error("shape c needs --v2")
     torch.set_num_threads(args.threads)
