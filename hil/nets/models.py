@@ -243,7 +243,7 @@ def lower(w: Workload, wbits: int, abits: int) -> list[QuantLayer]:
     conv; Logits and Linear one FC. A `Network` is its layers chained as `ModelSpec.qlayers` chains
     them. The same decomposition as a model's `convs()` (one mapping, `_conv_units`), so the MACs are
     the workload's. Residual adds, BN, activations and pooling are not layers here: the accelerators
-    run none of them (docs/RTL_BISMO.md, "proxyless-mobile on the accelerators")."""
+    run none of them (docs/NAS.md, "On the simulated accelerators")."""
     if isinstance(w, Network):
         spec = ModelSpec(w.name or "network", tuple(Layer(f"layer{i}", x) for i, x in enumerate(w.layers)))
         return spec.qlayers(wbits, abits)
