@@ -96,7 +96,7 @@ def memory(res: int, width: float, batch: int, data: Any) -> dict[str, Any]:
 
 
 def measure(db: Path, nets: list[Any], device: str = DEVICE, inventory: Path | None = None,
-            tag: str = "nas_bench") -> dict[str, float]:
+            tag: str = "nas_bench", index: int = 0) -> dict[str, float]:
     """Whole networks timed end to end on one device in one session (interleaved rounds, so the
     host's speed changes fall on all alike; on rtl-sim: each network one continuous simulation)."""
     inv = load_inventory(str(inventory or ROOT / "inventory.yaml"))
@@ -105,7 +105,7 @@ def measure(db: Path, nets: list[Any], device: str = DEVICE, inventory: Path | N
     try:
         with open_store(str(db)) as store, hold(target, 3600):
             # one session: the searched nets and the baseline are compared with each other
-            session = measure_session(store, target, nets, settings, tag, 0, seed=0, reuse_after=0.0)
+            session = measure_session(store, target, nets, settings, tag, index, seed=index, reuse_after=0.0)
     finally:
         target.close()
     return session.latency_ms

@@ -9,8 +9,9 @@ For each of three devices (local-cpu, tflite-int8 on this host, bismo-edge at 8/
    target at --target-frac of the space's range on that device), derive the argmax architecture;
 3. optionally retrain each architecture (`hil nas retrain`, --retrain-epochs) for its test accuracy;
 4. MEASURE every architecture on every device: one interleaved session per device for local-cpu and
-   tflite-int8 (benchmarks/nas_search.py's `measure`, as `hil speedup` times networks), one continuous
-   whole-network simulation each on bismo-edge; the LUT prediction beside each.
+   tflite-int8 (benchmarks/nas_search.py's `measure`, as `hil speedup` times networks; --sessions N
+   repeats it, the table shows the median), one continuous whole-network simulation each on
+   bismo-edge; the LUT prediction beside each.
 
 Networks are timed at the LUT's geometry (3 input channels, 1000 classes, stem stride 2), as
 benchmarks/nas_search.py does. Writes OUT/table2.json and prints a Markdown table: rows are where an
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -128,6 +130,10 @@ def main() -> int:
     p.add_argument("--val-limit", type=int, default=512)
     p.add_argument("--retrain-epochs", type=int, default=0, help="0: no retraining (no accuracy column)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--measure-only", action="store_true",
+                   help="measure the archs of OUT/table2.json again (writes OUT/table2-remeasured.json)")
+    p.add_argument("--sessions", type=int, default=1,
+                   help="sessions per timed device (the table shows the median; simulation: always one)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     db, inv = args.out / "hil.db", args.out / "inventory.yaml"
@@ -136,19 +142,25 @@ def main() -> int:
                               "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} cores",
                               "loadavg_start": os.getloadavg(), "resolution": args.resolution, "width": args.width}
     t0 = time.perf_counter()
-    lut_s = {}
-    for dev in DEVICES:
-        _log(f"LUT on {dev}")
-        t1 = time.perf_counter()
-        build_lut(db, args.resolution, args.width, dev, inv)
-        lut_s[dev] = time.perf_counter() - t1
-    report["lut_build_s"] = lut_s
-    rows = []
-    for dev in DEVICES:
-        _log(f"search on {dev}")
-        rows.append(search(args, db, dev))
-        _log(f"  {dev}: {','.join(rows[-1]['arch'])}")
-        (args.out / "table2.partial.json").write_text(json.dumps(rows, indent=1))
+    if args.measure_only:
+        # the searches of an earlier run of this OUT, measured again (e.g. in more sessions)
+        earlier = json.loads((args.out / "table2.json").read_text())
+        rows = earlier["searches"]
+        report["searches_from"] = {"date": earlier["date"], "argv": earlier["argv"]}
+    else:
+        lut_s = {}
+        for dev in DEVICES:
+            _log(f"LUT on {dev}")
+            t1 = time.perf_counter()
+            build_lut(db, args.resolution, args.width, dev, inv)
+            lut_s[dev] = time.perf_counter() - t1
+        report["lut_build_s"] = lut_s
+        rows = []
+        for dev in DEVICES:
+            _log(f"search on {dev}")
+            rows.append(search(args, db, dev))
+            _log(f"  {dev}: {','.join(rows[-1]['arch'])}")
+            (args.out / "table2.partial.json").write_text(json.dumps(rows, indent=1))
     with open_store(str(db)) as store:
         lats = {dev: open_latency(store, dev, args.resolution, args.width) for dev in DEVICES}
     space = lats[DEVICES[0]].space
@@ -156,15 +168,27 @@ def main() -> int:
     unique = list({n.key: n for n in nets.values()}.values())  # two devices may derive the same arch
     measured: dict[str, dict[str, float]] = {}
     predicted: dict[str, dict[str, float]] = {}
+    per_session: dict[str, list[dict[str, float]]] = {}
     for col in DEVICES:
-        _log(f"measuring {len(unique)} network(s) on {col}")
-        ms = measure(db, unique, col, inv, tag="nas_table2")
-        measured[col] = {r["device"]: ms[nets[r["device"]].key] for r in rows}
+        # a simulation is deterministic: one session; timed devices: --sessions, each its own shuffled order
+        n = 1 if col == "bismo-edge" else args.sessions
+        per_session[col] = []
+        for i in range(n):
+            _log(f"measuring {len(unique)} network(s) on {col}, session {i + 1}/{n}")
+            ms = measure(db, unique, col, inv, tag="nas_table2", index=i)
+            per_session[col].append({r["device"]: ms[nets[r["device"]].key] for r in rows})
+        measured[col] = {r["device"]: statistics.median(s[r["device"]] for s in per_session[col]) for r in rows}
         predicted[col] = {r["device"]: lats[col].arch(r["arch"])[0] for r in rows}
     lines, own = table(rows, measured, predicted)
+    # in how many sessions each column's own arch was the fastest (ties count)
+    own_sessions = {col: sum(all(s[col] <= v for v in s.values()) for s in per_session[col]) for col in DEVICES}
+    lines.append("| own fastest in sessions | " + " | ".join(f"{own_sessions[c]}/{len(per_session[c])}"
+                                                             for c in DEVICES) + " | |")
     report.update(searches=rows, measured_ms=measured, predicted_ms=predicted, own_arch_fastest=own,
+                  measured_per_session=per_session, own_fastest_sessions=own_sessions,
                   distinct_archs=len(unique), wall_s=time.perf_counter() - t0, loadavg_end=os.getloadavg())
-    (args.out / "table2.json").write_text(json.dumps(report, indent=1) + "\n")
+    name = "table2-remeasured.json" if args.measure_only else "table2.json"
+    (args.out / name).write_text(json.dumps(report, indent=1) + "\n")
     print("\n".join(lines))
     print(json.dumps({k: report[k] for k in ("own_arch_fastest", "distinct_archs", "wall_s")}))
     return 0
