@@ -229,7 +229,7 @@ def _input_signed(w: Workload) -> bool:
     and the head ('Conv_1') follow an MBConv's linear bottleneck; the rest (the expand-1 first block
     after the stem, depthwise-separable convs, the classifier after 'Conv_1') follow a ReLU6. A LUT key
     does not carry its neighbour, so a lone workload is lowered in this context;
-    tests/test_lowering.py checks that it agrees with `ModelSpec.convs()`'s chain on every model."""
+    tests/test_rtl_proxyless.py checks that it agrees with `ModelSpec.convs()`'s chain on every model."""
     if isinstance(w, ConvLayer):
         return w.name in ("Conv", "Conv_1")
     if isinstance(w, MBConv):
