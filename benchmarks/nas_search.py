@@ -54,12 +54,15 @@ def protocol() -> MeasureSettings:
                            max_attempts=2)
 
 
-def build_lut(db: Path, res: int, width: float) -> None:
-    p = subprocess.run([sys.executable, "-m", "hil", "lut", "build", "-d", DEVICE, "--space", "proxyless-mobile",
+def build_lut(db: Path, res: int, width: float, device: str = DEVICE, inventory: Path | None = None) -> None:
+    """`hil lut build` of proxyless-mobile at this geometry on one device (resumable: the store keeps
+    what is measured). The protocol flags are the timed devices'; rtl-sim runs each entry once."""
+    inv = ["-i", str(inventory)] if inventory else []
+    p = subprocess.run([sys.executable, "-m", "hil", "lut", "build", "-d", device, "--space", "proxyless-mobile",
                         "--resolution", str(res), "--width", str(width), *PROTOCOL, "--calibration-nets", "0",
-                        "--db", str(db), "--json"], cwd=ROOT, capture_output=True, text=True, check=False)
+                        "--db", str(db), *inv, "--json"], cwd=ROOT, capture_output=True, text=True, check=False)
     if p.returncode != 0:
-        raise SystemExit(f"LUT build failed: {p.stderr.strip()}")
+        raise SystemExit(f"LUT build on {device} failed: {p.stderr.strip()[-2000:]}")
 
 
 def memory(res: int, width: float, batch: int, data: Any) -> dict[str, Any]:
@@ -92,15 +95,17 @@ def memory(res: int, width: float, batch: int, data: Any) -> dict[str, Any]:
     return out
 
 
-def measure(db: Path, nets: list[Any]) -> dict[str, float]:
-    inv = load_inventory(str(ROOT / "inventory.yaml"))
-    settings = settings_for(inv.device(DEVICE), protocol(), clock="thread")
-    target = open_target(inv, DEVICE)
+def measure(db: Path, nets: list[Any], device: str = DEVICE, inventory: Path | None = None,
+            tag: str = "nas_bench", index: int = 0) -> dict[str, float]:
+    """Whole networks timed end to end on one device in one session (interleaved rounds, so the
+    host's speed changes fall on all alike; on rtl-sim: each network one continuous simulation)."""
+    inv = load_inventory(str(inventory or ROOT / "inventory.yaml"))
+    settings = settings_for(inv.device(device), protocol(), clock="thread")
+    target = open_target(inv, device)
     try:
         with open_store(str(db)) as store, hold(target, 3600):
             # one session: the searched nets and the baseline are compared with each other
-            session = measure_session(store, target, nets, settings, "nas_bench", 0, seed=0,
-                                      reuse_after=0.0)
+            session = measure_session(store, target, nets, settings, tag, index, seed=index, reuse_after=0.0)
     finally:
         target.close()
     return session.latency_ms

@@ -5,6 +5,11 @@ Fusion) with the device's batch; the latency is the RTL's own cycle counter at t
 and the record carries cycles, energy, DRAM bytes and utilizations as metrics, with
 `provenance: simulated`. Simulation is deterministic, so each record is one run (n = 1, CV = 0).
 
+The float spaces' workloads (proxyless-mobile's stem, MBConv blocks, head and logits, and networks of
+them) run lowered to their quantized layers at 8/8 bits (`hil.nets.models.lower`, the models'
+`qlayers`), keys unchanged, so their LUT is read like any other device's: a block is one continuous
+run of its 1x1 expand, depthwise and 1x1 project; a network one continuous run of all its layers.
+
 Each device runs its workloads on up to `rtl.workers` harness processes (default: the machine's
 cores), longest first. All rtl-sim devices of one hil process (a `hil lut build` of several devices)
 share one pool of simulation slots, one per core: a device whose table is done leaves its cores to the
@@ -25,9 +30,27 @@ from hil.errors import HilError
 from hil.inventory import Device
 from hil.measure import ErrorKind, Measurement, MeasureSettings, Stats
 from hil.rtl.accelerator import NetworkRunner
-from hil.workload import Gemm, Network, QuantLayer, Workload
+from hil.workload import ConvLayer, Gemm, Linear, Logits, MBConv, Network, QuantLayer, Workload
 
 PROTOCOL = {"kind": "cycle-accurate RTL simulation", "runs": 1}
+# The bitwidths float workloads are lowered at: 8/8, what every accelerator here runs and what an int8
+# deployment of the float network quantizes to. Fixed, so it is not (yet) part of the fingerprint class;
+# making it a setting would put it there.
+LOWER_BITS = (8, 8)
+FLOAT_KINDS = (ConvLayer, MBConv, Logits, Linear)
+
+
+def lowered(w: Workload) -> list[QuantLayer] | None:
+    """The quantized layers a float workload (or a network of them) runs as here; None for the
+    workloads the accelerators take as they are (quantized layers, GEMMs, networks of layers)."""
+    if isinstance(w, Network) and w.layers and all(isinstance(x, QuantLayer) for x in w.layers):
+        return None
+    if isinstance(w, FLOAT_KINDS) or (isinstance(w, Network) and w.layers
+                                      and all(isinstance(x, FLOAT_KINDS) for x in w.layers)):
+        from hil.nets.models import lower
+
+        return lower(w, *LOWER_BITS)
+    return None
 
 
 def machine_cores() -> int:
@@ -80,6 +103,8 @@ def _cost(w: Workload) -> float:
         return float(w.m * w.k * w.n * w.wbits * w.abits)
     if isinstance(w, Network):
         return sum(_cost(x) for x in w.layers)
+    if isinstance(w, FLOAT_KINDS):
+        return sum(_cost(x) for x in lowered(w) or [])
     return 0.0
 
 
@@ -121,6 +146,15 @@ class RtlSimTarget:
         }
 
     def _one(self, acc: Any, w: Workload, batch: int) -> tuple[Stats, dict[str, Any]]:
+        layers = lowered(w)
+        if layers is not None:
+            if not isinstance(acc, NetworkRunner):
+                raise MeasureFailure("unsupported", f"{self.preset} cannot simulate layers in one run yet")
+            # One continuous run, even of a single layer, so a block and a whole network are timed alike.
+            r = acc.network(layers, batch)
+            metrics = r.to_json()
+            metrics["lowered"] = {"wbits": LOWER_BITS[0], "abits": LOWER_BITS[1], "layers": [q.key for q in layers]}
+            return _stats(r.latency_ms), metrics
         if isinstance(w, QuantLayer):
             r = acc.layer(w, batch)
         elif isinstance(w, Gemm):
@@ -130,8 +164,8 @@ class RtlSimTarget:
                 raise MeasureFailure("unsupported", f"{self.preset} cannot simulate whole networks yet")
             r = acc.network(list(w.layers), batch)
         else:
-            raise MeasureFailure("unsupported", f"rtl-sim runs quantized layers, GEMMs and networks of them, "
-                                                f"not {w.kind!r}")
+            raise MeasureFailure("unsupported", f"rtl-sim runs quantized layers, GEMMs, float "
+                                                f"layers lowered to them and networks of these, not {w.kind!r}")
         return _stats(r.latency_ms), r.to_json()
 
     def measure(self, workloads: Sequence[Workload], settings: MeasureSettings) -> Iterator[Measurement]:

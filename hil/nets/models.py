@@ -223,6 +223,39 @@ class ModelSpec:
                 "layers": len(self.layers), "convs": len(self.convs())}
 
 
+def _input_signed(w: Workload) -> bool:
+    """Whether `w`'s input can be negative where `w` sits in every network built here (MobileNet-V1,
+    V2, the ProxylessNAS family): the stem ('Conv') takes the normalized image; an MBConv that expands
+    and the head ('Conv_1') follow an MBConv's linear bottleneck; the rest (the expand-1 first block
+    after the stem, depthwise-separable convs, the classifier after 'Conv_1') follow a ReLU6. A LUT key
+    does not carry its neighbour, so a lone workload is lowered in this context;
+    tests/test_rtl_proxyless.py checks that it agrees with `ModelSpec.convs()`'s chain on every model."""
+    if isinstance(w, ConvLayer):
+        return w.name in ("Conv", "Conv_1")
+    if isinstance(w, MBConv):
+        return w.expand != 1
+    return False
+
+
+def lower(w: Workload, wbits: int, abits: int) -> list[QuantLayer]:
+    """A workload of the float spaces as the quantized layers an accelerator runs, all at (wbits, abits):
+    an MBConv is its 1x1 expand (absent at expand 1), kxk depthwise and 1x1 project; a ConvLayer one
+    conv; Logits and Linear one FC. A `Network` is its layers chained as `ModelSpec.qlayers` chains
+    them. The same decomposition as a model's `convs()` (one mapping, `_conv_units`), so the MACs are
+    the workload's. Residual adds, BN, activations and pooling are not layers here: the accelerators
+    run none of them (docs/NAS.md, "On the simulated accelerators")."""
+    if isinstance(w, Network):
+        spec = ModelSpec(w.name or "network", tuple(Layer(f"layer{i}", x) for i, x in enumerate(w.layers)))
+        return spec.qlayers(wbits, abits)
+    return [u.qlayer(wbits, abits) for u in _conv_units(Layer(w.kind, w), _input_signed(w))]
+
+
+def qlayer_macs(q: QuantLayer) -> int:
+    """Multiply-accumulates of one quantized layer per sample."""
+    ho, wo, cout = q.output
+    return ho * wo * cout * (q.input[2] // q.groups) * q.kernel * q.kernel
+
+
 def _check_common(width: float, input_size: int, in_channels: int, classes: int, stem_stride: int) -> None:
     if not isinstance(width, (int, float)) or not 0.1 <= float(width) <= 4.0:
         raise ConfigError(f"width multiplier must be within 0.1..4.0, got {width!r}")
@@ -337,8 +370,8 @@ MODELS: dict[str, Callable[..., ModelSpec]] = {
     "mobilenet-v2": mobilenet_v2,
     "proxyless": proxyless_net,
 }
-__all__ = ["MODELS", "OPS", "ConvUnit", "Layer", "ModelSpec", "SpecNet", "make_model", "mobilenet_v1",
-           "mobilenet_v2", "parse_arch", "proxyless_net", "sample_arch"]
+__all__ = ["MODELS", "OPS", "ConvUnit", "Layer", "ModelSpec", "SpecNet", "lower", "make_model", "mobilenet_v1",
+           "mobilenet_v2", "parse_arch", "proxyless_net", "qlayer_macs", "sample_arch"]
 
 
 def make_model(name: str, **options: Any) -> ModelSpec:
