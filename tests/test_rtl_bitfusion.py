@@ -16,7 +16,7 @@ import pytest
 
 from hil.errors import ConfigError, DeviceError, HilError
 from hil.rtl.bitfusion import compiler as bc
-from hil.rtl.bitfusion import harness
+from hil.rtl.bitfusion import harness, isa
 from hil.rtl.bitfusion.driver import BitFusionAccelerator
 from hil.rtl.presets import BITFUSION_PRESETS, make_accelerator
 from hil.rtl.sim_harness import SimTimeoutError
@@ -372,3 +372,25 @@ def test_timing_runs_of_one_program_are_simulated_once(acc) -> None:
     finally:
         acc.regs.set_dram(acc.cfg.bytes_per_cycle, acc.cfg.dram_latency)
     assert acc.layer(conv, 2).extra["counters"] == first.extra["counters"]
+
+
+def test_a_lut_build_gives_each_program_to_one_worker(acc) -> None:
+    # The rtl-sim target queues the layers of one program (bits on the same lanes) as one work item,
+    # so one worker simulates it and answers the rest from its memory of runs (issue 19).
+    from hil.devices.host.rtl_sim import _cost, _groups
+
+    conv = QuantLayer("c", (14, 14, 40), (14, 14, 48), 3, 1, 1, wbits=8, abits=8)
+    pw = QuantLayer("p", (14, 14, 48), (14, 14, 64), 1, 1, 1, wbits=8, abits=8)
+    ws = [dataclasses.replace(q, wbits=w, abits=a) for q in (conv, pw) for w in range(2, 9) for a in range(2, 9)]
+    groups = _groups(acc, ws, 2)
+    assert len(groups) == 2 * 3 * 3  # lanes 2, 4, 8 per operand
+    assert sorted(w.key for g in groups for w in g) == sorted(w.key for w in ws)
+    for g in groups:
+        assert len({acc.program_key(w, 2) for w in g}) == 1
+    costs = [max(_cost(w) for w in g) for g in groups]
+    assert costs == sorted(costs, reverse=True)
+    # equal keys are equal programs: the largest group (5..8 bits on 8-bit lanes) planned afresh
+    big = max(groups, key=len)
+    assert len(big) == 16
+    programs = {tuple(map(tuple, isa.program_register_writes(acc.plan_layer(w, 2).blocks))) for w in big}
+    assert len(programs) == 1

@@ -11,9 +11,10 @@ them) run lowered to their quantized layers at 8/8 bits (`hil.nets.models.lower`
 run of its 1x1 expand, depthwise and 1x1 project; a network one continuous run of all its layers.
 
 Each device runs its workloads on up to `rtl.workers` harness processes (default: the machine's
-cores), longest first. All rtl-sim devices of one hil process (a `hil lut build` of several devices)
-share one pool of simulation slots, one per core: a device whose table is done leaves its cores to the
-others, and the machine is never oversubscribed by a fixed number of processes per device.
+cores), longest first; layers that the accelerator times as one program go to one worker together.
+All rtl-sim devices of one hil process (a `hil lut build` of several devices) share one pool of
+simulation slots, one per core: a device whose table is done leaves its cores to the others, and the
+machine is never oversubscribed by a fixed number of processes per device.
 """
 
 from __future__ import annotations
@@ -108,6 +109,25 @@ def _cost(w: Workload) -> float:
     return 0.0
 
 
+def _groups(acc: Any, workloads: Sequence[Workload], batch: int) -> list[list[Workload]]:
+    """The workloads as the work items of one device's workers, longest first. Layers that the
+    accelerator times as one program (`program_key`: Bit Fusion's bits on the same lanes) form one
+    item, so one worker simulates the program once and answers the rest from its memory of runs;
+    spread over the workers, each worker that met the program simulated it again (a MobileNet-V1
+    2..8 x 2..8 table has 180 programs in 980 entries)."""
+    key_of = getattr(acc, "program_key", None)
+    groups: dict[object, list[Workload]] = {}
+    for i, w in enumerate(workloads):
+        key = None
+        if key_of is not None and isinstance(w, QuantLayer):
+            try:
+                key = key_of(w, batch)
+            except HilError:  # bits it cannot run: measured alone, and its error reported there
+                key = None
+        groups.setdefault(("program", key) if key is not None else ("own", i), []).append(w)
+    return sorted(groups.values(), key=lambda g: max(_cost(w) for w in g), reverse=True)
+
+
 def _stats(latency_ms: float) -> Stats:
     return Stats(n=1, number=1, median_ms=latency_ms, mean_ms=latency_ms, std_ms=0.0, min_ms=latency_ms,
                  p10_ms=latency_ms, p90_ms=latency_ms, iqr_ms=0.0, cv=0.0)
@@ -172,30 +192,31 @@ class RtlSimTarget:
         fp = self.describe(settings)
         while len(self._pool) < min(self.workers, len(workloads)):
             self._pool.append(self._accelerator())
-        todo: queue.Queue[Workload | None] = queue.Queue()
-        for w in sorted(workloads, key=_cost, reverse=True):  # values do not depend on the order
-            todo.put(w)
+        todo: queue.Queue[list[Workload]] = queue.Queue()
+        for group in _groups(self._first(), workloads, settings.batch):  # values do not depend on the order
+            todo.put(group)
         done: queue.Queue[Measurement | BaseException] = queue.Queue()
 
         def work(acc: Any) -> None:
             while True:
                 try:
-                    w = todo.get_nowait()
+                    group = todo.get_nowait()
                 except queue.Empty:
                     return
-                try:
-                    with _SLOTS:
-                        stats, metrics = self._one(acc, w, settings.batch)
-                    done.put(Measurement(self.name, w.key, w.to_json(), fp, self.provenance, stats, metrics))
-                except MeasureFailure as e:
-                    done.put(Measurement.failure(self.name, w.key, w.to_json(), fp, self.provenance, e.kind,
-                                                 str(e)))
-                except HilError as e:  # unsupported bits, does not fit, cycle limit: the workload's fault
-                    done.put(Measurement.failure(self.name, w.key, w.to_json(), fp, self.provenance,
-                                                 ErrorKind.RUN_ERROR, str(e)))
-                except BaseException as e:  # a dead harness: stop this worker, report once
-                    done.put(e)
-                    return
+                for w in group:
+                    try:
+                        with _SLOTS:
+                            stats, metrics = self._one(acc, w, settings.batch)
+                        done.put(Measurement(self.name, w.key, w.to_json(), fp, self.provenance, stats, metrics))
+                    except MeasureFailure as e:
+                        done.put(Measurement.failure(self.name, w.key, w.to_json(), fp, self.provenance, e.kind,
+                                                     str(e)))
+                    except HilError as e:  # unsupported bits, does not fit, cycle limit: the workload's fault
+                        done.put(Measurement.failure(self.name, w.key, w.to_json(), fp, self.provenance,
+                                                     ErrorKind.RUN_ERROR, str(e)))
+                    except BaseException as e:  # a dead harness: stop this worker, report once
+                        done.put(e)
+                        return
 
         threads = [threading.Thread(target=work, args=(acc,), daemon=True) for acc in self._pool]
         for t in threads:

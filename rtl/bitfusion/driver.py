@@ -326,14 +326,21 @@ class BitFusionAccelerator(HarnessDriver):
         except ConfigError as e:  # LayerFitError, an output layout that does not fit: name the layer
             raise type(e)(f"layer {layer.name!r}: {e}") from None
 
+    def program_key(self, layer: QuantLayer, batch: int) -> tuple[QuantLayer, int]:
+        """Layers with equal keys time as one program (`layer()` plans and runs it once, then answers
+        from memory): the layer on its lane widths. A LUT build gives each key's layers to one worker,
+        so that each program is simulated once per build, not once per worker that meets it."""
+        prec = bc.Precision(layer.abits, layer.wbits, layer.asigned, layer.wsigned)
+        return dataclasses.replace(layer, wbits=prec.w_lane, abits=prec.a_lane), batch
+
     def _timing_plan(self, layer: QuantLayer, batch: int) -> bc.Plan:
         """`plan_layer(layer, batch)`, planned once per lane-width pair: bits that run on the same lanes
         (3 and 4; 5..8) give the same mapping, tiling and program, since everything the compiler
         plans with is the lanes (and the signedness); only the reported precision differs. The tiling
         search is most of the Python time of a LUT build."""
         prec = bc.Precision(layer.abits, layer.wbits, layer.asigned, layer.wsigned)
-        lanes = dataclasses.replace(layer, wbits=prec.w_lane, abits=prec.a_lane)
-        key = (lanes, batch)
+        key = self.program_key(layer, batch)
+        lanes = key[0]
         plan = self._plan_cache.get(key)
         if plan is None:
             try:

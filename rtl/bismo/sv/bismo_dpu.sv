@@ -40,18 +40,20 @@ module bismo_dpu #(
     return v[62:56];
   endfunction
 
-  // popcount of all lanes of one DK-bit word
-  function automatic logic [PW-1:0] popsum(input logic [DK-1:0] x);
-    logic [PW-1:0] sum;
-    sum = '0;
-    for (int l = 0; l < LANES; l++) sum = sum + PW'(pop64(x[l*64+:64]));
-    return sum;
-  endfunction
-
   logic [PW-1:0] pc;
   logic [31:0] acc;
 
-  always_ff @(posedge clk) if (en1) pc <= popsum(a & b);
+  // popcount of a AND b, lane by lane. Not a function of the DK-bit word: Verilator gives every call
+  // site of such a function its own DK-bit local, zeroed on every cycle whether the stage runs or not
+  // (DM*DN words per cycle, ~1/8 of a bismo-edge cycle with the datapath off; issue 19).
+  always_ff @(posedge clk) begin
+    if (en1) begin
+      logic [PW-1:0] sum;
+      sum = '0;
+      for (int l = 0; l < LANES; l++) sum = sum + PW'(pop64(a[l*64+:64] & b[l*64+:64]));
+      pc <= sum;
+    end
+  end
 
   // acc is read only here, so it is assigned blocking: the simulator then keeps no shadow copy of
   // it for the nonblocking update, which it would otherwise copy in and out on every cycle, active

@@ -35,7 +35,7 @@ module bismo_instr_reader #(
   logic [QW:0] q_count;
   logic q_in_ready;  // always true: reads are only issued with room reserved
 
-  bismo_fifo #(.W(DW), .DEPTH(QBEATS)) u_q (
+  bismo_fifo #(.W(DW), .DEPTH(QBEATS), .WIDE_WRITE(1'b1)) u_q (
       .clk(clk), .clr(clr || start), .in_valid(rsp_valid), .in_ready(q_in_ready), .in_data(rsp_data),
       .out_valid(q_valid), .out_ready(q_pop), .out_data(q_data), .count(q_count)
   );
