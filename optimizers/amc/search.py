@@ -73,7 +73,9 @@ class SearchConfig:
     divisor: int = 8
     min_ratio: float = 0.2
     reward: str = "acc"
-    bn_batches: int = 0  # BN recalibration on this many training batches before scoring (0: the paper)
+    # BN recalibration on this many training batches before scoring (bn.py; docs/AMC.md for why 4 and
+    # not the paper's 0, which stays available)
+    bn_batches: int = 4
     reconstruct: bool = False
     reconstruct_batches: int = 4
     batch_size: int = 128
