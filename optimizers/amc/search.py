@@ -442,7 +442,9 @@ def plot_policies(paths: list[str], out: str | os.PathLike[str]) -> Path:
             raise ConfigError(f"cannot read policy {p}: {e}") from None
         if not isinstance(data, dict) or data.get("format") != POLICY_FORMAT:
             raise ConfigError(f"{p} is not an AMC policy ({POLICY_FORMAT})")
-        series.append((f"{data['budget']} on {data['device']}", data["layers"]))
+        bn = data.get("config", {}).get("bn_batches")  # absent in policies written before the option
+        label = f"{data['budget']} on {data['device']}" + ("" if bn is None else f", {bn} BN batches")
+        series.append((label, data["layers"]))
         title = f"{data['model']} {data['options'].get('width', '')}"
     names = [[x["name"] for x in s[1]] for s in series]
     if any(n != names[0] for n in names):
