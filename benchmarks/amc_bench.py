@@ -9,8 +9,13 @@
 Rows are written to OUT/rows.jsonl as each finishes; a rerun skips finished rows (and resumes an
 interrupted search from its agent checkpoint).
 
-    python benchmarks/amc_bench.py --out amc-bench --model mobilenet-v1 --width 0.5 --seeds 0 \
-        --episodes 150 --warmup 100 --device local-cpu --budget-latency 0.5
+    python benchmarks/amc_bench.py --out amc-bench --model mobilenet-v1 --width 0.5 --seeds 0 1 2 \
+        --episodes 300 --warmup 100 --device local-cpu --budget-latency 0.5 --bn-batches 4 0
+
+The FLOPs search runs once per `--bn-batches` value (BN recalibration before each episode is scored;
+0 is the paper's reward), all from the seed's one trained model; the uniform row is scored without
+fine-tuning under each value too. OUT/summary.json: each fine-tuned policy's test accuracy per seed,
+mean and standard deviation across seeds.
 """
 
 from __future__ import annotations
