@@ -9,8 +9,13 @@
 Rows are written to OUT/rows.jsonl as each finishes; a rerun skips finished rows (and resumes an
 interrupted search from its agent checkpoint).
 
-    python benchmarks/amc_bench.py --out amc-bench --model mobilenet-v1 --width 0.5 --seeds 0 \
-        --episodes 150 --warmup 100 --device local-cpu --budget-latency 0.5
+    python benchmarks/amc_bench.py --out amc-bench --model mobilenet-v1 --width 0.5 --seeds 0 1 2 \
+        --episodes 300 --warmup 100 --device local-cpu --budget-latency 0.5 --bn-batches 4 0
+
+The FLOPs search runs once per `--bn-batches` value (BN recalibration before each episode is scored;
+0 is the paper's reward), all from the seed's one trained model; the uniform row is scored without
+fine-tuning under each value too. OUT/summary.json: each fine-tuned policy's test accuracy per seed,
+mean and standard deviation across seeds.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from hil.errors import HilError
 from hil.inventory import load_inventory
 from hil.measure import MeasureSettings
 from hil.nets.models import make_model
+from hil.optimizers.amc.bn import calibration_batches, recalibrate_bn
 from hil.optimizers.amc.env import LatencyCost
 from hil.optimizers.amc.prune import ChannelGraph, candidates
 from hil.optimizers.amc.search import SearchConfig, finetune_pruned, load_pruned, measure_speedup, save_pruned, search
+from hil.optimizers.data import fashion_mnist
+from hil.optimizers.train import evaluate
 from hil.store import SqliteStore
 
 
@@ -47,6 +55,63 @@ def uniform_keep(spec: Any, target_macs: float, divisor: int, min_ratio: float) 
         if g.apply(keep).macs <= target_macs:
             return keep
     raise HilError("no uniform fraction meets the FLOPs budget")
+
+
+def run_name(budget: str, bn: int) -> str:
+    """A search's row name: the budget, and the BN batches when any (bn=0 keeps the old names)."""
+    return budget if bn == 0 else f"{budget} bn={bn}"
+
+
+def run_dir(budget: str, bn: int) -> str:
+    return run_name(budget, bn).replace("=", "").replace(" ", "-")
+
+
+def spread(xs: list[float]) -> dict[str, float] | None:
+    """Best, deciles, median and worst of episode accuracies: how much the reward tells episodes apart."""
+    if not xs:
+        return None
+    q = statistics.quantiles(xs, n=10, method="inclusive") if len(xs) > 1 else [xs[0]] * 9
+    return {"n": len(xs), "max": max(xs), "p90": q[8], "median": statistics.median(xs), "p10": q[0],
+            "min": min(xs), "stdev": statistics.stdev(xs) if len(xs) > 1 else 0.0}
+
+
+def uniform_val(pre: Path, keep: dict[str, int], args: argparse.Namespace, seed: int) -> dict[str, float]:
+    """The uniform model's held-out accuracy without fine-tuning, for each BN setting of the searches."""
+    cfg = json.loads((pre / "config.json").read_text())
+    data = fashion_mnist(val_size=cfg["val_size"], seed=cfg["split_seed"], size=32, val_limit=args.val_limit)
+    model, _, _ = load_pruned(pre / "pretrained.safetensors")
+    graph = ChannelGraph(make_model(args.model, width=args.width, input_size=32))
+    res = {}
+    for bn in args.bn_batches:
+        pruned, _ = graph.prune(model, keep)
+        recalibrate_bn(pruned, calibration_batches(data.train, bn, cfg["batch_size"], seed))
+        res[f"bn={bn}"] = evaluate(pruned, data.val, device="cpu", channels_last=False).accuracy
+    return res
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per fine-tuned policy: test accuracy per seed, mean and sample standard deviation across seeds."""
+    by: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r["row"].startswith("finetune"):
+            by.setdefault(r["policy"], {})[r["seed"]] = r["test_after_finetune"]
+    out = {}
+    for policy, per_seed in by.items():
+        xs = [per_seed[s] for s in sorted(per_seed)]
+        out[policy] = {"per_seed": {str(s): per_seed[s] for s in sorted(per_seed)}, "mean": statistics.mean(xs),
+                       "stdev": statistics.stdev(xs) if len(xs) > 1 else None}
+    return out
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    seeds = sorted({s for v in summary.values() for s in v["per_seed"]}, key=int)
+    lines = ["| policy | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd |",
+             "|---" * (len(seeds) + 2) + "|"]
+    for policy, v in summary.items():
+        cells = [f"{100 * v['per_seed'][s]:.2f}%" if s in v["per_seed"] else "" for s in seeds]
+        sd = f" ± {100 * v['stdev']:.2f}" if v["stdev"] is not None else ""
+        lines.append(f"| {policy} | " + " | ".join(cells) + f" | {100 * v['mean']:.2f}%{sd} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clock", default="thread", choices=["wall", "thread"])
     ap.add_argument("--db", default=None, help="store (default OUT/hil.db)")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--skip-speedup", action="store_true",
+                    help="fine-tune rows without LUT-predicted and measured speedup (Table 4 needs accuracy only)")
+    ap.add_argument("--bn-batches", type=int, nargs="+", default=[4, 0],
+                    help="one FLOPs-budgeted search per value: BN recalibration batches before scoring (0: the "
+                         "paper); the first also runs the latency search (default 4 0)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -90,25 +160,33 @@ def main(argv: list[str] | None = None) -> int:
         base = SearchConfig(model=args.model, width=args.width, device=args.device, episodes=args.episodes,
                             warmup=args.warmup, pretrain_batches=args.pretrain_batches, val_limit=args.val_limit,
                             seed=seed, split_seed=0, clock=args.clock)
-        budgets = [f"flops={args.budget_flops}"] + ([] if args.skip_latency else [f"latency={args.budget_latency}"])
+        # (budget, BN batches): the FLOPs budget once per --bn-batches value, the latency one with the first
+        searches = [(f"flops={args.budget_flops}", n) for n in args.bn_batches]
+        if not args.skip_latency:
+            searches.append((f"latency={args.budget_latency}", args.bn_batches[0]))
         ckpts: dict[str, Path] = {}
-        pre = out / f"seed{seed}" / budgets[0].replace("=", "")  # the FLOPs search trains the model
-        for budget in budgets:
-            d = out / f"seed{seed}" / budget.replace("=", "")
-            cfg = replace(base, budget=budget)
-            if budget.startswith("latency"):  # the same trained model as the FLOPs search
+        pre = out / f"seed{seed}" / run_dir(*searches[0])  # the first search trains the model
+        for budget, bn in searches:
+            name = run_name(budget, bn)
+            d = out / f"seed{seed}" / run_dir(budget, bn)
+            cfg = replace(base, budget=budget, bn_batches=bn)
+            if d != pre:  # the same trained model as the first search
                 cfg = replace(cfg, checkpoint=str(pre / "pretrained.safetensors"))
             t0 = time.perf_counter()
             rep = search(cfg, d, store, inv, protocol=proto, log=log)
-            ckpts[budget] = Path(rep["checkpoint"])
-            row = f"search seed={seed} {budget}"
+            ckpts[name] = Path(rep["checkpoint"])
+            row = f"search seed={seed} {name}"
             if row not in done:
                 eps = [json.loads(x) for x in (d / "search.jsonl").read_text().splitlines()]
-                emit({"row": row, "seed": seed, "budget": budget, "flops_ratio": rep["flops"]["ratio"],
+                emit({"row": row, "seed": seed, "budget": budget, "bn_batches": bn,
+                      "flops_ratio": rep["flops"]["ratio"],
                       "predicted_speedup": rep["predicted"]["speedup"],
                       "val_no_finetune": rep["accuracy"]["val_no_finetune"],
                       "reference_val": rep["accuracy"]["reference_val"],
+                      "episode_accuracy": {"warmup": spread([e["accuracy"] for e in eps if e["warmup"]]),
+                                           "agent": spread([e["accuracy"] for e in eps if not e["warmup"]])},
                       "episode_s_median": statistics.median(e["timings"]["episode_s"] for e in eps),
+                      "bn_s_median": statistics.median(e["timings"].get("bn_s", 0.0) for e in eps),
                       "episodes": len(eps), "lut_entries_measured": rep["search"]["lut_entries_measured_here"],
                       "lut_measure_s": rep["search"]["lut_measure_s"], "wall_s": time.perf_counter() - t0})
         # the uniform baseline at the FLOPs budget, pruned from the same trained model
@@ -123,20 +201,29 @@ def main(argv: list[str] | None = None) -> int:
             row = f"finetune seed={seed} {name}"
             if row in done:
                 continue
+            extra: dict[str, Any] = {}
+            if name == "uniform":
+                # the uniform model scored as the searches score their episodes: with each BN setting
+                extra["val_no_finetune"] = uniform_val(pre, keep, args, seed)
             ft = finetune_pruned(ck, ck.with_name(ck.stem + ".ft.safetensors"), batches=args.finetune_batches,
                                  seed=seed, log=log)
-            lat = LatencyCost(store, inv, args.device, proto, log=log, clock=args.clock)
-            try:
-                _, ps, _ = load_pruned(ck)
-                full = make_model(args.model, width=args.width, input_size=32)
-                pred = lat(full) / lat(ps)
-            finally:
-                lat.close()
-            sp = measure_speedup(ck, args.device, store, inv, protocol=proto, clock=args.clock, log=log)
+            _, ps, _ = load_pruned(ck)
+            full = make_model(args.model, width=args.width, input_size=32)
+            if not args.skip_speedup:
+                lat = LatencyCost(store, inv, args.device, proto, log=log, clock=args.clock)
+                try:
+                    pred = lat(full) / lat(ps)
+                finally:
+                    lat.close()
+                sp = measure_speedup(ck, args.device, store, inv, protocol=proto, clock=args.clock, log=log)
+                extra.update({"predicted_speedup": pred, "measured_speedup": sp["measured"]["speedup"],
+                              "measured_full_ms": sp["measured"]["full_ms"],
+                              "measured_pruned_ms": sp["measured"]["pruned_ms"]})
             emit({"row": row, "seed": seed, "policy": name, "flops_ratio": ps.macs / full.macs,
-                  "test_after_finetune": ft["test_after"], "val_after_finetune": ft["val_after"],
-                  "predicted_speedup": pred, "measured_speedup": sp["measured"]["speedup"],
-                  "measured_full_ms": sp["measured"]["full_ms"], "measured_pruned_ms": sp["measured"]["pruned_ms"]})
+                  "test_after_finetune": ft["test_after"], "val_after_finetune": ft["val_after"], **extra})
+    summary = summarize([json.loads(x) for x in rows_path.read_text().splitlines()])
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(summary_table(summary))
     store.close()
     return 0
 

@@ -43,7 +43,7 @@ FAST = ["--min-time", "0.01", "--min-repeats", "5", "--warmup-runs", "2", "--war
         "--max-attempts", "1", "--cv-threshold", "5", "--clock", "thread"]
 BASE = SearchConfig(model="mobilenet-v1", width=0.25, input_size=32, device="local-cpu", budget="flops=0.5",
                     episodes=3, warmup=2, pretrain_batches=20, batch_size=32, val_limit=200, test_limit=200,
-                    train_limit=2000, clock="thread")
+                    train_limit=2000, clock="thread", bn_batches=0)  # 0: the paper's scoring; 2 below
 
 
 class Stop(Exception):
@@ -68,6 +68,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     lines_before = (flops_out / "search.jsonl").read_text().splitlines()
     messages: list[str] = []
     flops = search(BASE, flops_out, store, inv, protocol=PROTOCOL, log=messages.append)
+    # the same search with BN recalibration on 2 training batches before each episode is scored
+    bn_out = root / "flops-bn"
+    bn = search(replace(BASE, bn_batches=2, checkpoint=str(flops_out / "pretrained.safetensors")), bn_out, store,
+                inv, protocol=PROTOCOL)
 
     # a latency budget halfway between the smallest model the minimum ratio allows and the full one
     spec = make_model("mobilenet-v1", width=0.25, input_size=32)
@@ -90,6 +94,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         no_latency = (f"this LUT puts the smallest model the minimum keep ratio allows at {ratio:.3f} of the "
                       "full one: no latency budget to search under")
     yield {"root": root, "store": store, "inv": inv, "flops": flops, "flops_out": flops_out, "latency": latency,
+           "bn": bn, "bn_out": bn_out,
            "no_latency": no_latency, "lat_out": lat_out, "lines_before": lines_before, "messages": messages}
     store.close()
     mp.undo()
@@ -109,6 +114,47 @@ def test_flops_budget_is_met_exactly_in_every_episode(run):
     model, pspec, _ = load_pruned(rep["checkpoint"])
     assert torch_macs(model, torch.randn(1, 1, 32, 32)) == pspec.macs == rep["flops"]["pruned"]
     assert (run["flops_out"] / "policy.png").stat().st_size > 0
+
+
+def test_bn_recalibrated_search_meets_its_budget_and_scores_after_recalibration(run):
+    rep = run["bn"]
+    assert rep["config"]["bn_batches"] == 2 and rep["budget_target"] == pytest.approx(0.5 * rep["flops"]["full"])
+    episodes = [json.loads(x) for x in (run["bn_out"] / "search.jsonl").read_text().splitlines()]
+    assert len(episodes) == 3
+    spec = make_model("mobilenet-v1", width=0.25, input_size=32)
+    g = ChannelGraph(spec)
+    for e in episodes:
+        assert e["flops"] == e["cost"] == g.apply(e["keep"]).macs <= rep["budget_target"]
+        assert e["timings"]["bn_s"] > 0
+    # the saved model is the best episode's, recalibrated: its held-out accuracy is the one logged
+    best = max(episodes, key=lambda e: (e["reward"], -e["cost"]))
+    model, pspec, meta = load_pruned(rep["checkpoint"])
+    assert pspec.macs == best["flops"] and torch_macs(model, torch.randn(1, 1, 32, 32)) == pspec.macs
+    data = fashion_mnist(val_size=5000, seed=0, size=32, val_limit=BASE.val_limit, train_limit=1, test_limit=1)
+    assert evaluate(model, data.val, device="cpu", channels_last=False).accuracy == best["accuracy"] \
+        == meta["val_acc"]
+    # the unrecalibrated search scored the same warm-up policies (the agent's random draws depend
+    # on the seed only), with other accuracies: the recalibration is what differs
+    plain = [json.loads(x) for x in (run["flops_out"] / "search.jsonl").read_text().splitlines()]
+    assert [e["keep"] for e in plain[:BASE.warmup]] == [e["keep"] for e in episodes[:BASE.warmup]]
+    raw, _ = ChannelGraph(spec).prune(load_pruned(run["flops_out"] / "pretrained.safetensors")[0], best["keep"])
+    assert not torch.equal(raw.state_dict()["stem.1.running_mean"], model.state_dict()["stem.1.running_mean"])
+
+
+def test_a_search_written_before_bn_batches_resumes_only_without_it(run, tmp_path):
+    from hil.errors import ConfigError
+    from hil.optimizers.amc.search import _check_resume
+
+    out = tmp_path / "old"
+    (out / "agent").mkdir(parents=True)
+    (out / "agent" / "agent.json").write_text("{}")
+    old = json.loads(json.dumps(BASE.to_json()))
+    del old["bn_batches"]  # a config.json of a search run before the option existed
+    (out / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="bn_batches=0"):
+        _check_resume(replace(BASE, bn_batches=2), out)
+    (out / "config.json").write_text(json.dumps(old))
+    _check_resume(replace(BASE, bn_batches=0), out)
 
 
 def test_interrupted_search_resumes_after_its_last_episode(run):
@@ -179,6 +225,8 @@ def test_budget_parsing():
     (["--budget", "flops=0.01"], ["infeasible", "smallest model"]),
     (["--budget", "flops=0.5", "--divisor", "1024"], ["nothing prunable"]),
     (["--budget", "speed=0.5"], ["budget kind 'speed'"]),
+    (["--budget", "flops=0.5", "--bn-batches", "-1"], ["--bn-batches must be >= 0"]),
+    (["--budget", "flops=0.5", "--bn-batches", "5000", "--train-limit", "1000"], ["--bn-batches 5000", "1000"]),
 ])
 def test_bad_input_is_one_line(run, tmp_path, args, words):
     ckpt = str(run["flops_out"] / "pretrained.safetensors")

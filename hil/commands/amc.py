@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--warmup", type=int, default=100, help="warm-up episodes of random actions (default 100)")
     s.add_argument("--reward", choices=["acc", "flops-log"], default="acc",
                    help="acc: held-out accuracy without fine-tuning (default); flops-log: -error*log(FLOPs)")
+    s.add_argument("--bn-batches", type=int, default=4, metavar="N",
+                   help="re-estimate BatchNorm statistics of each pruned model on N training batches (no weight "
+                        "update) before scoring it (default 4; departs from the paper); 0 scores it with the "
+                        "unpruned model's statistics, as the paper does")
     s.add_argument("--divisor", type=int, default=8, help="kept channels are multiples of this (default 8)")
     s.add_argument("--min-ratio", type=float, default=0.2, help="minimum kept fraction of a group (default 0.2)")
     s.add_argument("--reconstruct", action="store_true",
@@ -135,7 +139,7 @@ def _search(args: argparse.Namespace) -> int:
     protocol = protocol_from_args(args)
     cfg = SearchConfig(model=args.model, arch=args.arch, width=args.width, input_size=args.input_size,
                        device=args.device, budget=args.budget, episodes=args.episodes, warmup=args.warmup,
-                       reward=args.reward, divisor=args.divisor, min_ratio=args.min_ratio,
+                       reward=args.reward, bn_batches=args.bn_batches, divisor=args.divisor, min_ratio=args.min_ratio,
                        reconstruct=args.reconstruct, checkpoint=args.checkpoint,
                        pretrain_batches=args.pretrain_batches, batch_size=args.batch_size, val_limit=args.val_limit,
                        train_limit=args.train_limit, test_limit=args.test_limit, seed=args.seed, clock=args.clock)

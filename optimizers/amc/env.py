@@ -40,6 +40,7 @@ from hil.lease import hold
 from hil.lut_builder.build import build_on_target
 from hil.measure import MeasureSettings
 from hil.nets.models import ModelSpec
+from hil.optimizers.amc.bn import calibration_batches, recalibrate_bn
 from hil.optimizers.amc.prune import ChannelGraph, Group, candidates, keep_channels, min_keep
 from hil.optimizers.data import ImageSet
 from hil.optimizers.train import evaluate
@@ -226,8 +227,17 @@ class EnvConfig:
     min_ratio: float = 0.2
     reward: str = "acc"
     eval_batch: int = 500
+    # BN recalibration before scoring (bn.py): training batches of `bn_batch_size` images, drawn for
+    # `bn_seed`; 0 batches scores the pruned model with the unpruned model's statistics (the paper)
+    bn_batches: int = 0
+    bn_batch_size: int = 128
+    bn_seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.bn_batches < 0:
+            raise ConfigError(f"--bn-batches must be >= 0, got {self.bn_batches}")
+        if self.bn_batch_size < 1:
+            raise ConfigError(f"--batch-size must be positive, got {self.bn_batch_size}")
         if self.divisor < 1:
             raise ConfigError(f"--divisor must be at least 1, got {self.divisor}")
         if not 0 < self.min_ratio <= 1:
@@ -259,7 +269,7 @@ class AmcEnv:
     """States, the action wall and the reward for one model, one budget."""
 
     def __init__(self, spec: ModelSpec, model: nn.Module, cost: Cost, budget: Budget, val: ImageSet,
-                 cfg: EnvConfig, device: torch.device | str = "cpu") -> None:
+                 cfg: EnvConfig, device: torch.device | str = "cpu", train: ImageSet | None = None) -> None:
         if budget.kind != cost.kind:
             raise ConfigError(f"a {budget.kind} budget needs a {budget.kind} cost, got {cost.kind}")
         self.spec = spec
@@ -269,6 +279,11 @@ class AmcEnv:
         self.val = val
         self.cfg = cfg
         self.device = torch.device(device)
+        if cfg.bn_batches and train is None:
+            raise ConfigError("BN recalibration (--bn-batches) needs the training split")
+        # drawn once: every episode recalibrates on the same training images (bn.py)
+        self.bn_inputs = (calibration_batches(train, cfg.bn_batches, cfg.bn_batch_size, cfg.bn_seed)
+                          if train is not None else [])
         self.graph = ChannelGraph(spec)
         self.groups: list[Group] = [g for g in self.graph.prunable()
                                     if len(candidates(g.channels, cfg.divisor, cfg.min_ratio)) > 1]
@@ -360,16 +375,31 @@ class AmcEnv:
         return evaluate(model, self.val, device=self.device, channels_last=False,
                         batch_size=self.cfg.eval_batch).accuracy
 
+    def recalibrate(self, pruned: nn.Module) -> None:
+        """Re-estimate the BN statistics of a pruned model on the training batches (none: no-op)."""
+        if self.bn_inputs:
+            recalibrate_bn(pruned, [x.to(self.device) for x in self.bn_inputs])
+
+    def pruned_model(self, keep: Mapping[str, int]) -> tuple[nn.Module, ModelSpec]:
+        """The model an episode scores: the trained model pruned by L1 norm, its BN statistics
+        re-estimated when `bn_batches` > 0. The trained model itself is left untouched."""
+        pruned, pspec = self.graph.prune(self.model, keep)
+        self.recalibrate(pruned)
+        return pruned, pspec
+
     def finish(self, keep: Mapping[str, int], clipped: int) -> EpisodeResult:
-        """The episode's end: prune the trained model by L1 norm, score it on the held-out split
-        without fine-tuning."""
+        """The episode's end: prune the trained model by L1 norm, (optionally) recalibrate its BN,
+        score it on the held-out split without fine-tuning."""
         t0 = time.perf_counter()
         pruned, pspec = self.graph.prune(self.model, keep)
+        t_bn = time.perf_counter()
+        self.recalibrate(pruned)
+        t_bn = time.perf_counter() - t_bn
         acc = self.accuracy(pruned)
-        t_eval = time.perf_counter() - t0
+        t_eval = time.perf_counter() - t0  # prune, recalibrate and score
         cost = self.cost(pspec)
         if cost > self.target * (1 + 1e-9):  # the wall makes this impossible; say so loudly if not
             raise HilError(f"internal: episode cost {cost:.6g} exceeds the budget {self.target:.6g}")
         flops = pspec.macs
         return EpisodeResult(dict(keep), cost, self.target, flops, acc, reward_of(self.cfg.reward, acc, flops),
-                             clipped, {"eval_s": t_eval})
+                             clipped, {"eval_s": t_eval, "bn_s": t_bn})

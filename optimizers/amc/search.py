@@ -73,6 +73,9 @@ class SearchConfig:
     divisor: int = 8
     min_ratio: float = 0.2
     reward: str = "acc"
+    # BN recalibration on this many training batches before scoring (bn.py; docs/AMC.md for why 4 and
+    # not the paper's 0, which stays available)
+    bn_batches: int = 4
     reconstruct: bool = False
     reconstruct_batches: int = 4
     batch_size: int = 128
@@ -96,8 +99,14 @@ class SearchConfig:
             raise ConfigError(f"--reward {self.reward!r} is not one of {', '.join(REWARDS)}")
         if not self.noise_sigma >= 0 or not 0 < self.noise_decay <= 1:
             raise ConfigError("--noise-sigma must be >= 0 and --noise-decay within (0, 1]")
-        EnvConfig(self.divisor, self.min_ratio, self.reward)
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be positive, got {self.batch_size}")
+        self.env_config()
         Budget.parse(self.budget)
+
+    def env_config(self) -> EnvConfig:
+        return EnvConfig(self.divisor, self.min_ratio, self.reward, bn_batches=self.bn_batches,
+                         bn_batch_size=self.batch_size, bn_seed=self.seed)
 
     def model_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"width": self.width, "input_size": self.input_size}
@@ -111,6 +120,9 @@ class SearchConfig:
 
 # Settings a resumed search may change: they don't alter the episodes already run.
 RESUMABLE = {"episodes", "test_limit", "reconstruct", "reconstruct_batches"}
+# Settings added after searches were already written, with the value those searches ran with: a
+# config.json without the key resumes only with that value.
+ADDED = {"bn_batches": 0}
 
 
 @dataclass
@@ -178,7 +190,7 @@ def prepare(cfg: SearchConfig, out: Path, store: Store, inventory: Inventory, *,
     model.to("cpu").eval()
     cost: Cost = latency if budget.kind == "latency" else FlopsCost()
     try:
-        env = AmcEnv(spec, model, cost, budget, data.val, EnvConfig(cfg.divisor, cfg.min_ratio, cfg.reward))
+        env = AmcEnv(spec, model, cost, budget, data.val, cfg.env_config(), train=data.train)
     except BaseException:
         latency.close()
         raise
@@ -193,8 +205,9 @@ def _check_resume(cfg: SearchConfig, out: Path) -> None:
         saved = json.loads(path.read_text())
         now = json.loads(json.dumps(cfg.to_json()))
         for k in now:
-            if k not in RESUMABLE and saved.get(k) != now[k]:
-                raise ConfigError(f"{out} holds a search with {k}={saved.get(k)!r}, this run has {now[k]!r}; "
+            was = saved.get(k, ADDED.get(k))
+            if k not in RESUMABLE and was != now[k]:
+                raise ConfigError(f"{out} holds a search with {k}={was!r}, this run has {now[k]!r}; "
                                   "use the same settings to resume, or another --out")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cfg.to_json(), indent=1))
@@ -292,6 +305,7 @@ def finish(setup: Setup, keep: dict[str, int], out: Path, log: Callable[[str], N
         _log_to(log, f"least-squares reconstruction on {cfg.reconstruct_batches} batches")
         reconstruct(env.graph, setup.model, pruned, pspec, keep, setup.data.train, cfg.reconstruct_batches,
                     cfg.batch_size, cfg.seed)
+    env.recalibrate(pruned)  # after reconstruction: the saved model is scored as the episodes were
     val = env.accuracy(pruned)
     test = evaluate(pruned, setup.data.test, device="cpu", channels_last=False).accuracy
     ckpt = out / "amc.safetensors"
@@ -428,7 +442,9 @@ def plot_policies(paths: list[str], out: str | os.PathLike[str]) -> Path:
             raise ConfigError(f"cannot read policy {p}: {e}") from None
         if not isinstance(data, dict) or data.get("format") != POLICY_FORMAT:
             raise ConfigError(f"{p} is not an AMC policy ({POLICY_FORMAT})")
-        series.append((f"{data['budget']} on {data['device']}", data["layers"]))
+        bn = data.get("config", {}).get("bn_batches")  # absent in policies written before the option
+        label = f"{data['budget']} on {data['device']}" + ("" if bn is None else f", {bn} BN batches")
+        series.append((label, data["layers"]))
         title = f"{data['model']} {data['options'].get('width', '')}"
     names = [[x["name"] for x in s[1]] for s in series]
     if any(n != names[0] for n in names):
