@@ -340,7 +340,7 @@ class Device {
 };
 
 // How the clock loop evaluates a model after the reset at start: nullptr means Top::eval(). A main
-// may pass its model's root evaluation instead (see rtl/bismo/harness_main.cpp): Top::eval() also
+// may pass its model's root evaluation instead (see rtl/bismo/harness_main.cpp, rtl/bitfusion/harness_main.cpp): Top::eval() also
 // runs Verilator's per-call bookkeeping (a deleter of dynamic objects, the cross-thread message queue,
 // each behind a mutex), which a single-threaded model without classes never needs: ~6 % of a
 // bismo-edge cycle, with two evaluations per cycle (issue 19).
