@@ -281,8 +281,10 @@ class AmcEnv:
         self.device = torch.device(device)
         if cfg.bn_batches and train is None:
             raise ConfigError("BN recalibration (--bn-batches) needs the training split")
-        # drawn once: every episode recalibrates on the same training images (bn.py)
-        self.bn_inputs = (calibration_batches(train, cfg.bn_batches, cfg.bn_batch_size, cfg.bn_seed)
+        # drawn once and moved to the device once: every episode recalibrates on the same training
+        # images (bn.py)
+        self.bn_inputs = ([x.to(self.device) for x in
+                           calibration_batches(train, cfg.bn_batches, cfg.bn_batch_size, cfg.bn_seed)]
                           if train is not None else [])
         self.graph = ChannelGraph(spec)
         self.groups: list[Group] = [g for g in self.graph.prunable()
@@ -378,7 +380,7 @@ class AmcEnv:
     def recalibrate(self, pruned: nn.Module) -> None:
         """Re-estimate the BN statistics of a pruned model on the training batches (none: no-op)."""
         if self.bn_inputs:
-            recalibrate_bn(pruned, [x.to(self.device) for x in self.bn_inputs])
+            recalibrate_bn(pruned, self.bn_inputs)
 
     def pruned_model(self, keep: Mapping[str, int]) -> tuple[nn.Module, ModelSpec]:
         """The model an episode scores: the trained model pruned by L1 norm, its BN statistics
