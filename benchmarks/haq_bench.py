@@ -8,7 +8,8 @@ SHAPE:
   b  Table 6: flexible bits vs fixed 4, 5, 6 bits on one device: the search's budget is the fixed
      policy's own latency (equal or lower latency), accuracy after the same final fine-tune.
   c  Table 7: the agent searched on V1 acts on V2, vs a search on V2 and fixed bits on V2.
-  d  an energy-budgeted search on bitfusion-spatial.
+  d  energy on bitfusion-spatial: flexible bits vs fixed bits at equal or lower energy (b's shape,
+     with the fixed policy's energy as the search's budget).
   e  search cost: wall seconds per episode split into simulation, fine-tune + eval and agent
      (read from the search logs of the other shapes' runs, or from a run of its own).
 
@@ -114,14 +115,26 @@ def shape_c(args: argparse.Namespace, store: Any, inv: Any) -> dict[str, Any]:
 
 
 def shape_d(args: argparse.Namespace, store: Any, inv: Any) -> dict[str, Any]:
+    """Energy on bitfusion-spatial, as b does latency: each fixed k's own energy is the search's budget."""
     rows = []
     for seed in args.seeds:
-        rep = search(_cfg(args, args.v1, "bitfusion-spatial", f"energy={args.budget}", seed),
-                     args.out / f"d-s{seed}", store, inv, progress=_progress, log=_log)
-        rows.append({"seed": seed, "energy_uj": rep["predicted"]["energy_uj"],
-                     "simulated_energy_uj": rep["simulated"]["energy_uj"], "target_uj": rep["budget_target"],
-                     "full_8_8_uj": rep["full_8_8_cost"], "test_acc": rep["accuracy"]["test_after_finetune"]})
-    return {"rows": rows}
+        for bits in args.fixed_bits:
+            base = _cfg(args, args.v1, "bitfusion-spatial", "energy=1.0", seed)
+            _log(f"fixed {bits} bits on bitfusion-spatial, seed {seed}")
+            f = fixed(base, bits, args.out / f"d-fixed{bits}-s{seed}", store, inv, log=_log)
+            energy = f["predicted"]["energy_uj"]
+            _log(f"search at <= {energy:.6g} uJ (fixed {bits}'s energy), seed {seed}")
+            s = search(replace(base, budget=f"energy={energy:.9g}uJ"), args.out / f"d-haq{bits}-s{seed}", store,
+                       inv, progress=_progress, log=_log)
+            rows.append({"seed": seed, "bits": bits, "fixed_energy_uj": energy,
+                         "fixed_latency_ms": f["predicted"]["latency_ms"],
+                         "fixed_test_acc": f["accuracy"]["test_after_finetune"],
+                         "haq_energy_uj": s["predicted"]["energy_uj"],
+                         "haq_simulated_energy_uj": s["simulated"]["energy_uj"],
+                         "haq_latency_ms": s["predicted"]["latency_ms"],
+                         "haq_test_acc": s["accuracy"]["test_after_finetune"]})
+            _partial(args, rows)
+    return {"device": "bitfusion-spatial", "rows": rows}
 
 
 def shape_e(args: argparse.Namespace, store: Any, inv: Any) -> dict[str, Any]:
@@ -146,7 +159,7 @@ def main() -> int:
     p.add_argument("--v1", required=True, help="MobileNet-V1 float checkpoint from `hil train`")
     p.add_argument("--v2", default=None, help="MobileNet-V2 float checkpoint (shape c)")
     p.add_argument("--device", default="bismo-edge")
-    p.add_argument("--budget", type=float, default=0.5, help="fraction of the 8/8 network (shapes a, c, d, e)")
+    p.add_argument("--budget", type=float, default=0.5, help="fraction of the 8/8 network (shapes a, c, e)")
     p.add_argument("--episodes", type=int, default=60)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--finetune-batches", type=int, default=10)
@@ -157,7 +170,8 @@ def main() -> int:
     p.add_argument("--test-limit", type=int, default=None)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--fixed-bits", default="4,5,6",
-                   help="shape b: the fixed bitwidths whose latency budgets a search (comma-separated)")
+                   help="shapes b, d: the fixed bitwidths whose latency (b) or energy (d) budgets a\n"
+                   "search (comma-separated)")
     p.add_argument("--out", type=Path, default=Path("haq-bench"))
     p.add_argument("--db", default=None)
     p.add_argument("--inventory", default="inventory.yaml")
