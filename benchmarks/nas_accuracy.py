@@ -115,25 +115,33 @@ def summary(xs: list[float]) -> dict[str, float]:
 def cmd_report(args: argparse.Namespace) -> int:
     lat = json.loads(args.latency.read_text())
     rows: dict[str, dict[str, Any]] = {}
-    for f in sorted(args.retrained.glob("*.json")):
-        r = json.loads(f.read_text())
+    names = [f"s{i}-{d}" for i in range(3) for d in DEVICES] + [V2]
+    files = {V2 if f.stem == "mnv2" else f.stem: f for f in args.retrained.glob("*.json")}
+    for f in [files[n] for n in names if n in files]:
         name = V2 if f.stem == "mnv2" else f.stem
-        if name not in lat["measured_ms"]:
-            continue
-        rows[name] = {"test_acc": r["test_acc"], "val_acc": r.get("val_acc"), "epochs": r["epochs"],
-                      "wall_s": r.get("wall_s"), "macs": r.get("macs"), "params": r.get("params"),
+        if name not in lat["measured_ms"][DEVICES[0]] or not f.read_text().strip():
+            continue  # not one of the measured networks, or its training still runs
+        r = json.loads(f.read_text())
+        rows[name] = {"arch": r.get("arch"), "test_acc": r["test_acc"], "val_acc": r.get("val_acc"),
+                      "epochs": r["epochs"], "wall_s": r.get("wall_s"), "macs": r.get("macs"),
+                      "params": r.get("params"),
                       "measured_ms": {d: lat["measured_ms"][d][name] for d in DEVICES},
                       "predicted_ms": {d: lat["predicted_ms"][d][name] for d in DEVICES}}
-    own = {d: summary([r["test_acc"] for k, r in rows.items() if k.endswith(d)]) for d in DEVICES}
+    own = {d: summary([r["test_acc"] for k, r in rows.items() if k.endswith(d)])
+           for d in DEVICES if any(k.endswith(d) for k in rows)}
     out = {"latency": str(args.latency), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "networks": rows, "test_acc_by_search_device": own,
-           "test_acc_all_searched": summary([r["test_acc"] for k, r in rows.items() if k != V2])}
+           "test_acc_all_searched": summary([r["test_acc"] for k, r in rows.items() if k != V2])
+           if len(rows) > (V2 in rows) else None}
     args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print("| network | test acc | " + " | ".join(f"{d} ms (pred.)" for d in DEVICES) + " |")
-    print("|---" * (len(DEVICES) + 2) + "|")
+    print("| network | blocks (non-zero ops) | MACs | test acc | "
+          + " | ".join(f"{d} ms (pred.)" for d in DEVICES) + " |")
+    print("|---" * (len(DEVICES) + 4) + "|")
     for k, r in rows.items():
+        arch = r["arch"] or []
+        ops = " ".join(op.replace("_MBConv", "e") for op in arch if op != "zero") or "3x3e1, 16× 3x3e6"
         cells = " | ".join(f"{r['measured_ms'][d]:.4g} ({r['predicted_ms'][d]:.4g})" for d in DEVICES)
-        print(f"| {k} | {100 * r['test_acc']:.2f}% | {cells} |")
+        print(f"| {k} | {ops} | {r['macs'] / 1e3:.0f} k | {100 * r['test_acc']:.2f}% | {cells} |")
     for d, s in own.items():
         print(f"searched on {d}: {100 * s['mean']:.2f} ± {100 * s['sd']:.2f}% (n={s['n']})")
     return 0
