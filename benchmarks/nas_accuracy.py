@@ -129,7 +129,9 @@ def cmd_report(args: argparse.Namespace) -> int:
                       "predicted_ms": {d: lat["predicted_ms"][d][name] for d in DEVICES}}
     own = {d: summary([r["test_acc"] for k, r in rows.items() if k.endswith(d)])
            for d in DEVICES if any(k.endswith(d) for k in rows)}
-    out = {"latency": str(args.latency), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    out = {"latency": {k: lat[k] for k in ("argv", "date", "loadavg_end", "db", "measured_per_session",
+                                           "mobilenet_v2_lut")},
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "networks": rows, "test_acc_by_search_device": own,
            "test_acc_all_searched": summary([r["test_acc"] for k, r in rows.items() if k != V2])
            if len(rows) > (V2 in rows) else None}
