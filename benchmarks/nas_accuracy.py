@@ -84,9 +84,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
         missing = [w for w in {w.key: w for w in v2.layers}.values() if w.key not in table]
         _log(f"{d}: measuring {len(missing)} MobileNet-V2 blocks missing from its LUT")
         new = measure_blocks(args.db, missing, d, inv)
-        predicted[d][V2] = sum(table.get(w.key, new.get(w.key, 0.0)) for w in v2.layers)
+        entries = {w.key: table[w.key] if w.key in table else new[w.key] for w in v2.layers}
+        predicted[d][V2] = sum(entries[w.key] for w in v2.layers)
         v2_lut[d] = {"from_lut": sum(w.key in table for w in v2.layers), "measured_now": len(missing),
-                     "entries_ms": {w.key: table.get(w.key, new.get(w.key)) for w in v2.layers}}
+                     "entries_ms": entries}
     unique = list({n.key: n for n in names.values()}.values())
     measured: dict[str, dict[str, float]] = {}
     per_session: dict[str, list[dict[str, float]]] = {}
