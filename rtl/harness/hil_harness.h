@@ -206,12 +206,28 @@ class Dram {
         credit_ -= beat_ + penalty(addr, 2);
         ++stats_[kStatWrBeats];
         if (!check(addr, "write")) return;
-        for (uint32_t i = 0; i < beat_; ++i) {
-            if ((strb[i / 8] >> (i % 8)) & 1) {
-                mem_[addr + i] = data[i];
-                ++stats_[kStatWrBytes];
+        // Eight bytes per strobe byte: a bit-by-bit loop over cloud's 128-byte result beats was
+        // ~10 % of its harness CPU on the result-bound batch-16 entries (issue 19, third pass).
+        uint64_t written = 0;
+        uint32_t i = 0;
+        for (; i + 8 <= beat_; i += 8) {
+            const uint8_t s = strb[i / 8];
+            if (s == 0xff) {
+                std::memcpy(&mem_[addr + i], &data[i], 8);
+                written += 8;
+            } else if (s) {
+                for (uint32_t b = 0; b < 8; ++b)
+                    if ((s >> b) & 1) mem_[addr + i + b] = data[i + b];
+                written += static_cast<uint64_t>(__builtin_popcount(s));
             }
         }
+        for (; i < beat_; ++i) {  // a beat that is not a multiple of 8 bytes
+            if ((strb[i / 8] >> (i % 8)) & 1) {
+                mem_[addr + i] = data[i];
+                ++written;
+            }
+        }
+        stats_[kStatWrBytes] += written;
     }
     void pop_rsp() {
         rsp_head_ = (rsp_head_ + 1) % rsp_due_.size();
