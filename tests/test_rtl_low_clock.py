@@ -1,8 +1,9 @@
-"""The harness's one model evaluation per cycle (hil_harness.h, LowClock) against the two it replaced.
+"""The harness's one model evaluation per cycle (hil_harness.h, RiseEval) against the two it replaced.
 
-BISMO's and Bit Fusion's harnesses skip the evaluation at the clock's falling edge, which is exact only
-while none of the DRAM-side outputs depends combinationally on an input. An RTL change that broke
-that would shift cycles silently; HIL_HARNESS_EVAL_LOW=1 evaluates at clk=0 as before, and every
+BISMO's and Bit Fusion's harnesses skip the evaluation at the clock's falling edge and Verilator's
+trigger loop, which is exact only while the rising clock edge is the design's one trigger and none of
+the DRAM-side outputs depends combinationally on an input. An RTL change that broke that would shift
+cycles silently; HIL_HARNESS_EVAL_LOW=1 evaluates twice per cycle through eval() as before, and every
 result here must be the same both ways: timing runs at mixed bits with batch > 1 (read latency,
 bandwidth stalls, result writes) and a run on data (the outputs too).
 """

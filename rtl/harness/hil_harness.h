@@ -363,25 +363,26 @@ class Device {
 template <class Top>
 using RootEval = void (*)(Top&);
 
-// What the clock loop does instead of evaluating the model at the clock's falling edge (nullptr:
-// evaluate it). That evaluation changes nothing the loop reads when (1) the design has only
-// rising-edge logic, so at clk=0 the model runs just its input-combinational region, and (2) none of
-// the outputs the loop reads before the rising edge (mem_rd_req_*, mem_wr_*, mem_rd_rsp_ready)
-// depends combinationally on an input: Verilator then computes them in the rising edge's evaluation
-// only, and that evaluation runs the input region again with every input of the cycle. Skipping it
-// leaves one thing to do: tell the model's edge detector that the clock was low, which a main does by
-// clearing its model's previous-clock copy (Verilator's `__Vtrigprevexpr___TOP__clk__0`; rtl/bismo/
-// harness_main.cpp). One evaluation per cycle instead of two (issue 19, third pass). Setting
-// HIL_HARNESS_EVAL_LOW=1 in the harness's environment evaluates at clk=0 anyway: the tests compare
-// the two (tests/test_rtl_harness.py).
+// A main may also pass its model's rising-edge evaluation (nullptr: evaluate the model with
+// clk=0 and again with clk=1, as Verilator's eval() does for any design). The clock loop then
+// evaluates once per cycle, with every input of the cycle and clk=1, through that function alone.
+// Exact when (1) the design has one trigger, the rising clock edge, so an evaluation at clk=0 runs
+// only the input-combinational region; (2) none of the outputs the loop reads before the rising edge
+// (mem_rd_req_*, mem_wr_*, mem_rd_rsp_ready) depends combinationally on an input, so that region
+// never writes them (Verilator's ico: only reg_rdata in our designs) and they are already settled by
+// the previous edge; and (3) the edge's evaluation runs the input region, then the sequential one,
+// once each, and leaves the edge detector's copy of the clock at 1 (what Verilator's trigger loop
+// does, without computing the triggers twice and looping: rtl/bismo/harness_main.cpp).
+// HIL_HARNESS_EVAL_LOW=1 in the harness's environment brings the two plain evaluations back;
+// tests/test_rtl_low_clock.py compares every counter both ways (issue 19, third pass).
 template <class Top>
-using LowClock = void (*)(Top&);
+using RiseEval = void (*)(Top&);
 
 template <class Top>
 class StdDevice final : public Device {
   public:
     StdDevice(const DramConfig& cfg, int argc, char** argv, RootEval<Top> root_eval = nullptr,
-              LowClock<Top> low_clock = nullptr)
+              RiseEval<Top> rise_eval = nullptr)
         : ctx_(new VerilatedContext),
           dram_(cfg, static_cast<uint32_t>(sizeof(decltype(std::declval<Top&>().mem_wr_data)))) {
         ctx_->commandArgs(argc, argv);
@@ -396,7 +397,7 @@ class StdDevice final : public Device {
         reset(4);
         root_eval_ = root_eval;  // after eval() ran the initial blocks and the first settle
         const char* full = std::getenv("HIL_HARNESS_EVAL_LOW");
-        if (!(full && *full && std::strcmp(full, "0") != 0)) low_clock_ = low_clock;
+        if (!(full && *full && std::strcmp(full, "0") != 0)) rise_eval_ = rise_eval;
     }
     ~StdDevice() override { top_->final(); }
 
@@ -456,10 +457,7 @@ class StdDevice final : public Device {
             top_->mem_rd_rsp_valid = 0;
         }
         top_->clk = 0;
-        if (low_clock_)
-            low_clock_(*top_);
-        else
-            eval();
+        if (!rise_eval_) eval();
         const bool rd_valid = top_->mem_rd_req_valid;
         const bool wr_valid = top_->mem_wr_valid;
         auto [rd, wr] = dram_.grant(rd_valid, wr_valid);
@@ -473,7 +471,10 @@ class StdDevice final : public Device {
         }
         if (rsp && top_->mem_rd_rsp_ready) dram_.pop_rsp();
         top_->clk = 1;
-        eval();
+        if (rise_eval_)
+            rise_eval_(*top_);
+        else
+            eval();
         dram_.end_cycle();
     }
 
@@ -482,7 +483,7 @@ class StdDevice final : public Device {
     Dram dram_;
     std::vector<uint8_t> wbuf_, sbuf_;
     RootEval<Top> root_eval_ = nullptr;
-    LowClock<Top> low_clock_ = nullptr;
+    RiseEval<Top> rise_eval_ = nullptr;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -764,7 +765,7 @@ inline bool parse_dram_args(int argc, char** argv, DramConfig* cfg, std::string*
 }
 
 template <class Top>
-int harness_main(int argc, char** argv, RootEval<Top> root_eval = nullptr, LowClock<Top> low_clock = nullptr) {
+int harness_main(int argc, char** argv, RootEval<Top> root_eval = nullptr, RiseEval<Top> rise_eval = nullptr) {
     // The protocol owns the original stdout; everything else printing to fd 1 goes to stderr.
     int proto_out = ::dup(1);
     ::dup2(2, 1);
@@ -774,7 +775,7 @@ int harness_main(int argc, char** argv, RootEval<Top> root_eval = nullptr, LowCl
         std::fprintf(stderr, "harness: %s\n", err.c_str());
         return 2;
     }
-    StdDevice<Top> dev(cfg, argc, argv, root_eval, low_clock);
+    StdDevice<Top> dev(cfg, argc, argv, root_eval, rise_eval);
     Pipe pipe(0, proto_out);
     return serve(dev, pipe);
 }
