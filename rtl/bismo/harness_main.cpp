@@ -1,11 +1,27 @@
 // Native harness of the BISMO overlay: the shared clock loop, DRAM model and pipe protocol.
 #include "Vbismo_top.h"
+#include "Vbismo_top___024root.h"
 #include "hil_harness.h"
 
 // The model's evaluation as Vbismo_top::eval() calls it, without that call's per-call bookkeeping
 // (hil_harness.h, RootEval): the overlay has no classes and runs on one thread.
 void Vbismo_top___024root___eval(Vbismo_top___024root* vlSelf);
+void Vbismo_top___024root___eval_ico(Vbismo_top___024root* vlSelf);
+void Vbismo_top___024root___eval_nba(Vbismo_top___024root* vlSelf);
+
+// One evaluation per cycle (hil_harness.h, RiseEval): the overlay is clocked on the rising edge only
+// (its one trigger), and of its outputs only reg_rdata depends combinationally on an input.
+static void rise(Vbismo_top& top) {
+    Vbismo_top___024root* r = top.rootp;
+    r->__VicoTriggered[0] = 1;
+    Vbismo_top___024root___eval_ico(r);
+    r->__VnbaTriggered[0] = 1;
+    Vbismo_top___024root___eval_nba(r);
+    r->__VnbaTriggered[0] = 0;
+    r->__Vtrigprevexpr___TOP__clk__0 = 1;
+}
 
 int main(int argc, char** argv) {
-    return hil::harness_main<Vbismo_top>(argc, argv, [](Vbismo_top& top) { Vbismo_top___024root___eval(top.rootp); });
+    return hil::harness_main<Vbismo_top>(
+        argc, argv, [](Vbismo_top& top) { Vbismo_top___024root___eval(top.rootp); }, rise);
 }
