@@ -12,13 +12,7 @@ void Vbismo_top___024root___eval_nba(Vbismo_top___024root* vlSelf);
 // One evaluation per cycle (hil_harness.h, RiseEval): the overlay is clocked on the rising edge only
 // (its one trigger), and of its outputs only reg_rdata depends combinationally on an input.
 static void rise(Vbismo_top& top) {
-    Vbismo_top___024root* r = top.rootp;
-    r->__VicoTriggered[0] = 1;
-    Vbismo_top___024root___eval_ico(r);
-    r->__VnbaTriggered[0] = 1;
-    Vbismo_top___024root___eval_nba(r);
-    r->__VnbaTriggered[0] = 0;
-    r->__Vtrigprevexpr___TOP__clk__0 = 1;
+    hil::rise_eval(top.rootp, Vbismo_top___024root___eval_ico, Vbismo_top___024root___eval_nba);
 }
 
 int main(int argc, char** argv) {

@@ -12,13 +12,7 @@ void Vbitfusion_top___024root___eval_nba(Vbitfusion_top___024root* vlSelf);
 // One evaluation per cycle (hil_harness.h, RiseEval): the design is clocked on the rising edge only
 // (its one trigger), and of its outputs only reg_rdata depends combinationally on an input.
 static void rise(Vbitfusion_top& top) {
-    Vbitfusion_top___024root* r = top.rootp;
-    r->__VicoTriggered[0] = 1;
-    Vbitfusion_top___024root___eval_ico(r);
-    r->__VnbaTriggered[0] = 1;
-    Vbitfusion_top___024root___eval_nba(r);
-    r->__VnbaTriggered[0] = 0;
-    r->__Vtrigprevexpr___TOP__clk__0 = 1;
+    hil::rise_eval(top.rootp, Vbitfusion_top___024root___eval_ico, Vbitfusion_top___024root___eval_nba);
 }
 
 int main(int argc, char** argv) {

@@ -372,11 +372,24 @@ using RootEval = void (*)(Top&);
 // never writes them (Verilator's ico: only reg_rdata in our designs) and they are already settled by
 // the previous edge; and (3) the edge's evaluation runs the input region, then the sequential one,
 // once each, and leaves the edge detector's copy of the clock at 1 (what Verilator's trigger loop
-// does, without computing the triggers twice and looping: rtl/bismo/harness_main.cpp).
+// does, without computing the triggers twice and looping: rise_eval below).
 // HIL_HARNESS_EVAL_LOW=1 in the harness's environment brings the two plain evaluations back;
 // tests/test_rtl_low_clock.py compares every counter both ways (issue 19, third pass).
 template <class Top>
 using RiseEval = void (*)(Top&);
+
+// (3) for a Verilator 5 model, given its root and its generated input-combinational (`_eval_ico`)
+// and sequential (`_eval_nba`) functions. The names of the trigger fields are Verilator's internals:
+// a Verilator that renames them fails to compile the harness rather than run it wrong.
+template <class Root>
+inline void rise_eval(Root* r, void (*ico)(Root*), void (*nba)(Root*)) {
+    r->__VicoTriggered[0] = 1;
+    ico(r);
+    r->__VnbaTriggered[0] = 1;
+    nba(r);
+    r->__VnbaTriggered[0] = 0;
+    r->__Vtrigprevexpr___TOP__clk__0 = 1;
+}
 
 template <class Top>
 class StdDevice final : public Device {
