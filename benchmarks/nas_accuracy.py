@@ -29,8 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nas_search import measure, protocol
-from nas_table2 import DEVICES, INVENTORY
+from nas_search import protocol
+from nas_table2 import DEVICES, INVENTORY, measure_everywhere
 
 from hil.calibration import measure_session
 from hil.devices.host.targets import open_target, settings_for
@@ -88,17 +88,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         predicted[d][V2] = sum(entries[w.key] for w in v2.layers)
         v2_lut[d] = {"from_lut": sum(w.key in table for w in v2.layers), "measured_now": len(missing),
                      "entries_ms": entries}
-    unique = list({n.key: n for n in names.values()}.values())
-    measured: dict[str, dict[str, float]] = {}
-    per_session: dict[str, list[dict[str, float]]] = {}
-    for d in DEVICES:
-        n = 1 if d == "bismo-edge" else args.sessions
-        per_session[d] = []
-        for i in range(n):
-            _log(f"measuring {len(unique)} networks on {d}, session {i + 1}/{n}")
-            ms = measure(args.db, unique, d, inv, tag="nas_acc", index=i)
-            per_session[d].append({k: ms[net.key] for k, net in names.items()})
-        measured[d] = {k: statistics.median(s[k] for s in per_session[d]) for k in names}
+    measured, per_session = measure_everywhere(args.db, names, inv, args.sessions, "nas_acc")
     report = {"argv": sys.argv, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "loadavg_end": os.getloadavg(), "resolution": args.resolution, "width": args.width,
               "db": str(args.db), "predicted_ms": predicted, "measured_ms": measured,

@@ -94,6 +94,25 @@ def search(args: argparse.Namespace, db: Path, device: str) -> dict[str, Any]:
     return row
 
 
+def measure_everywhere(db: Path, nets: dict[str, Any], inv: Path, sessions: int, tag: str
+                       ) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[str, float]]]]:
+    """Every named network measured on every device: per device the median over its sessions, and
+    each session's times. A simulation is deterministic: one session; timed devices: `sessions`, each
+    in its own shuffled order. Networks with one key (two devices may derive the same arch) run once."""
+    unique = list({n.key: n for n in nets.values()}.values())
+    measured: dict[str, dict[str, float]] = {}
+    per_session: dict[str, list[dict[str, float]]] = {}
+    for col in DEVICES:
+        n = 1 if col == "bismo-edge" else sessions
+        per_session[col] = []
+        for i in range(n):
+            _log(f"measuring {len(unique)} network(s) on {col}, session {i + 1}/{n}")
+            ms = measure(db, unique, col, inv, tag=tag, index=i)
+            per_session[col].append({name: ms[net.key] for name, net in nets.items()})
+        measured[col] = {name: statistics.median(s[name] for s in per_session[col]) for name in nets}
+    return measured, per_session
+
+
 def table(rows: list[dict[str, Any]], measured: dict[str, dict[str, float]],
           predicted: dict[str, dict[str, float]]) -> tuple[list[str], dict[str, bool]]:
     """Markdown lines of the 3x3 table, and per measuring device whether its own arch is fastest."""
@@ -165,20 +184,8 @@ def main() -> int:
         lats = {dev: open_latency(store, dev, args.resolution, args.width) for dev in DEVICES}
     space = lats[DEVICES[0]].space
     nets = {r["device"]: space.network(r["arch"]) for r in rows}
-    unique = list({n.key: n for n in nets.values()}.values())  # two devices may derive the same arch
-    measured: dict[str, dict[str, float]] = {}
-    predicted: dict[str, dict[str, float]] = {}
-    per_session: dict[str, list[dict[str, float]]] = {}
-    for col in DEVICES:
-        # a simulation is deterministic: one session; timed devices: --sessions, each its own shuffled order
-        n = 1 if col == "bismo-edge" else args.sessions
-        per_session[col] = []
-        for i in range(n):
-            _log(f"measuring {len(unique)} network(s) on {col}, session {i + 1}/{n}")
-            ms = measure(db, unique, col, inv, tag="nas_table2", index=i)
-            per_session[col].append({r["device"]: ms[nets[r["device"]].key] for r in rows})
-        measured[col] = {r["device"]: statistics.median(s[r["device"]] for s in per_session[col]) for r in rows}
-        predicted[col] = {r["device"]: lats[col].arch(r["arch"])[0] for r in rows}
+    measured, per_session = measure_everywhere(db, nets, inv, args.sessions, "nas_table2")
+    predicted = {col: {r["device"]: lats[col].arch(r["arch"])[0] for r in rows} for col in DEVICES}
     lines, own = table(rows, measured, predicted)
     # in how many sessions each column's own arch was the fastest (ties count)
     own_sessions = {col: sum(all(s[col] <= v for v in s.values()) for s in per_session[col]) for col in DEVICES}
@@ -186,7 +193,8 @@ def main() -> int:
                                                              for c in DEVICES) + " | |")
     report.update(searches=rows, measured_ms=measured, predicted_ms=predicted, own_arch_fastest=own,
                   measured_per_session=per_session, own_fastest_sessions=own_sessions,
-                  distinct_archs=len(unique), wall_s=time.perf_counter() - t0, loadavg_end=os.getloadavg())
+                  distinct_archs=len({n.key for n in nets.values()}), wall_s=time.perf_counter() - t0,
+                  loadavg_end=os.getloadavg())
     name = "table2-remeasured.json" if args.measure_only else "table2.json"
     (args.out / name).write_text(json.dumps(report, indent=1) + "\n")
     print("\n".join(lines))
