@@ -79,18 +79,27 @@ def shape_a(args: argparse.Namespace, store: Any, inv: Any) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def _versus_fixed(args: argparse.Namespace, store: Any, inv: Any, base: SearchConfig, bits: int, kind: str,
+                  prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fixed `bits`/`bits` on `base`'s device, then a search whose absolute budget is that fixed
+    policy's own `kind` cost (equal or lower latency or energy); both get the same final fine-tune."""
+    _log(f"fixed {bits} bits on {base.device}, seed {base.seed}")
+    f = fixed(base, bits, args.out / f"{prefix}-fixed{bits}-s{base.seed}", store, inv, log=_log)
+    cost, unit = ((f["predicted"]["latency_ms"], "ms") if kind == "latency" else
+                  (f["predicted"]["energy_uj"], "uJ"))
+    _log(f"search at <= {cost:.6g} {unit} (fixed {bits}'s {kind}), seed {base.seed}")
+    s = search(replace(base, budget=f"{kind}={cost:.9g}{unit}"), args.out / f"{prefix}-haq{bits}-s{base.seed}",
+               store, inv, progress=_progress, log=_log)
+    return f, s
+
+
 def shape_b(args: argparse.Namespace, store: Any, inv: Any) -> dict[str, Any]:
     rows = []
     for seed in args.seeds:
         for bits in args.fixed_bits:
             base = _cfg(args, args.v1, args.device, "latency=1.0", seed)
-            _log(f"fixed {bits} bits on {args.device}, seed {seed}")
-            f = fixed(base, bits, args.out / f"b-fixed{bits}-s{seed}", store, inv, log=_log)
-            lat = f["predicted"]["latency_ms"]
-            _log(f"search at <= {lat:.6g} ms (fixed {bits}'s latency), seed {seed}")
-            s = search(replace(base, budget=f"latency={lat:.9g}ms"), args.out / f"b-haq{bits}-s{seed}", store, inv,
-                       progress=_progress, log=_log)
-            rows.append({"seed": seed, "bits": bits, "fixed_latency_ms": lat,
+            f, s = _versus_fixed(args, store, inv, base, bits, "latency", "b")
+            rows.append({"seed": seed, "bits": bits, "fixed_latency_ms": f["predicted"]["latency_ms"],
                          "fixed_test_acc": f["accuracy"]["test_after_finetune"],
                          "haq_latency_ms": s["predicted"]["latency_ms"],
                          "haq_simulated_ms": s["simulated"]["latency_ms"],
@@ -128,13 +137,8 @@ def shape_d(args: argparse.Namespace, store: Any, inv: Any) -> dict[str, Any]:
     for seed in args.seeds:
         for bits in args.fixed_bits:
             base = _cfg(args, args.v1, "bitfusion-spatial", "energy=1.0", seed)
-            _log(f"fixed {bits} bits on bitfusion-spatial, seed {seed}")
-            f = fixed(base, bits, args.out / f"d-fixed{bits}-s{seed}", store, inv, log=_log)
-            energy = f["predicted"]["energy_uj"]
-            _log(f"search at <= {energy:.6g} uJ (fixed {bits}'s energy), seed {seed}")
-            s = search(replace(base, budget=f"energy={energy:.9g}uJ"), args.out / f"d-haq{bits}-s{seed}", store,
-                       inv, progress=_progress, log=_log)
-            rows.append({"seed": seed, "bits": bits, "fixed_energy_uj": energy,
+            f, s = _versus_fixed(args, store, inv, base, bits, "energy", "d")
+            rows.append({"seed": seed, "bits": bits, "fixed_energy_uj": f["predicted"]["energy_uj"],
                          "fixed_latency_ms": f["predicted"]["latency_ms"],
                          "fixed_test_acc": f["accuracy"]["test_after_finetune"],
                          "haq_energy_uj": s["predicted"]["energy_uj"],
