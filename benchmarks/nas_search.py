@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int, default=6000)
     ap.add_argument("--val-limit", type=int, default=1000)
     ap.add_argument("--arch-lr", type=float, default=1e-3, help="Adam lr of α (the paper's 1e-3 needs many steps)")
-    ap.add_argument("--loss", default="mul#log", choices=("mul#log", "add#linear"))
+    ap.add_argument("--loss", default="mul#log", choices=("mul#log", "add#linear", "add#hinge"))
     ap.add_argument("--loss-beta", type=float, default=0.3)
     ap.add_argument("--loss-lambda", type=float, default=0.1)
     ap.add_argument("--memory-only", action="store_true", help="only the per-mode memory and step time")

@@ -201,6 +201,34 @@ def test_zero_latency_weight_leaves_alpha_to_ce_alone(latency, data):
     torch.testing.assert_close(afters[0], afters[2], rtol=1e-3, atol=1e-4)
 
 
+def test_hinge_loss_binds_at_the_target():
+    # add#hinge pulls E[LAT] down only above T (slope λ/T, as add#linear), and leaves CE alone
+    # below it; add#linear keeps pulling below T
+    ce = torch.tensor(1.5, requires_grad=True)
+    for ms, slope in [(0.5, 0.0), (0.79, 0.0), (1.2, 10.0 / 0.8)]:
+        lat = torch.tensor(ms, requires_grad=True)
+        loss = LatencyLoss("add#hinge", target_ms=0.8, lam=10.0)(ce, lat)
+        g_lat, g_ce = torch.autograd.grad(loss, [lat, ce])
+        assert float(g_lat) == pytest.approx(slope) and float(g_ce) == 1.0
+        assert float(loss) == pytest.approx(1.5 + 10.0 * max(0.0, ms - 0.8) / 0.8)
+    lat = torch.tensor(0.5, requires_grad=True)
+    g_lin, = torch.autograd.grad(LatencyLoss("add#linear", target_ms=0.8, lam=10.0)(ce, lat), [lat])
+    assert float(g_lin) == pytest.approx(10.0 / 0.8)
+
+
+def test_hinge_search_below_the_target_is_the_ce_search(latency, data):
+    # a target above the space's slowest net never binds: α moves exactly as with no latency term
+    free = _arch_steps(latency, data, LatencyLoss("add#hinge", target_ms=latency.range().max_ms * 1.01,
+                                                  lam=100.0), "full_v2", steps=3)[2]
+    ce_only = _arch_steps(latency, data, LatencyLoss("add#linear", target_ms=latency.range().max_ms, lam=0.0),
+                          "full_v2", steps=3)[2]
+    torch.testing.assert_close(torch.cat(free), torch.cat(ce_only))
+    # and one at the fastest net binds: α moves toward faster ops, as add#linear's does
+    loss = LatencyLoss("add#hinge", target_ms=latency.range().min_ms, lam=100.0)
+    _, before, after = _arch_steps(latency, data, loss, "full_v2", steps=8)
+    assert float(latency.expected(after)) < float(latency.expected(before))
+
+
 # ---- memory: one path, not all ------------------------------------------------------------------
 
 def test_supernet_step_keeps_about_one_path_of_activations(data):

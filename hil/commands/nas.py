@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # torch is imported inside the commands: every `hil` invocation builds this parser.
 SPACES = ("proxyless-mobile",)
-LOSSES = ("mul#log", "add#linear")
+LOSSES = ("mul#log", "add#linear", "add#hinge")
 ARCH_UPDATES = ("gradient", "reinforce")
 
 
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--space", required=True, choices=SPACES)
     a.add_argument("--target-ms", type=float, required=True, help="target latency on that device (ms)")
     a.add_argument("--loss", choices=LOSSES, default="mul#log",
-                   help="mul#log: CE·α·(log E[LAT]/log T)^β; add#linear: CE + λ(E[LAT]−T)/T (default mul#log)")
+                   help="mul#log: CE·α·(log E[LAT]/log T)^β; add#linear: CE + λ(E[LAT]−T)/T; add#hinge: CE + "
+                        "λ·max(0, E[LAT]−T)/T, a target that binds (default mul#log)")
     a.add_argument("--epochs", type=int, default=6, help="epochs in all, warm-up included (default 6)")
     a.add_argument("--warmup-epochs", type=int, default=None,
                    help="weight-only epochs before the architecture steps (default: a third of --epochs)")
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--batch-size", type=int, default=64)
     a.add_argument("--loss-alpha", type=float, default=0.2, help="mul#log α (default 0.2)")
     a.add_argument("--loss-beta", type=float, default=0.3, help="mul#log β (default 0.3)")
-    a.add_argument("--loss-lambda", type=float, default=0.1, help="add#linear λ (default 0.1)")
+    a.add_argument("--loss-lambda", type=float, default=0.1, help="add#linear and add#hinge λ (default 0.1)")
     a.add_argument("--steps-per-epoch", type=int, default=None, metavar="N", help="cap on weight steps per epoch")
     add_nproc_arg(a)
     add_db_arg(a)

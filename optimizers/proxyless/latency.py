@@ -25,7 +25,7 @@ from hil.workload import Workload
 if TYPE_CHECKING:  # the loss works on tensors; checking a LUT and a target needs no torch
     import torch
 
-LOSSES = ("mul#log", "add#linear")
+LOSSES = ("mul#log", "add#linear", "add#hinge")
 
 
 def measure_command(device: str, space: ProxylessMobileSpace) -> str:
@@ -112,7 +112,12 @@ class SearchLatency:
 
 @dataclass(frozen=True)
 class LatencyLoss:
-    """mul#log: CE · α · (log E[LAT] / log T)^β; add#linear: CE + λ (E[LAT] − T) / T.
+    """mul#log: CE · α · (log E[LAT] / log T)^β; add#linear: CE + λ (E[LAT] − T) / T;
+    add#hinge: CE + λ max(0, E[LAT] − T) / T.
+
+    The first two keep pushing below T, so a large weight drives every search to the space's fastest
+    net whatever T is. add#hinge makes T binding (MnasNet's hard constraint, as a loss): above T it
+    pulls like add#linear, below T only CE steers, so a search for "the best net at T" ends near T.
 
     The log ratio depends on the unit. The public code took milliseconds, fine for its 20–200 ms phones,
     but below 1 ms both logs turn negative and the loss would reward slower nets; we take microseconds,
@@ -137,4 +142,5 @@ class LatencyLoss:
         if self.kind == "mul#log":
             ratio = (expected_ms * 1000.0).log() / math.log(self.target_ms * 1000.0)
             return self.alpha * ce * ratio ** self.beta
-        return ce + self.lam * (expected_ms - self.target_ms) / self.target_ms
+        over = (expected_ms - self.target_ms) / self.target_ms
+        return ce + self.lam * (over.clamp(min=0.0) if self.kind == "add#hinge" else over)
