@@ -123,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--episodes", type=int, default=150)
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--latency-episodes", type=int, default=None,
+                    help="episodes of the latency-budgeted search (default --episodes): on-demand LUT entries "
+                         "make its episodes the costly ones")
+    ap.add_argument("--latency-warmup", type=int, default=None, help="its warm-up episodes (default --warmup)")
+    ap.add_argument("--inventory", default="inventory.yaml", help="inventory file naming --device")
+    ap.add_argument("--flops-device", default=None,
+                    help="device the FLOPs-budgeted searches report their predicted speedup on (default --device); "
+                         "their policies do not depend on it, so one folder's FLOPs searches serve every device")
     ap.add_argument("--pretrain-batches", type=int, default=600)
     ap.add_argument("--finetune-batches", type=int, default=300)
     ap.add_argument("--val-limit", type=int, default=1000)
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     rows_path = out / "rows.jsonl"
     done = {json.loads(x)["row"] for x in rows_path.read_text().splitlines()} if rows_path.exists() else set()
     store = SqliteStore(args.db or out / "hil.db")
-    inv = load_inventory("inventory.yaml")
+    inv = load_inventory(args.inventory)
     proto = replace(MeasureSettings(), min_time_s=args.min_time, min_repeats=args.min_repeats, max_attempts=2)
 
     def log(msg: str) -> None:
@@ -170,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
             name = run_name(budget, bn)
             d = out / f"seed{seed}" / run_dir(budget, bn)
             cfg = replace(base, budget=budget, bn_batches=bn)
+            if budget.startswith("flops=") and args.flops_device:
+                cfg = replace(cfg, device=args.flops_device)
+            if budget.startswith("latency="):
+                cfg = replace(cfg, episodes=args.latency_episodes or args.episodes,
+                              warmup=args.warmup if args.latency_warmup is None else args.latency_warmup)
             if d != pre:  # the same trained model as the first search
                 cfg = replace(cfg, checkpoint=str(pre / "pretrained.safetensors"))
             t0 = time.perf_counter()
