@@ -89,28 +89,40 @@ def uniform_val(pre: Path, keep: dict[str, int], args: argparse.Namespace, seed:
     return res
 
 
+def _stats(per_seed: dict[int, float]) -> dict[str, Any]:
+    xs = [per_seed[s] for s in sorted(per_seed)]
+    return {"per_seed": {str(s): per_seed[s] for s in sorted(per_seed)}, "mean": statistics.mean(xs),
+            "stdev": statistics.stdev(xs) if len(xs) > 1 else None}
+
+
+SPEED = ("flops_ratio", "predicted_speedup", "measured_speedup")
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per fine-tuned policy: test accuracy per seed, mean and sample standard deviation across seeds."""
-    by: dict[str, dict[int, float]] = {}
+    """Per fine-tuned policy: test accuracy per seed, mean and sample standard deviation across seeds;
+    the same for its FLOPs ratio and predicted and measured speedup where the rows have them."""
+    by: dict[str, dict[str, dict[int, float]]] = {}
     for r in rows:
         if r["row"].startswith("finetune"):
-            by.setdefault(r["policy"], {})[r["seed"]] = r["test_after_finetune"]
-    out = {}
-    for policy, per_seed in by.items():
-        xs = [per_seed[s] for s in sorted(per_seed)]
-        out[policy] = {"per_seed": {str(s): per_seed[s] for s in sorted(per_seed)}, "mean": statistics.mean(xs),
-                       "stdev": statistics.stdev(xs) if len(xs) > 1 else None}
-    return out
+            d = by.setdefault(r["policy"], {})
+            for k in ("test_after_finetune", *SPEED):
+                if r.get(k) is not None:
+                    d.setdefault(k, {})[r["seed"]] = r[k]
+    return {policy: {**_stats(d["test_after_finetune"]), **{k: _stats(d[k]) for k in SPEED if k in d}}
+            for policy, d in by.items()}
 
 
 def summary_table(summary: dict[str, Any]) -> str:
     seeds = sorted({s for v in summary.values() for s in v["per_seed"]}, key=int)
-    lines = ["| policy | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd |",
-             "|---" * (len(seeds) + 2) + "|"]
+    speed = [k for k in SPEED if any(k in v for v in summary.values())]
+    lines = ["| policy | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± sd | "
+             + "".join(f"{k} (mean) | " for k in speed).rstrip(),
+             "|---" * (len(seeds) + 2 + len(speed)) + "|"]
     for policy, v in summary.items():
         cells = [f"{100 * v['per_seed'][s]:.2f}%" if s in v["per_seed"] else "" for s in seeds]
         sd = f" ± {100 * v['stdev']:.2f}" if v["stdev"] is not None else ""
-        lines.append(f"| {policy} | " + " | ".join(cells) + f" | {100 * v['mean']:.2f}%{sd} |")
+        extra = "".join(f" {v[k]['mean']:.3f} |" if k in v else " |" for k in speed)
+        lines.append(f"| {policy} | " + " | ".join(cells) + f" | {100 * v['mean']:.2f}%{sd} |" + extra)
     return "\n".join(lines)
 
 
