@@ -20,7 +20,14 @@ def sv_sources() -> list[Path]:
 
 
 def spec(cfg: BitFusionConfig) -> HarnessSpec:
-    return harness_spec("bitfusion", TOP, sv_sources(), MAIN_CPP, cfg.rtl_parameters())
+    from functools import partial
+
+    from hil.rtl import pgo
+
+    return harness_spec(
+        "bitfusion", TOP, sv_sources(), MAIN_CPP, cfg.rtl_parameters(),
+        train=partial(pgo.train, cfg), train_key=pgo.train_key("bitfusion"),
+    )
 
 
 def build(cfg: BitFusionConfig) -> Path:
