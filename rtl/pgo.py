@@ -8,7 +8,6 @@ sources, so a change to either rebuilds the PGO harnesses.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,8 @@ def _layers() -> list[Any]:
     from hil.lut_builder.spaces.quant_layers import mobilenet_v1_layers
 
     base = mobilenet_v1_layers("8").workloads()[::LAYER_STRIDE]
+    import dataclasses
+
     return [dataclasses.replace(q, wbits=w, abits=a) for q in base for w, a in LAYER_BITS]
 
 

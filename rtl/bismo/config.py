@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from hil.errors import ConfigError
-from hil.rtl import pgo
 from hil.rtl.common import pow2
 from hil.rtl.sim_harness import DramConfig, DramPages, harness_spec
 from hil.rtl.verilator_build import HarnessSpec
@@ -86,6 +84,10 @@ class BismoConfig:
         return {"DM": self.dm, "DN": self.dn, "DK": self.dk, "BM": self.bm, "BN": self.bn, "DW": self.dram_bits}
 
     def harness_spec(self) -> HarnessSpec:
+        from functools import partial
+
+        from hil.rtl import pgo
+
         return harness_spec(
             "bismo", "bismo_top", [SV_DIR / f for f in SV_FILES], MAIN_CPP, self.rtl_parameters(),
             train=partial(pgo.train, self), train_key=pgo.train_key("bismo"),

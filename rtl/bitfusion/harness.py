@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
-from hil.rtl import pgo
 from hil.rtl.bitfusion.config import BitFusionConfig
 from hil.rtl.sim_harness import harness_spec
 from hil.rtl.verilator_build import HarnessSpec, build_harness
@@ -22,6 +20,10 @@ def sv_sources() -> list[Path]:
 
 
 def spec(cfg: BitFusionConfig) -> HarnessSpec:
+    from functools import partial
+
+    from hil.rtl import pgo
+
     return harness_spec(
         "bitfusion", TOP, sv_sources(), MAIN_CPP, cfg.rtl_parameters(),
         train=partial(pgo.train, cfg), train_key=pgo.train_key("bitfusion"),
