@@ -134,18 +134,3 @@ def test_simulation_slots_are_served_in_arrival_order() -> None:
     stop.set()
     t.join()
     assert order.index("waiter") <= 30
-
-
-def test_pgo_is_opt_in_and_keyed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A spec with a training workload builds with PGO only under HIL_RTL_PGO=1; that build has its
-    own cache key (flags + training key), and a plain build keeps the key it had without a workload."""
-    from dataclasses import replace
-
-    plain = harness_spec("memcopy", "hil_memcopy", [HERE / "hil_memcopy.sv"], HERE / "memcopy_main.cpp", {"DW": 128})
-    trained = replace(plain, train=lambda exe: None, train_key="memcopy:1")
-    monkeypatch.delenv("HIL_RTL_PGO", raising=False)
-    assert not trained.pgo() and trained.digest() == plain.digest()
-    monkeypatch.setenv("HIL_RTL_PGO", "1")
-    assert trained.pgo() and not plain.pgo()
-    assert trained.digest() != plain.digest()
-    assert replace(trained, train_key="memcopy:2").digest() != trained.digest()

@@ -84,13 +84,8 @@ class BismoConfig:
         return {"DM": self.dm, "DN": self.dn, "DK": self.dk, "BM": self.bm, "BN": self.bn, "DW": self.dram_bits}
 
     def harness_spec(self) -> HarnessSpec:
-        from functools import partial
-
-        from hil.rtl import pgo
-
         return harness_spec(
-            "bismo", "bismo_top", [SV_DIR / f for f in SV_FILES], MAIN_CPP, self.rtl_parameters(),
-            train=partial(pgo.train, self), train_key=pgo.train_key("bismo"),
+            "bismo", "bismo_top", [SV_DIR / f for f in SV_FILES], MAIN_CPP, self.rtl_parameters()
         )
 
     def dram(self) -> DramConfig:

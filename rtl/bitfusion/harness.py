@@ -20,14 +20,7 @@ def sv_sources() -> list[Path]:
 
 
 def spec(cfg: BitFusionConfig) -> HarnessSpec:
-    from functools import partial
-
-    from hil.rtl import pgo
-
-    return harness_spec(
-        "bitfusion", TOP, sv_sources(), MAIN_CPP, cfg.rtl_parameters(),
-        train=partial(pgo.train, cfg), train_key=pgo.train_key("bitfusion"),
-    )
+    return harness_spec("bitfusion", TOP, sv_sources(), MAIN_CPP, cfg.rtl_parameters())
 
 
 def build(cfg: BitFusionConfig) -> Path:
