@@ -38,6 +38,7 @@ from hil.measure import MeasureSettings  # noqa: E402
 from hil.nets.models import mobilenet_v2, proxyless_net  # noqa: E402
 from hil.optimizers.data import Batches, fashion_mnist  # noqa: E402
 from hil.optimizers.proxyless.arch import STEM_STRIDE, plot_archs, retrain  # noqa: E402
+from hil.optimizers.proxyless.latency import LOSSES  # noqa: E402
 from hil.optimizers.proxyless.memory import saved_bytes  # noqa: E402
 from hil.optimizers.proxyless.run import build_supernet, open_latency, run_search  # noqa: E402
 from hil.optimizers.proxyless.search import SearchConfig  # noqa: E402
@@ -123,7 +124,7 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int, default=6000)
     ap.add_argument("--val-limit", type=int, default=1000)
     ap.add_argument("--arch-lr", type=float, default=1e-3, help="Adam lr of α (the paper's 1e-3 needs many steps)")
-    ap.add_argument("--loss", default="mul#log", choices=("mul#log", "add#linear", "add#hinge"))
+    ap.add_argument("--loss", default="mul#log", choices=LOSSES)
     ap.add_argument("--loss-beta", type=float, default=0.3)
     ap.add_argument("--loss-lambda", type=float, default=0.1)
     ap.add_argument("--memory-only", action="store_true", help="only the per-mode memory and step time")

@@ -201,6 +201,14 @@ def test_zero_latency_weight_leaves_alpha_to_ce_alone(latency, data):
     torch.testing.assert_close(afters[0], afters[2], rtol=1e-3, atol=1e-4)
 
 
+def test_the_cli_offers_exactly_the_losses_the_search_knows():
+    # the parser keeps its own tuple so that `hil` starts without importing the optimizer
+    from hil.commands import nas as cli
+    from hil.optimizers.proxyless import latency as lat
+
+    assert cli.LOSSES == lat.LOSSES
+
+
 def test_hinge_loss_binds_at_the_target():
     # add#hinge pulls E[LAT] down only above T (slope λ/T, as add#linear), and leaves CE alone
     # below it; add#linear keeps pulling below T

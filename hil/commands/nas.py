@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # torch is imported inside the commands: every `hil` invocation builds this parser.
 SPACES = ("proxyless-mobile",)
-LOSSES = ("mul#log", "add#linear", "add#hinge")
+LOSSES = ("mul#log", "add#linear", "add#hinge")  # = optimizers/proxyless/latency.py LOSSES (tested)
 ARCH_UPDATES = ("gradient", "reinforce")
 
 
