@@ -3,11 +3,16 @@ starting an accelerator's cached Verilator harness."""
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from hil.errors import ConfigError
+from hil.rtl import pgo
 from hil.rtl.interface import RegisterInterface
 from hil.rtl.sim_harness import DramConfig
 from hil.rtl.verilator_build import HarnessSpec
@@ -39,12 +44,19 @@ class HarnessDriver:
         self.max_cycles = max_cycles
         self._describe: dict[str, Any] = {}
         if regs is None:
-            regs, self._describe = start_harness(self._harness_spec(), cfg.dram(), cfg.name)
+            regs, self._describe = start_harness(self._trained(self._harness_spec()), cfg.dram(), cfg.name)
         self.regs = regs
         self._check_hardware()
 
     def _harness_spec(self) -> HarnessSpec:
         raise NotImplementedError
+
+    def _trained(self, spec: HarnessSpec) -> HarnessSpec:
+        """`spec` with this driver's PGO training (used only under $HIL_RTL_PGO=1; rtl/pgo.py), keyed
+        by the workload's and this driver's source."""
+        source = Path(sys.modules[type(self).__module__].__file__ or "")
+        return dataclasses.replace(spec, train=partial(_train, type(self), self.cfg),
+                                   train_key=pgo.train_key(spec.name, source))
 
     def _check_hardware(self) -> None:
         raise NotImplementedError
@@ -65,6 +77,22 @@ class HarnessDriver:
 
     def close(self) -> None:
         self.regs.close()
+
+
+def _train(driver: type[HarnessDriver], cfg: Any, exe: Path) -> None:
+    """PGO training: the driver on the instrumented harness `exe`, through rtl/pgo.py's workload."""
+    from hil.rtl.sim_harness import SimHarness
+
+    regs = SimHarness(exe, cfg.dram(), name=f"{cfg.name}-pgo-training")
+    try:
+        acc = driver(cfg, regs)
+    except BaseException:
+        regs.close()
+        raise
+    try:
+        pgo.drive(acc)
+    finally:
+        acc.close()
 
 
 def start_harness(spec: HarnessSpec, dram: DramConfig, name: str) -> tuple[RegisterInterface, dict[str, Any]]:

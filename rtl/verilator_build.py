@@ -17,13 +17,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hil.errors import HilError
 
 CACHE_ENV = "HIL_RTL_CACHE"
+# "1": build harnesses that have a training workload with gcc profile-guided optimisation (see
+# build_harness); anything else, or unset: the plain build.
+PGO_ENV = "HIL_RTL_PGO"
+# g++ flags of the two PGO passes (make variables, so Verilator's generated makefile is not touched).
+PGO_GENERATE = "-fprofile-generate"
+PGO_USE = ("-fprofile-use", "-fprofile-partial-training", "-Wno-missing-profile")
 
 # Verilator and C++ flags of every harness build; hashed into the cache key with the spec's own.
 # OPT_FAST: verilated.mk compiles the harness main (hil_harness.h's clock loop and DRAM model, ~10 %
@@ -101,6 +107,14 @@ class HarnessSpec:
     # C++ headers the main includes (e.g. rtl/harness/hil_harness.h): hashed, and their folders
     # put on the compiler's include path.
     headers: Sequence[Path] = ()
+    # PGO training (used when $HIL_RTL_PGO=1): a fixed, deterministic workload that drives the
+    # instrumented harness at the given path, and a key naming everything it depends on (its
+    # workload and source), hashed into the cache key of a PGO build.
+    train: Callable[[Path], None] | None = field(default=None, compare=False, repr=False)
+    train_key: str = ""
+
+    def pgo(self) -> bool:
+        return self.train is not None and os.environ.get(PGO_ENV, "") == "1"
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -112,6 +126,8 @@ class HarnessSpec:
         h.update(repr(BUILD_FLAGS).encode())
         h.update(self.top.encode())
         h.update(verilator_version().encode())
+        if self.pgo():  # a plain build keeps the key it had before PGO existed
+            h.update(repr(("pgo", PGO_GENERATE, PGO_USE, self.train_key)).encode())
         return h.hexdigest()[:20]
 
 
@@ -132,6 +148,8 @@ def build_harness(spec: HarnessSpec, jobs: int | None = None) -> Path:
             *[a for v in make_overrides(env) for a in ("-MAKEFLAGS", v)],
             *spec.extra_flags,
         ]
+        if spec.pgo():
+            args += ["-MAKEFLAGS", f"USER_CPPFLAGS={PGO_GENERATE}", "-MAKEFLAGS", f"USER_LDFLAGS={PGO_GENERATE}"]
         for inc in sorted({str(Path(h).resolve().parent) for h in spec.headers}):
             args += ["-CFLAGS", f"-I{inc}"]
         args += [f"-G{k}={int(v)}" for k, v in spec.parameters.items()]
@@ -140,6 +158,8 @@ def build_harness(spec: HarnessSpec, jobs: int | None = None) -> Path:
         if proc.returncode != 0 or not (work / "harness").exists():
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
             raise RtlBuildError(f"Verilator build of {spec.name} ({spec.top}) failed:\n{tail}")
+        if spec.pgo():
+            _pgo_rebuild(spec, work, env, jobs)
         (work / "obj").rename(work / "obj.done")
         shutil.rmtree(work / "obj.done", ignore_errors=True)  # keep only the binary
         try:
@@ -151,3 +171,28 @@ def build_harness(spec: HarnessSpec, jobs: int | None = None) -> Path:
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _pgo_rebuild(spec: HarnessSpec, work: Path, env: dict[str, str], jobs: int | None) -> None:
+    """Second pass of a PGO build: run the training workload on the instrumented harness (its .gcda
+    profiles land next to the objects in work/obj), then recompile every object with -fprofile-use."""
+    assert spec.train is not None
+    exe, obj = work / "harness", work / "obj"
+    try:
+        spec.train(exe)
+    except Exception as e:
+        raise RtlBuildError(f"PGO training of {spec.name} ({spec.top}) failed: {e}") from e
+    if not any(obj.glob("*.gcda")):
+        raise RtlBuildError(f"PGO training of {spec.name} ({spec.top}) wrote no profile")
+    for pattern in ("*.o", "*.a", "*.gch", "*.d"):
+        for f in obj.glob(pattern):
+            f.unlink()
+    exe.unlink()
+    cmd = [
+        "make", "-C", str(obj), "-f", f"V{spec.top}.mk", "-j", str(jobs or os.cpu_count() or 1),
+        "OPT_FAST=-O3", *make_overrides(env), "USER_CPPFLAGS=" + " ".join(PGO_USE),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0 or not exe.exists():
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
+        raise RtlBuildError(f"PGO rebuild of {spec.name} ({spec.top}) failed:\n{tail}")

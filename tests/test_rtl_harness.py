@@ -134,3 +134,47 @@ def test_simulation_slots_are_served_in_arrival_order() -> None:
     stop.set()
     t.join()
     assert order.index("waiter") <= 30
+
+
+def test_pgo_is_opt_in_and_keyed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spec with a training workload builds with PGO only under HIL_RTL_PGO=1; that build has its
+    own cache key (flags + training key), and a plain build keeps the key it had without a workload."""
+    from dataclasses import replace
+
+    plain = harness_spec("memcopy", "hil_memcopy", [HERE / "hil_memcopy.sv"], HERE / "memcopy_main.cpp", {"DW": 128})
+    trained = replace(plain, train=lambda exe: None, train_key="memcopy:1")
+    monkeypatch.delenv("HIL_RTL_PGO", raising=False)
+    assert not trained.pgo() and trained.digest() == plain.digest()
+    monkeypatch.setenv("HIL_RTL_PGO", "1")
+    assert trained.pgo() and not plain.pgo()
+    assert trained.digest() != plain.digest()
+    assert replace(trained, train_key="memcopy:2").digest() != trained.digest()
+
+
+def test_pgo_build_trains_rebuilds_and_simulates_the_same(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                         memcopy_exe: Path) -> None:
+    """The whole PGO path on the small copy engine: the instrumented binary runs the training
+    workload, writes a profile, the objects are rebuilt with it, and the result counts the same
+    cycles and moves the same bytes as the plain build."""
+    monkeypatch.setenv("HIL_RTL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HIL_RTL_PGO", "1")
+    dram = DramConfig(bytes_per_cycle=8, latency=5, size=1 << 20)
+    trained: list[Path] = []
+
+    def train(exe: Path) -> None:
+        trained.append(exe)
+        with SimHarness(exe, dram) as hw:
+            _copy(hw, 0, 0x8000, 64)
+
+    spec = harness_spec("memcopy", "hil_memcopy", [HERE / "hil_memcopy.sv"], HERE / "memcopy_main.cpp", {"DW": 128},
+                        train=train, train_key="memcopy-test:1")
+    exe = build_harness(spec)
+    assert len(trained) == 1 and exe != memcopy_exe
+    data = np.random.default_rng(1).integers(0, 256, 128 * BEAT, dtype=np.uint8)
+    results = []
+    for binary in (memcopy_exe, exe):
+        with SimHarness(binary, dram) as hw:
+            hw.write_mem(0x100, data)
+            results.append((_copy(hw, 0x100, 0x10000, 128), hw.read_mem(0x10000, data.size).tobytes(), hw.stats()))
+    assert results[0] == results[1] and results[1][1] == data.tobytes()
+    assert build_harness(spec) == exe and len(trained) == 1  # cached: no second training
