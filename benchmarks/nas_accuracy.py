@@ -8,6 +8,10 @@ retrained with one longer schedule, against MobileNet-V2 at the same width and r
     # accuracy: the `hil nas retrain --json` / `hil train --json` outputs, joined with the latency
     .venv/bin/python benchmarks/nas_accuracy.py report --latency /tmp/nasacc-meas/latency.json \
         --retrained /tmp/nasacc-out --out docs/img/nas-table2-accuracy.json
+    # at matched latency: each device's LUT, then one search per device with MobileNet-V2's LUT
+    # prediction there as the target (add#hinge by default); then `measure --runs OUT` as above
+    nice -n 19 .venv/bin/python benchmarks/nas_accuracy.py matched --out /tmp/nasm --epochs 6 \
+        --warmup-epochs 1 --steps-per-epoch 24 --arch-every 1 --train-limit 4096 --val-limit 512
 
 --db is a copy of one nas_table2 run's store (its three LUTs); every architecture is predicted with
 that LUT. Networks are measured at the LUT's geometry (3 channels, 1000 classes, stem stride 2), as
@@ -29,8 +33,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nas_search import protocol
-from nas_table2 import DEVICES, INVENTORY, measure_everywhere
+from nas_search import build_lut, protocol
+from nas_table2 import DEVICES, INVENTORY, add_search_args, measure_everywhere, search
 
 from hil.calibration import measure_session
 from hil.devices.host.targets import open_target, settings_for
@@ -62,13 +66,30 @@ def measure_blocks(db: Path, layers: list[Workload], device: str, inv: Path) -> 
     return s.latency_ms
 
 
+def v2_prediction(db: Path, device: str, inv: Path, res: int, width: float) -> tuple[float, dict[str, Any]]:
+    """MobileNet-V2's LUT prediction on `device`: the blocks its proxyless-mobile LUT lacks are measured
+    now with the LUT's protocol (they are not in the space) and summed with the entries it has."""
+    v2 = v2_network(res, width)
+    with open_store(str(db)) as store:
+        table = open_latency(store, device, res, width).model.table
+    missing = [w for w in {w.key: w for w in v2.layers}.values() if w.key not in table]
+    _log(f"{device}: measuring {len(missing)} MobileNet-V2 blocks missing from its LUT")
+    new = measure_blocks(db, missing, device, inv)
+    entries = {w.key: table[w.key] if w.key in table else new[w.key] for w in v2.layers}
+    return sum(entries[w.key] for w in v2.layers), {"from_lut": sum(w.key in table for w in v2.layers),
+                                                    "measured_now": len(missing), "entries_ms": entries}
+
+
+def v2_network(res: int, width: float) -> Any:
+    """MobileNet-V2 at the LUT's geometry (3 channels, 1000 classes, the space's stem stride)."""
+    return mobilenet_v2(width, input_size=res, in_channels=3, classes=1000, stem_stride=STEM_STRIDE).network()
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     inv = args.out / "inventory.yaml"
     inv.write_text(INVENTORY)
-    v2 = mobilenet_v2(args.width, input_size=args.resolution, in_channels=3, classes=1000,
-                      stem_stride=STEM_STRIDE).network()
-    names = {V2: v2}
+    names = {V2: v2_network(args.resolution, args.width)}
     predicted: dict[str, dict[str, float]] = {d: {} for d in DEVICES}
     v2_lut: dict[str, dict[str, Any]] = {}
     with open_store(str(args.db)) as store:
@@ -80,14 +101,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
             for d in DEVICES:
                 predicted[d][name] = lats[d].arch(row["arch"])[0]
     for d in DEVICES:
-        table = lats[d].model.table
-        missing = [w for w in {w.key: w for w in v2.layers}.values() if w.key not in table]
-        _log(f"{d}: measuring {len(missing)} MobileNet-V2 blocks missing from its LUT")
-        new = measure_blocks(args.db, missing, d, inv)
-        entries = {w.key: table[w.key] if w.key in table else new[w.key] for w in v2.layers}
-        predicted[d][V2] = sum(entries[w.key] for w in v2.layers)
-        v2_lut[d] = {"from_lut": sum(w.key in table for w in v2.layers), "measured_now": len(missing),
-                     "entries_ms": entries}
+        predicted[d][V2], v2_lut[d] = v2_prediction(args.db, d, inv, args.resolution, args.width)
     measured, per_session = measure_everywhere(args.db, names, inv, args.sessions, "nas_acc")
     report = {"argv": sys.argv, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "loadavg_end": os.getloadavg(), "resolution": args.resolution, "width": args.width,
@@ -95,6 +109,31 @@ def cmd_measure(args: argparse.Namespace) -> int:
               "measured_per_session": per_session, "mobilenet_v2_lut": v2_lut}
     (args.out / "latency.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({"predicted_ms": predicted, "measured_ms": measured}, indent=1))
+    return 0
+
+
+def cmd_matched(args: argparse.Namespace) -> int:
+    """Each device's LUT built, then one search per device whose target is MobileNet-V2's LUT prediction
+    there (the binding add#hinge loss by default): Table 2's "at matched latency". Writes OUT/table2.json
+    in nas_table2.py's form, so `measure --runs OUT` measures the results beside MobileNet-V2."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    db, inv = args.out / "hil.db", args.out / "inventory.yaml"
+    inv.write_text(INVENTORY)
+    report: dict[str, Any] = {"argv": sys.argv, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                              "loadavg_start": os.getloadavg(), "matched_to": V2, "targets_ms": {}}
+    for d in DEVICES:
+        _log(f"LUT on {d}")
+        build_lut(db, args.resolution, args.width, d, inv)
+    rows = []
+    for d in DEVICES:
+        target, _ = v2_prediction(db, d, inv, args.resolution, args.width)
+        report["targets_ms"][d] = target
+        _log(f"search on {d}, target {target:.4g} ms ({V2}'s LUT prediction)")
+        rows.append(search(args, db, d, target))
+        _log(f"  {d}: {','.join(rows[-1]['arch'])}")
+        (args.out / "table2.partial.json").write_text(json.dumps(rows, indent=1))
+    report.update(searches=rows, loadavg_end=os.getloadavg())
+    (args.out / "table2.json").write_text(json.dumps(report, indent=1) + "\n")
     return 0
 
 
@@ -151,6 +190,10 @@ def main() -> int:
     m.add_argument("--width", type=float, default=0.25)
     m.add_argument("--out", type=Path, default=Path("/tmp/nasacc-meas"))
     m.set_defaults(func=cmd_measure)
+    mt = sub.add_parser("matched", help="searches whose target is MobileNet-V2's latency on each device")
+    add_search_args(mt, loss="add#hinge")
+    mt.add_argument("--out", type=Path, required=True)
+    mt.set_defaults(func=cmd_matched)
     r = sub.add_parser("report")
     r.add_argument("--latency", type=Path, required=True)
     r.add_argument("--retrained", type=Path, required=True)

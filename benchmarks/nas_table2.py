@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from nas_search import ROOT, build_lut, measure
 
-from hil.optimizers.proxyless.latency import open_latency
+from hil.optimizers.proxyless.latency import LOSSES, open_latency
 from hil.store import open_store
 
 DEVICES = ("local-cpu", "tflite-int8", "bismo-edge")
@@ -70,10 +70,13 @@ def _hil(*args: str) -> dict[str, Any]:
     return json.loads(p.stdout)
 
 
-def search(args: argparse.Namespace, db: Path, device: str) -> dict[str, Any]:
+def search(args: argparse.Namespace, db: Path, device: str, target: float | None = None) -> dict[str, Any]:
+    """One `hil nas search` on `device` (target: given, or --target-frac of its range), then optionally
+    the derived arch retrained (--retrain-epochs)."""
     with open_store(str(db)) as store:
         rng = open_latency(store, device, args.resolution, args.width).range()
-    target = rng.min_ms + args.target_frac * (rng.max_ms - rng.min_ms)
+    if target is None:
+        target = rng.min_ms + args.target_frac * (rng.max_ms - rng.min_ms)
     out = args.out / f"search-{device}"
     t0 = time.perf_counter()
     _hil("nas", "search", "--device", device, "--space", "proxyless-mobile", "--resolution", str(args.resolution),
@@ -132,13 +135,11 @@ def table(rows: list[dict[str, Any]], measured: dict[str, dict[str, float]],
     return lines, own_fastest
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("/tmp/nas-table2"))
+def add_search_args(p: argparse.ArgumentParser, loss: str = "add#linear") -> None:
+    """The search's geometry and schedule (`search` reads them), shared with nas_accuracy.py."""
     p.add_argument("--resolution", type=int, default=32)
     p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--target-frac", type=float, default=0.2, help="target at this fraction of each device's range")
-    p.add_argument("--loss", default="add#linear", choices=("mul#log", "add#linear"))
+    p.add_argument("--loss", default=loss, choices=LOSSES)
     p.add_argument("--loss-lambda", type=float, default=10.0)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--warmup-epochs", type=int, default=1)
@@ -149,6 +150,13 @@ def main() -> int:
     p.add_argument("--val-limit", type=int, default=512)
     p.add_argument("--retrain-epochs", type=int, default=0, help="0: no retraining (no accuracy column)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("/tmp/nas-table2"))
+    add_search_args(p)
+    p.add_argument("--target-frac", type=float, default=0.2, help="target at this fraction of each device's range")
     p.add_argument("--measure-only", action="store_true",
                    help="measure the archs of OUT/table2.json again (writes OUT/table2-remeasured.json)")
     p.add_argument("--sessions", type=int, default=1,
