@@ -19,7 +19,7 @@ import platform
 import struct
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -116,8 +116,6 @@ def harness_spec(
     main_cpp: Path,
     parameters: Mapping[str, int],
     extra_flags: Sequence[str] = (),
-    train: Callable[[Path], None] | None = None,
-    train_key: str = "",
 ) -> HarnessSpec:
     """A HarnessSpec whose main includes the shared hil_harness.h (hashed into the cache key), compiled
     for this host's CPU (`host_cflags`)."""
@@ -129,8 +127,6 @@ def harness_spec(
         parameters=dict(parameters),
         extra_flags=[*host_cflags(), *extra_flags],
         headers=[HARNESS_HEADER],
-        train=train,
-        train_key=train_key,
     )
 
 
