@@ -6,6 +6,7 @@ for the Verilator build.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -139,8 +140,6 @@ def test_simulation_slots_are_served_in_arrival_order() -> None:
 def test_pgo_is_opt_in_and_keyed(monkeypatch: pytest.MonkeyPatch) -> None:
     """A spec with a training workload builds with PGO only under HIL_RTL_PGO=1; that build has its
     own cache key (flags + training key), and a plain build keeps the key it had without a workload."""
-    from dataclasses import replace
-
     plain = harness_spec("memcopy", "hil_memcopy", [HERE / "hil_memcopy.sv"], HERE / "memcopy_main.cpp", {"DW": 128})
     trained = replace(plain, train=lambda exe: None, train_key="memcopy:1")
     monkeypatch.delenv("HIL_RTL_PGO", raising=False)
@@ -166,8 +165,8 @@ def test_pgo_build_trains_rebuilds_and_simulates_the_same(monkeypatch: pytest.Mo
         with SimHarness(exe, dram) as hw:
             _copy(hw, 0, 0x8000, 64)
 
-    spec = harness_spec("memcopy", "hil_memcopy", [HERE / "hil_memcopy.sv"], HERE / "memcopy_main.cpp", {"DW": 128},
-                        train=train, train_key="memcopy-test:1")
+    plain = harness_spec("memcopy", "hil_memcopy", [HERE / "hil_memcopy.sv"], HERE / "memcopy_main.cpp", {"DW": 128})
+    spec = replace(plain, train=train, train_key="memcopy-test:1")
     exe = build_harness(spec)
     assert len(trained) == 1 and exe != memcopy_exe
     data = np.random.default_rng(1).integers(0, 256, 128 * BEAT, dtype=np.uint8)
