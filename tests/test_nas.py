@@ -18,7 +18,7 @@ from hil.nets.models import proxyless_net
 from hil.optimizers.data import Batches, fashion_mnist
 from hil.optimizers.proxyless.latency import LatencyLoss, SearchLatency
 from hil.optimizers.proxyless.memory import saved_bytes
-from hil.optimizers.proxyless.run import build_supernet, lut_space, open_latency
+from hil.optimizers.proxyless.run import build_supernet, lut_space, open_latency, train_family
 from hil.optimizers.proxyless.search import arch_step
 from hil.optimizers.proxyless.supernet import MixedOp
 from hil.store import open_store
@@ -152,6 +152,61 @@ def test_fixed_supernet_is_the_derived_network():
     net.set_mode("fixed")
     x = torch.randn(4, 1, RES, RES)
     torch.testing.assert_close(net.train()(x), spec.train()(x))
+
+
+def test_smaller_ops_inherit_the_largest_ops_kernel_centres_and_first_channels():
+    net = build_supernet(RES, WIDTH, 0)
+    net.inherit_from_largest()
+    for _, m in net.mixed_ops():
+        big = m.ops[m.largest]
+        assert m.largest == "7x7_MBConv6"
+        for op in m.choices:
+            if op in ("zero", m.largest):
+                continue
+            small = m.ops[op]
+            k, e = int(op[0]), int(op[-1])
+            mid = m.slot.input[2] * e
+            lo = (7 - k) // 2
+            expand, dw, project = (small.body[i][0].weight for i in range(3))
+            torch.testing.assert_close(expand, big.body[0][0].weight[:mid])
+            torch.testing.assert_close(dw, big.body[1][0].weight[:mid, :, lo:lo + k, lo:lo + k])
+            torch.testing.assert_close(project, big.body[2][0].weight[:, :mid])
+            for i in range(3):
+                bn, src = small.body[i][1], big.body[i][1]
+                torch.testing.assert_close(bn.weight, src.weight[:bn.num_features])
+                torch.testing.assert_close(bn.bias, src.bias[:bn.num_features])
+
+
+def test_warm_up_trains_the_largest_path_then_inherits_then_samples(latency, data):
+    from hil.optimizers.proxyless.search import SearchConfig, search
+    from hil.optimizers.proxyless.supernet import Supernet
+
+    class Recording(Supernet):  # the real supernet, with a record of what each weight step ran
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.events: list[str] = []
+
+        def inherit_from_largest(self) -> None:
+            self.events.append("inherit")
+            super().inherit_from_largest()
+
+        def forward(self, x):
+            self.events.append(self.mode)
+            return super().forward(x)
+
+    def run(share: float) -> Recording:
+        cfg = SearchConfig(epochs=2, warmup_epochs=1, largest_first=share, batch_size=16, steps_per_epoch=4,
+                           arch_every=100, target_ms=latency.range().max_ms, eval_limit=0)
+        torch.manual_seed(0)
+        net = Recording(train_family(RES, WIDTH))
+        search(net, latency, data, cfg)
+        return net
+
+    assert run(0.5).events == ["largest"] * 2 + ["inherit"] + ["weights"] * 6
+    # the public method's warm-up: no largest phase, nothing inherited
+    assert run(0.0).events == ["weights"] * 8
+    # the whole warm-up on the largest path; the first search step inherits first
+    assert run(1.0).events == ["largest"] * 4 + ["inherit"] + ["weights"] * 4
 
 
 # ---- α follows the latency term, or CE when its weight is 0 ------------------------------------

@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--epochs", type=int, default=6, help="epochs in all, warm-up included (default 6)")
     a.add_argument("--warmup-epochs", type=int, default=None,
                    help="weight-only epochs before the architecture steps (default: a third of --epochs)")
+    a.add_argument("--largest-first", type=float, default=0.5, metavar="SHARE",
+                   help="share of the warm-up that trains only each block's largest op, whose weights then "
+                        "start the other ops; 0 = the paper's uniform warm-up from scratch, which does not "
+                        "train at small budgets (default 0.5)")
     a.add_argument("--resolution", type=int, default=32, help="input resolution of search and LUT (default 32)")
     a.add_argument("--width", type=float, default=1.0, help="width multiplier of search and LUT (default 1.0)")
     a.add_argument("--out", default=None, metavar="DIR", help="output folder (default: nas-<device>-<target>ms)")
@@ -140,7 +144,8 @@ def _search(args: argparse.Namespace) -> int:
     from hil.optimizers.proxyless.search import SearchConfig
 
     warmup = args.warmup_epochs if args.warmup_epochs is not None else args.epochs // 3
-    cfg = SearchConfig(epochs=args.epochs, warmup_epochs=warmup, batch_size=args.batch_size, lr=args.lr,
+    cfg = SearchConfig(epochs=args.epochs, warmup_epochs=warmup, largest_first=args.largest_first,
+                       batch_size=args.batch_size, lr=args.lr,
                        arch_lr=args.arch_lr, arch_every=args.arch_every, grad_mode=args.grad_mode, loss=args.loss,
                        target_ms=args.target_ms, loss_alpha=args.loss_alpha, loss_beta=args.loss_beta,
                        loss_lambda=args.loss_lambda, seed=args.seed, steps_per_epoch=args.steps_per_epoch,

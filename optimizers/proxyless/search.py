@@ -1,6 +1,9 @@
 """The ProxylessNAS search: weight warm-up, then alternating weight and architecture steps; resumable.
 
 Weight steps (SGD, cosine learning rate) train the sampled path of every block on the training split.
+The first `largest_first` share of the warm-up's steps trains only every block's largest op, whose
+weights then initialise the block's other ops (`Supernet.inherit_from_largest`; ours, see supernet.py);
+the rest of the warm-up samples paths uniformly, as the public code's warm-up does throughout.
 After `warmup_epochs`, every `arch_every` weight steps one architecture step (Adam, lr 1e-3, β1 = 0,
 as in the public code) on a batch of the held-out validation split updates α by one of two rules
 (`SearchConfig.arch_update`, behind `make_arch_update`): "gradient" samples gates and descends the
@@ -50,6 +53,9 @@ ARCH_UPDATES = ("gradient", "reinforce")
 class SearchConfig:
     epochs: int = 6
     warmup_epochs: int = 2
+    # Share of the warm-up's weight steps that train the largest path before the other ops inherit
+    # its weights; 0 is the public method's warm-up (uniform sampling from scratch).
+    largest_first: float = 0.5
     batch_size: int = 64
     lr: float = 0.05  # weights: SGD + Nesterov, cosine over all weight steps
     momentum: float = 0.9
@@ -76,6 +82,8 @@ class SearchConfig:
         if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
             raise ConfigError(f"need epochs >= 1 and 0 <= warm-up epochs <= epochs, got {self.epochs} "
                               f"and {self.warmup_epochs}")
+        if not 0.0 <= self.largest_first <= 1.0:
+            raise ConfigError(f"the largest-first share of the warm-up must be within 0..1, got {self.largest_first}")
         if self.batch_size < 1 or self.arch_every < 1:
             raise ConfigError("batch size and the architecture-step interval must be positive")
         if not (self.lr > 0 and self.arch_lr > 0):
@@ -184,6 +192,7 @@ def search(
         raise ConfigError("the search needs a non-empty training split and validation split")
     steps = len(train_b) if cfg.steps_per_epoch is None else min(len(train_b), cfg.steps_per_epoch)
     total = steps * cfg.epochs
+    largest_steps = round(cfg.largest_first * cfg.warmup_epochs * steps)
     history: list[EpochLog] = []
     start = 0
     path = Path(out_dir) / STATE_FILE if out_dir is not None else None
@@ -216,7 +225,10 @@ def search(
             lr = cosine_lr(cfg.lr, epoch * steps + i, total)
             for g in opt_w.param_groups:
                 g["lr"] = lr
-            net.set_mode("weights")
+            step = epoch * steps + i
+            if step == largest_steps and step > 0:
+                net.inherit_from_largest()
+            net.set_mode("largest" if step < largest_steps else "weights")
             out = weights_net(x)
             loss = criterion(out, y)
             opt_w.zero_grad(set_to_none=True)

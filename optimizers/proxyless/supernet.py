@@ -16,7 +16,15 @@ Modes of a forward (`Supernet.mode`):
 - "two": two paths are sampled (multinomial over p), both run, gradients reach their two gates, and
   after the update their logits are shifted so their total probability mass is unchanged;
 - "all": every path runs, weighted by softmax(α) (DARTS-style), only to measure its memory;
-- "fixed": the argmax path of each block, deterministically (evaluation of the derived net).
+- "fixed": the argmax path of each block, deterministically (evaluation of the derived net);
+- "largest": every block's largest op (7x7_MBConv6), the first phase of the warm-up.
+
+Warm-up by inheritance (ours, not the paper's): trained from scratch under uniform path sampling, this
+supernet stays at chance at the budgets this project affords. Every block that cannot be skipped picks
+one of six independently initialised functions, and their compositions never agree (docs/NAS.md). So
+the warm-up first trains the largest path alone, then `inherit_from_largest` copies its weights into
+every smaller op: the centre of its kernels and its first channels. Each op keeps its own weights from
+then on, as in the method; only their starting point differs.
 """
 
 from __future__ import annotations
@@ -28,10 +36,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from hil.nets.proxyless import BlockSlot, ProxylessMobile
-from hil.nets.torch_build import build_module
+from hil.nets.proxyless import BlockSlot, ProxylessMobile, parse_op
+from hil.nets.torch_build import build_module, conv_paths
 
-MODES = ("weights", "full_v2", "two", "all", "fixed")
+MODES = ("weights", "full_v2", "two", "all", "fixed", "largest")
 GRAD_MODES = ("full_v2", "two")
 
 
@@ -100,6 +108,8 @@ class MixedOp(nn.Module):
             ops[op] = Identity() if w is None else build_module(w)
         self.ops = nn.ModuleDict(ops)
         self.alpha = nn.Parameter(torch.zeros(len(self.choices)))
+        sizes = {op: ke for op in self.choices if (ke := parse_op(op)) is not None}
+        self.largest = max(sizes, key=lambda op: (sizes[op][1], sizes[op][0]))  # expand, then kernel
         self.mode = "weights"
         self.generator: torch.Generator | None = None
         # Set by a forward that sampled gates; read by `alpha_grad_from_gates`.
@@ -120,6 +130,8 @@ class MixedOp(nn.Module):
         self.gates, self.sampled = None, []
         if self.mode == "fixed":
             return self._path(int(self.alpha.detach().argmax()))(x)
+        if self.mode == "largest":
+            return self.ops[self.largest](x)
         if self.mode == "all":
             p = self.probs()
             return sum(p[i] * self._path(i)(x) for i in range(len(self.choices)))  # type: ignore[return-value]
@@ -177,6 +189,42 @@ class MixedOp(nn.Module):
 
     def chosen(self) -> str:
         return self.choices[int(self.alpha.detach().argmax())]
+
+    @torch.no_grad()
+    def inherit_from_largest(self) -> None:
+        """Start every other MBConv op from the largest op's weights: the centre of each kernel, the
+        first output (and input) channels of each conv, the matching entries of each batch norm."""
+        src = self.ops[self.largest]
+        src_layout = conv_paths(self.slot.workload(self.largest))  # type: ignore[arg-type]
+        for op in self.choices:
+            w = self.slot.workload(op)
+            if op == self.largest or w is None:
+                continue
+            dst = self.ops[op]
+            layout = conv_paths(w)
+            if len(layout) != len(src_layout):
+                raise ValueError(f"{op} and {self.largest} differ in layout; cannot inherit")
+            for (sc, sb), (dc, db) in zip(src_layout, layout, strict=True):
+                _inherit_conv(src.get_submodule(sc), dst.get_submodule(dc))
+                if sb is not None and db is not None:
+                    _inherit_bn(src.get_submodule(sb), dst.get_submodule(db))
+
+
+def _inherit_conv(src: nn.Module, dst: nn.Module) -> None:
+    assert isinstance(src, nn.Conv2d) and isinstance(dst, nn.Conv2d)
+    o, i, kh, kw = dst.weight.shape
+    w = src.weight[:o, :i]
+    top, left = (w.shape[2] - kh) // 2, (w.shape[3] - kw) // 2
+    dst.weight.copy_(w[:, :, top: top + kh, left: left + kw])
+    if dst.bias is not None and src.bias is not None:
+        dst.bias.copy_(src.bias[:o])
+
+
+def _inherit_bn(src: nn.Module, dst: nn.Module) -> None:
+    assert isinstance(src, nn.BatchNorm2d) and isinstance(dst, nn.BatchNorm2d)
+    n = dst.num_features
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(dst, name).copy_(getattr(src, name)[:n])
 
 
 class Supernet(nn.Module):
@@ -239,6 +287,10 @@ class Supernet(nn.Module):
     def rescale_after_step(self, old: Sequence[torch.Tensor]) -> None:
         for (_, m), a in zip(self.mixed_ops(), old, strict=True):
             m.rescale_after_step(a)
+
+    def inherit_from_largest(self) -> None:
+        for _, m in self.mixed_ops():
+            m.inherit_from_largest()
 
     def derive(self) -> tuple[str, ...]:
         """The architecture of the argmax op per block."""
