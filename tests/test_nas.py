@@ -437,6 +437,31 @@ def test_resumed_search_ends_like_an_uninterrupted_one(latency, data, tmp_path):
         torch.testing.assert_close(a, b, msg=n)
 
 
+def test_a_state_from_before_largest_first_resumes_only_as_the_uniform_warm_up(latency, data, tmp_path):
+    # States written before the setting existed were searched with the public warm-up (share 0), not
+    # with today's default: resuming one under the default must be refused, naming the setting.
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from hil.optimizers.proxyless.search import FORMAT, STATE_FILE, SearchConfig, search
+    from hil.optimizers.train import CheckpointError
+
+    def cfg(share: float, epochs: int) -> SearchConfig:
+        return SearchConfig(epochs=epochs, warmup_epochs=1, largest_first=share, batch_size=16, steps_per_epoch=2,
+                            arch_every=100, target_ms=latency.range().max_ms, eval_limit=0)
+
+    search(build_supernet(RES, WIDTH, 0), latency, data, cfg(0.0, 1), out_dir=tmp_path)
+    state = tmp_path / STATE_FILE
+    with safe_open(str(state), framework="pt") as f:
+        info = json.loads(f.metadata()["hil"])
+    del info["config"]["largest_first"]
+    save_file(load_file(str(state)), str(state), metadata={"format": FORMAT, "hil": json.dumps(info)})
+    with pytest.raises(CheckpointError, match=re.escape("largest_first=0.0, this run has 0.5")):
+        search(build_supernet(RES, WIDTH, 0), latency, data, cfg(0.5, 2), out_dir=tmp_path)
+    r = search(build_supernet(RES, WIDTH, 0), latency, data, cfg(0.0, 2), out_dir=tmp_path)
+    assert r.resumed_from == 1 and len(r.history) == 2
+
+
 # ---- the supernet under DistributedDataParallel (2 gloo processes) ------------------------------
 
 DDP_CFG = dict(epochs=2, warmup_epochs=1, batch_size=16, steps_per_epoch=2, arch_every=2, eval_limit=0,

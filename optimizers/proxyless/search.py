@@ -392,13 +392,18 @@ def read_state_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"cannot read search state {path}: {e}") from None
 
 
+# What a state written before a setting existed was searched with.
+_BEFORE_THE_SETTING: dict[str, Any] = {"largest_first": 0.0}
+
+
 def _load_state(path: Path, net: Supernet, opt_w: torch.optim.Optimizer, opt_a: torch.optim.Optimizer,
                 cfg: SearchConfig, meta: dict[str, Any],
                 update: ArchUpdate | None = None) -> tuple[int, list[EpochLog]]:
     info = read_state_info(path)
     saved, now = info["config"], asdict(cfg)
-    # A setting added since the state was written had its default then.
-    defaults = {f.name: f.default for f in fields(SearchConfig)}
+    # A setting added since the state was written had its default then, except where the behaviour
+    # before the setting existed is not today's default.
+    defaults = {f.name: f.default for f in fields(SearchConfig)} | _BEFORE_THE_SETTING
     # More epochs may be added to a finished search; anything else must match.
     diff = [k for k in now if k != "epochs" and saved.get(k, defaults[k]) != now[k]]
     diff += [f"meta.{k}" for k in meta if info.get("meta", {}).get(k) != meta[k]]
