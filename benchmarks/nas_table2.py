@@ -83,6 +83,7 @@ def search(args: argparse.Namespace, db: Path, device: str, target: float | None
          "--width", str(args.width), "--target-ms", f"{target:.6g}", "--loss", args.loss,
          "--loss-lambda", str(args.loss_lambda), "--epochs", str(args.epochs),
          "--warmup-epochs", str(args.warmup_epochs), "--largest-first", str(args.largest_first),
+         "--derive", args.derive,
          "--steps-per-epoch", str(args.steps_per_epoch),
          "--arch-every", str(args.arch_every), "--arch-lr", str(args.arch_lr), "--train-limit",
          str(args.train_limit), "--val-limit", str(args.val_limit), "--threads", "1", "--seed", str(args.seed),
@@ -145,6 +146,7 @@ def add_search_args(p: argparse.ArgumentParser, loss: str = "add#linear") -> Non
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--warmup-epochs", type=int, default=1)
     p.add_argument("--largest-first", type=float, default=0.5)
+    p.add_argument("--derive", default="argmax", choices=("argmax", "target"))
     p.add_argument("--steps-per-epoch", type=int, default=16)
     p.add_argument("--arch-every", type=int, default=1)
     p.add_argument("--arch-lr", type=float, default=1e-2)

@@ -209,6 +209,39 @@ def test_warm_up_trains_the_largest_path_then_inherits_then_samples(latency, dat
     assert run(1.0).events == ["largest"] * 4 + ["inherit"] + ["weights"] * 4
 
 
+def test_target_derivation_decides_skipping_first_then_skips_until_the_target(latency):
+    from hil.optimizers.proxyless.search import derive
+
+    net = build_supernet(RES, WIDTH, 0)
+    with torch.no_grad():
+        for b, (_, m) in enumerate(net.mixed_ops()):
+            m.alpha.zero_()
+            m.alpha[m.choices.index("5x5_MBConv3")] = 1.0
+            if "zero" in m.choices:  # p(zero) ≈ 0.37: the single likeliest op, below 1/2
+                m.alpha[m.choices.index("zero")] = 1.5 + 0.01 * b
+        net.block3.alpha[-1] = 5.0  # p(zero) > 1/2: skipped whatever the target
+    skippable = [b for b, (_, m) in enumerate(net.mixed_ops()) if "zero" in m.choices]
+    assert set(derive(net, latency, "argmax", 1.0)) == {"zero", "5x5_MBConv3"}  # argmax skips all 15
+    assert [b for b, op in enumerate(derive(net, latency, "argmax", 1.0)) if op == "zero"] == skippable
+
+    roomy = derive(net, latency, "target", latency.range().max_ms)
+    assert [b for b, op in enumerate(roomy) if op == "zero"] == [2]  # block3 only
+    assert all(op == "5x5_MBConv3" for b, op in enumerate(roomy) if b != 2)
+    # a target between: skips in descending p(zero) (the later block first) until the prediction fits
+    full, none = latency.arch(roomy)[0], latency.arch(derive(net, latency, "argmax", 1.0))[0]
+    target = (full + none) / 2
+    arch = derive(net, latency, "target", target)
+    skipped = [b for b, op in enumerate(arch) if op == "zero"]
+    assert latency.arch(arch)[0] <= target < full
+    last = min(b for b in skipped if b != 2)  # the last one skipped: un-skipping it overshoots
+    assert skipped == [2] + [b for b in skippable if b >= last and b != 2]
+    back = list(arch)
+    back[last] = "5x5_MBConv3"
+    assert latency.arch(back)[0] > target
+    # an unreachable target for this α: every skippable block skipped, no further
+    assert derive(net, latency, "target", 1e-6) == derive(net, latency, "argmax", 1.0)
+
+
 # ---- α follows the latency term, or CE when its weight is 0 ------------------------------------
 
 def _arch_steps(latency: SearchLatency, data, loss: LatencyLoss, grad_mode: str, steps: int, seed: int = 0,
@@ -384,6 +417,16 @@ def test_cli_search_resume_retrain(lut_db, tmp_path):
     r = json.loads(p.stdout)
     assert r["arch"] == arch["arch"] and r["epochs"] == 1 and ck.exists() and r["world"] == 2
     assert not list(tmp_path.rglob("*.pt")) or all(f.name.endswith(".state.pt") for f in tmp_path.rglob("*.pt"))
+    # a finished search derived again with another rule: nothing searched, arch.json rewritten
+    mtime = (out / "search.safetensors").stat().st_mtime_ns
+    p = hil(*args, "--epochs", "2", "--derive", "target", "--target-ms", "100", "--json")
+    assert p.returncode == 0, p.stderr
+    again = json.loads((out / "arch.json").read_text())
+    assert again["search"]["derive"] == "target" and (out / "search.safetensors").stat().st_mtime_ns == mtime
+    # 100 ms is far above this space here, and no block's p(zero) passed 1/2 in two epochs: nothing skipped
+    assert max(ops.get("zero", 0.0) for ops in again["alpha"].values()) <= 0.5 and "zero" not in again["arch"]
+    p = hil(*args, "--epochs", "2", "--derive", "nope")
+    assert_user_error(p, "nope", "argmax, target")
 
 
 @pytest.mark.slow

@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="reinforce: moving-average baseline b <- d·b + (1−d)·mean R (default 0.95)")
     a.add_argument("--rl-exponent", type=float, default=-0.07, metavar="W",
                    help="reinforce: reward exponent w <= 0 (default -0.07, MnasNet's)")
+    a.add_argument("--derive", default="argmax", metavar="{argmax,target}",
+                   help="argmax: every block's likeliest op, zero included (the paper's); target: skip a block "
+                        "when p(zero) > 1/2, else its likeliest op, then skip the likeliest-to-skip blocks "
+                        "until the prediction is at most --target-ms. A finished search may be rerun with "
+                        "another --derive (default argmax)")
     a.add_argument("--arch-every", type=int, default=5, metavar="K", help="one architecture step every K weight steps")
     a.add_argument("--arch-lr", type=float, default=1e-3, help="Adam learning rate of α (β1 = 0)")
     a.add_argument("--lr", type=float, default=0.05, help="peak learning rate of the weights")
@@ -150,7 +155,8 @@ def _search(args: argparse.Namespace) -> int:
                        target_ms=args.target_ms, loss_alpha=args.loss_alpha, loss_beta=args.loss_beta,
                        loss_lambda=args.loss_lambda, seed=args.seed, steps_per_epoch=args.steps_per_epoch,
                        arch_update=args.arch_update, rl_samples=args.rl_samples,
-                       rl_baseline_decay=args.rl_baseline_decay, rl_exponent=args.rl_exponent)
+                       rl_baseline_decay=args.rl_baseline_decay, rl_exponent=args.rl_exponent,
+                       derive=args.derive)
     _setup(args)
     return run_ranked(args, args.torch_device, lambda dist: _search_in(args, dist, latency, cfg, t0))
 

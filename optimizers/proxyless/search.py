@@ -47,6 +47,7 @@ from hil.optimizers.train import CheckpointError, cosine_lr, seed_everything
 FORMAT = "hil-nas-search/1"
 STATE_FILE = "search.safetensors"
 ARCH_UPDATES = ("gradient", "reinforce")
+DERIVATIONS = ("argmax", "target")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class SearchConfig:
     rl_samples: int = 8
     rl_baseline_decay: float = 0.95
     rl_exponent: float = -0.07
+    # How the final network is read from α (`derive`); it does not change the search, so a finished
+    # search may be derived again with another rule.
+    derive: str = "argmax"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
@@ -97,6 +101,8 @@ class SearchConfig:
             raise ConfigError(f"unknown architecture update {self.arch_update!r} (known: {', '.join(ARCH_UPDATES)})")
         if self.arch_update == "reinforce":
             self.reinforce()  # validates its settings
+        if self.derive not in DERIVATIONS:
+            raise ConfigError(f"unknown derivation {self.derive!r} (known: {', '.join(DERIVATIONS)})")
 
     def latency_loss(self) -> LatencyLoss:
         return LatencyLoss(self.loss, self.target_ms, self.loss_alpha, self.loss_beta, self.loss_lambda)
@@ -251,7 +257,7 @@ def search(
         net.set_mode("weights")
         with torch.no_grad():
             expected = float(latency.expected(net.probs()))
-        arch = net.derive()
+        arch = derive(net, latency, cfg.derive, cfg.target_ms)
         arch_ms, _ = latency.arch(arch)
         rec = EpochLog(
             epoch=epoch + 1, phase="search" if searching else "warmup",
@@ -267,7 +273,7 @@ def search(
             log(f"epoch {rec.epoch}/{cfg.epochs} {rec.phase}: loss {rec.train_loss:.3f} acc {rec.train_acc:.3f}, "
                 f"E[LAT] {expected:.4g} ms, argmax net {arch_ms:.4g} ms{va} ({rec.train_s:.1f} s)")
     d.barrier()  # rank 0's state is on disk when any rank returns
-    arch = net.derive()
+    arch = derive(net, latency, cfg.derive, cfg.target_ms)
     predicted, lut_sum = latency.arch(arch)
     with torch.no_grad():
         expected = float(latency.expected(net.probs()))
@@ -301,6 +307,38 @@ class GradientUpdate:
 
     def load_state(self, state: dict[str, Any]) -> None:
         pass
+
+
+def derive(net: Supernet, latency: SearchLatency, rule: str, target_ms: float) -> tuple[str, ...]:
+    """The final network. "argmax" (the paper's): every block's likeliest op, `zero` included.
+
+    "target" (ours): argmax lets `zero` win a block with p ≈ 0.25 against six ops of ≈ 0.12, so a search
+    whose E[LAT] sits at the target derives a net far below it. This rule decides skip-or-keep first: a
+    block is skipped when p(zero) > 1/2; a kept block takes its likeliest MBConv op; then, while the
+    prediction is above the target, the kept skippable block with the largest p(zero) is skipped.
+    """
+    if rule == "argmax":
+        return net.derive()
+    if rule != "target":
+        raise ConfigError(f"unknown derivation {rule!r} (known: {', '.join(DERIVATIONS)})")
+    arch: list[str] = []
+    kept: list[tuple[float, int]] = []  # (p(zero), block) of the skippable blocks kept
+    for b, (_, m) in enumerate(net.mixed_ops()):
+        p = m.probs().detach().cpu()
+        ops = [i for i, op in enumerate(m.choices) if op != "zero"]
+        best = m.choices[max(ops, key=lambda i: float(p[i]))]
+        if "zero" not in m.choices:
+            arch.append(best)
+            continue
+        p_zero = float(p[m.choices.index("zero")])
+        arch.append("zero" if p_zero > 0.5 else best)
+        if p_zero <= 0.5:
+            kept.append((p_zero, b))
+    for _, b in sorted(kept, reverse=True):
+        if latency.arch(arch)[0] <= target_ms:
+            break
+        arch[b] = "zero"
+    return tuple(arch)
 
 
 def make_arch_update(cfg: SearchConfig) -> ArchUpdate:
@@ -404,8 +442,8 @@ def _load_state(path: Path, net: Supernet, opt_w: torch.optim.Optimizer, opt_a: 
     # A setting added since the state was written had its default then, except where the behaviour
     # before the setting existed is not today's default.
     defaults = {f.name: f.default for f in fields(SearchConfig)} | _BEFORE_THE_SETTING
-    # More epochs may be added to a finished search; anything else must match.
-    diff = [k for k in now if k != "epochs" and saved.get(k, defaults[k]) != now[k]]
+    # More epochs may be added to a finished search, and it may be derived again; anything else must match.
+    diff = [k for k in now if k not in ("epochs", "derive") and saved.get(k, defaults[k]) != now[k]]
     diff += [f"meta.{k}" for k in meta if info.get("meta", {}).get(k) != meta[k]]
     if diff:
         k = diff[0]
