@@ -35,10 +35,10 @@ from hil.errors import HilError
 from hil.inventory import load_inventory
 from hil.measure import MeasureSettings
 from hil.nets.models import make_model
-from hil.optimizers.amc.bn import calibration_batches, recalibrate_bn
 from hil.optimizers.amc.env import LatencyCost
 from hil.optimizers.amc.prune import ChannelGraph, candidates
 from hil.optimizers.amc.search import SearchConfig, finetune_pruned, load_pruned, measure_speedup, save_pruned, search
+from hil.optimizers.bn import calibration_batches, recalibrate_bn
 from hil.optimizers.data import fashion_mnist
 from hil.optimizers.train import evaluate
 from hil.store import SqliteStore

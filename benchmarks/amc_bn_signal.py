@@ -26,8 +26,8 @@ from scipy.stats import spearmanr
 
 from benchmarks.amc_bench import spread, uniform_keep
 from hil.inventory import load_inventory
-from hil.optimizers.amc.bn import calibration_batches, recalibrate_bn
 from hil.optimizers.amc.search import SearchConfig, prepare
+from hil.optimizers.bn import calibration_batches, recalibrate_bn
 from hil.store import SqliteStore
 
 

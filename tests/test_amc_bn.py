@@ -15,8 +15,8 @@ from torch import nn
 
 from hil.errors import ConfigError
 from hil.nets.models import make_model
-from hil.optimizers.amc.bn import batchnorms, calibration_batches, recalibrate_bn
 from hil.optimizers.amc.env import AmcEnv, Budget, EnvConfig, FlopsCost
+from hil.optimizers.bn import batchnorms, calibration_batches, recalibrate_bn
 from hil.optimizers.data import MEAN, STD, ImageSet, fashion_mnist
 from hil.optimizers.train import TrainConfig, evaluate, seed_everything, train
 

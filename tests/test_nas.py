@@ -242,6 +242,36 @@ def test_target_derivation_decides_skipping_first_then_skips_until_the_target(la
     assert derive(net, latency, "target", 1e-6) == derive(net, latency, "argmax", 1.0)
 
 
+def test_argmax_net_is_scored_on_re_estimated_bn_statistics_and_the_supernet_is_left_alone(data):
+    # The score depends on the weights, not on the running statistics the sampled ops gathered, and
+    # scoring changes nothing in the supernet.
+    from hil.optimizers.proxyless.search import _eval_fixed
+
+    net = build_supernet(RES, WIDTH, 0)
+    with torch.no_grad():
+        for _, m in net.mixed_ops():
+            m.alpha.copy_(torch.randn(len(m.choices)))
+    net.set_mode("fixed")  # a little training, so that the score has something to lose
+    opt = torch.optim.SGD(net.weight_parameters(), lr=0.05, momentum=0.9)
+    for x, y in itertools.islice(itertools.chain.from_iterable(Batches(data.train, 32, shuffle=True).epoch(e)
+                                                                for e in range(5)), 40):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    net.set_mode("weights")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    acc = _eval_fixed(net, data, torch.device("cpu"), 64, 0)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=k)
+    assert net.mode == "weights" and net.training
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.add_(3.0)
+                mod.running_var.mul_(50.0)
+    assert _eval_fixed(net, data, torch.device("cpu"), 64, 0) == acc
+
+
 # ---- α follows the latency term, or CE when its weight is 0 ------------------------------------
 
 def _arch_steps(latency: SearchLatency, data, loss: LatencyLoss, grad_mode: str, steps: int, seed: int = 0,

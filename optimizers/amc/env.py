@@ -40,8 +40,8 @@ from hil.lease import hold
 from hil.lut_builder.build import build_on_target
 from hil.measure import MeasureSettings
 from hil.nets.models import ModelSpec
-from hil.optimizers.amc.bn import calibration_batches, recalibrate_bn
 from hil.optimizers.amc.prune import ChannelGraph, Group, candidates, keep_channels, min_keep
+from hil.optimizers.bn import calibration_batches, recalibrate_bn
 from hil.optimizers.data import ImageSet
 from hil.optimizers.train import evaluate
 from hil.speedup import Speedup, measure_speedup

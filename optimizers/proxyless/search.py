@@ -37,7 +37,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from hil.errors import ConfigError
-from hil.optimizers.data import Batches, DataSplits, ImageSet
+from hil.optimizers.bn import calibration_batches, recalibrate_bn
+from hil.optimizers.data import Batches, DataSplits
 from hil.optimizers.dist import Dist
 from hil.optimizers.proxyless.latency import LatencyLoss, SearchLatency
 from hil.optimizers.proxyless.reinforce import ReinforceUpdate
@@ -122,7 +123,7 @@ class EpochLog:
     expected_ms: float
     arch: list[str]
     arch_ms: float  # predicted latency of the argmax architecture
-    val_acc: float | None  # the argmax architecture with the supernet's weights
+    val_acc: float | None  # the argmax architecture with the supernet's weights, BN statistics re-estimated
     alpha: dict[str, dict[str, float]]  # block -> op -> probability after this epoch
     train_s: float
 
@@ -142,17 +143,30 @@ def _cycle(batches: Batches, start_epoch: int) -> Iterator[tuple[torch.Tensor, t
         yield from batches.epoch(e)
 
 
+EVAL_BN_BATCHES = 4
+
+
 @torch.no_grad()
-def _eval_fixed(net: Supernet, data: ImageSet, device: torch.device, limit: int) -> float | None:
-    if limit <= 0 or len(data) == 0:
+def _eval_fixed(net: Supernet, data: DataSplits, device: torch.device, limit: int, seed: int) -> float | None:
+    """Validation accuracy of the argmax network with the supernet's weights, its BN statistics first
+    re-estimated on a few training batches: the running statistics an op gathered while sampled among
+    others describe other networks' inputs, which scores subnetworks near chance (docs/NAS.md). The
+    supernet's own buffers are put back afterwards, so an evaluation never changes the search."""
+    if limit <= 0 or len(data.val) == 0:
         return None
     was = net.mode
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
     net.set_mode("fixed")
+    batches = [x.to(device) for x in calibration_batches(data.train, min(EVAL_BN_BATCHES, len(data.train) // 64),
+                                                           64, seed)]
+    recalibrate_bn(net, batches)
     net.eval()
     correct = n = 0
-    for x, y in Batches(data.subset(limit), 250, device=device).epoch():
+    for x, y in Batches(data.val.subset(limit), 250, device=device).epoch():
         correct += int((net(x).argmax(1) == y).sum())
         n += len(y)
+    for k, v in net.named_buffers():
+        v.copy_(buffers[k])
     net.train()
     net.set_mode(was)
     return correct / n
@@ -263,7 +277,7 @@ def search(
             epoch=epoch + 1, phase="search" if searching else "warmup",
             train_loss=float(loss_sum) / seen, train_acc=float(correct) / seen, arch_steps=arch_steps,
             arch_loss=arch_loss_sum / arch_steps if arch_steps else None, expected_ms=expected,
-            arch=list(arch), arch_ms=arch_ms, val_acc=_eval_fixed(net, data.val, dev, cfg.eval_limit),
+            arch=list(arch), arch_ms=arch_ms, val_acc=_eval_fixed(net, data, dev, cfg.eval_limit, cfg.seed),
             alpha=net.alpha_table(), train_s=time.perf_counter() - t0)
         history.append(rec)
         if path is not None and d.main:
