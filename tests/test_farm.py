@@ -172,8 +172,8 @@ def test_busy_device_fails_naming_the_holder(
 
 
 @pytest.mark.slow
-def test_ssh_lut_equals_local_lut_in_keys_and_agrees_in_value(ssh_farm: dict[str, SshdHost], tmp_path: Path,
-                                                               lease_dir: Path) -> None:
+def test_ssh_lut_equals_local_lut_and_drives_a_nas_search(ssh_farm: dict[str, SshdHost], tmp_path: Path,
+                                                           lease_dir: Path) -> None:
     from scipy.stats import kendalltau
 
     inv = write_inventory(tmp_path / "inv.yaml", {"ssh-a": _ssh_dev(ssh_farm["a"])})
@@ -197,6 +197,23 @@ def test_ssh_lut_equals_local_lut_in_keys_and_agrees_in_value(ssh_farm: dict[str
     assert 0.4 < ratios[len(ratios) // 2] < 2.5, ratios
     tau = kendalltau([local[k] for k in sorted(local)], [remote[k] for k in sorted(local)]).statistic
     assert tau > 0.6, tau  # the same workloads, ranked the same way
+    # ProxylessNAS searches against the farm device's LUT as against any other (issue 16)
+    out = tmp_path / "nas"
+    p = hil("nas", "search", "--device", "ssh-a", "--space", "proxyless-mobile", "--resolution", "32",
+            "--width", "1.0", "--target-ms", f"{sum(remote.values()):.4g}", "--epochs", "2",
+            "--warmup-epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--arch-every", "1",
+            "--train-limit", "64", "--val-limit", "32", "--threads", "1", "--db", str(db), "--out", str(out),
+            "--json")
+    assert p.returncode == 0, p.stderr
+    arch = json.loads((out / "arch.json").read_text())
+    assert arch["device"] == "ssh-a" and len(arch["arch"]) == 21
+    with SqliteStore(db) as store:
+        [cls] = [c for c in store.classes("ssh-a") if c.entries > 1]
+        assert arch["fingerprint_class"] == cls.fp_class
+    from hil.optimizers.proxyless.latency import lut_space
+
+    manual = sum(remote[w.key] for w in lut_space(32, 1.0).layers(arch["arch"]))
+    assert arch["predicted_ms"] == pytest.approx(manual)  # the farm device's entries, uncalibrated
 
 
 @pytest.mark.slow
