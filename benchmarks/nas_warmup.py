@@ -8,7 +8,8 @@ Each share runs `search()` with every epoch a warm-up epoch (no architecture ste
 uniform and every weight step after the largest-first phase samples one path per block uniformly, as
 the public method's warm-up does. Per epoch it records the supernet's training accuracy (of the paths
 sampled in that epoch's steps) and, at the end, the accuracy of 20 uniformly sampled networks with the
-supernet's weights (eval mode, running BN statistics) on --eval-images validation images. Chance is
+supernet's weights on --eval-images validation images, each scored as the search scores its argmax net
+(BN statistics re-estimated on 4 training batches). Chance is
 0.10. The LUT (any device's proxyless-mobile LUT at this geometry, built if missing) only satisfies the
 search's interface: with no architecture steps it steers nothing.
 """
@@ -28,34 +29,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 from nas_search import build_lut
 
-from hil.optimizers.data import Batches, fashion_mnist
+from hil.optimizers.data import DataSplits, fashion_mnist
 from hil.optimizers.proxyless.latency import open_latency
 from hil.optimizers.proxyless.run import build_supernet
-from hil.optimizers.proxyless.search import SearchConfig, search
+from hil.optimizers.proxyless.search import SearchConfig, score_argmax_net, search
 from hil.optimizers.proxyless.supernet import Supernet
 from hil.store import open_store
 
 
 @torch.no_grad()
-def sampled_accuracy(net: Supernet, data: object, nets: int, images: int, seed: int) -> list[float]:
-    """Accuracy of `nets` uniformly sampled architectures with the supernet's weights (eval mode)."""
+def sampled_accuracy(net: Supernet, data: DataSplits, nets: int, images: int, seed: int) -> list[float]:
+    """Accuracy of `nets` uniformly sampled architectures with the supernet's weights, each scored as the
+    search scores its argmax net (`score_argmax_net`: BN statistics re-estimated for that net)."""
     rng = random.Random(seed)
-    accs = []
-    net.eval()
-    net.set_mode("fixed")
     saved = [m.alpha.detach().clone() for _, m in net.mixed_ops()]
+    accs = []
     for _ in range(nets):
         for _, m in net.mixed_ops():
             m.alpha.zero_()
             m.alpha[rng.randrange(len(m.choices))] = 1.0
-        correct = n = 0
-        for x, y in Batches(data.val.subset(images), 250).epoch():  # type: ignore[attr-defined]
-            correct += int((net(x).argmax(1) == y).sum())
-            n += len(y)
-        accs.append(correct / n)
+        accs.append(score_argmax_net(net, data, torch.device("cpu"), images, seed))
     for (_, m), a in zip(net.mixed_ops(), saved, strict=True):
         m.alpha.copy_(a)
-    net.train()
     return accs
 
 

@@ -1,4 +1,5 @@
-"""BatchNorm recalibration of a pruned model ("adaptive BN", EagleEye, ECCV 2020).
+"""BatchNorm recalibration ("adaptive BN", EagleEye, ECCV 2020), shared by AMC's pruned models and
+ProxylessNAS's subnetworks of a supernet (whose shared running statistics describe other paths).
 
 Pruning channels changes what every later layer sees, so the running means and variances a BN layer
 learned on the unpruned model no longer describe its inputs; in eval mode the pruned model then

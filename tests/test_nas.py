@@ -245,7 +245,7 @@ def test_target_derivation_decides_skipping_first_then_skips_until_the_target(la
 def test_argmax_net_is_scored_on_re_estimated_bn_statistics_and_the_supernet_is_left_alone(data):
     # The score depends on the weights, not on the running statistics the sampled ops gathered, and
     # scoring changes nothing in the supernet.
-    from hil.optimizers.proxyless.search import _eval_fixed
+    from hil.optimizers.proxyless.search import score_argmax_net
 
     net = build_supernet(RES, WIDTH, 0)
     with torch.no_grad():
@@ -260,7 +260,7 @@ def test_argmax_net_is_scored_on_re_estimated_bn_statistics_and_the_supernet_is_
         opt.step()
     net.set_mode("weights")
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    acc = _eval_fixed(net, data, torch.device("cpu"), 64, 0)
+    acc = score_argmax_net(net, data, torch.device("cpu"), 64, 0)
     for k, v in net.state_dict().items():
         torch.testing.assert_close(v, before[k], msg=k)
     assert net.mode == "weights" and net.training
@@ -269,7 +269,7 @@ def test_argmax_net_is_scored_on_re_estimated_bn_statistics_and_the_supernet_is_
             if isinstance(mod, torch.nn.BatchNorm2d):
                 mod.running_mean.add_(3.0)
                 mod.running_var.mul_(50.0)
-    assert _eval_fixed(net, data, torch.device("cpu"), 64, 0) == acc
+    assert score_argmax_net(net, data, torch.device("cpu"), 64, 0) == acc
 
 
 # ---- α follows the latency term, or CE when its weight is 0 ------------------------------------

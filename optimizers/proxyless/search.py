@@ -147,7 +147,7 @@ EVAL_BN_BATCHES = 4
 
 
 @torch.no_grad()
-def _eval_fixed(net: Supernet, data: DataSplits, device: torch.device, limit: int, seed: int) -> float | None:
+def score_argmax_net(net: Supernet, data: DataSplits, device: torch.device, limit: int, seed: int) -> float | None:
     """Validation accuracy of the argmax network with the supernet's weights, its BN statistics first
     re-estimated on a few training batches: the running statistics an op gathered while sampled among
     others describe other networks' inputs, which scores subnetworks near chance (docs/NAS.md). The
@@ -277,7 +277,7 @@ def search(
             epoch=epoch + 1, phase="search" if searching else "warmup",
             train_loss=float(loss_sum) / seen, train_acc=float(correct) / seen, arch_steps=arch_steps,
             arch_loss=arch_loss_sum / arch_steps if arch_steps else None, expected_ms=expected,
-            arch=list(arch), arch_ms=arch_ms, val_acc=_eval_fixed(net, data, dev, cfg.eval_limit, cfg.seed),
+            arch=list(arch), arch_ms=arch_ms, val_acc=score_argmax_net(net, data, dev, cfg.eval_limit, cfg.seed),
             alpha=net.alpha_table(), train_s=time.perf_counter() - t0)
         history.append(rec)
         if path is not None and d.main:
