@@ -2,6 +2,8 @@
 
 A LUT maps workload keys to the accepted median latency (ms) of one fingerprint class. A missing key
 is an error naming the key, never a silent default (ProxylessNAS's public code returned 200 ms).
+A build that leveled its slices (MeasureSettings.level_keys) is read at its typical host speed:
+`lut_latencies`.
 
 Summing isolated block latencies misses what a whole network adds: per-network framework overhead
 and the colder caches a block meets when its neighbours ran before it. `NetworkCalibration` models
@@ -12,11 +14,14 @@ fitted.
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from hil.errors import MissingEntryError, StoreError
+from hil.measure import Measurement
 from hil.store import LutClass, Store
 from hil.workload import Workload
 
@@ -49,6 +54,45 @@ class NetworkCalibration:
         a = np.stack([s / m, 1.0 / m], axis=1)
         (scale, offset), *_ = np.linalg.lstsq(a, np.ones_like(m), rcond=None)
         return cls(float(scale), float(offset), len(s))
+
+
+def slice_levels(records: Iterable[Measurement]) -> dict[str, float]:
+    """Each leveled slice's host slowness relative to the class's typical one: the geometric mean,
+    over the level workloads, of their median in that slice over their median across all slices."""
+    slices: dict[str, dict[str, float]] = {}
+    for m in records:
+        s = m.metrics.get("slice") if m.ok else None
+        if isinstance(s, dict) and s.get("level_ms"):
+            slices[str(s["id"])] = {k: float(v) for k, v in s["level_ms"].items() if v and v > 0}
+    keys = {k for lv in slices.values() for k in lv}
+    typical = {k: statistics.median(lv[k] for lv in slices.values() if k in lv) for k in keys}
+    return {sid: math.exp(statistics.fmean(math.log(v / typical[k]) for k, v in lv.items()))
+            for sid, lv in slices.items() if lv}
+
+
+def lut_latencies(store: Store, fp_class: str, lut: Mapping[str, Measurement] | None = None) -> dict[str, float]:
+    """Latency (ms) per key of a class's LUT: what every consumer of the table reads.
+
+    A key whose every successful attempt was timed in a leveled slice (`metrics.slice`, see
+    MeasureSettings.level_keys) is the median of its attempts, each divided by its slice's level
+    (`slice_levels`): the host's speed moves between the ~10 s slices of a build more than a median
+    of 100 runs does, and the slices' levels take that out. Any other key (built before leveling, on a
+    sequential target, or simulated) is its accepted attempt's median, as stored.
+    """
+    lut = store.lut(fp_class) if lut is None else lut
+    out = {k: m.latency_ms for k, m in lut.items()}
+    if not any(isinstance(m.metrics.get("slice"), dict) for m in lut.values()):
+        return out
+    records = [m for m in store.attempts(fp_class) if m.ok]
+    level = slice_levels(records)
+    by_key: dict[str, list[Measurement]] = {}
+    for m in records:
+        by_key.setdefault(m.key, []).append(m)
+    for k in out:
+        sids = [(m.metrics.get("slice") or {}).get("id") for m in by_key.get(k, [])]
+        if sids and all(s in level for s in sids):
+            out[k] = statistics.median(m.latency_ms / level[s] for m, s in zip(by_key[k], sids, strict=True))
+    return out
 
 
 def select_class(store: Store, device: str, keys: Iterable[str] | None = None, batch: int | None = None) -> LutClass:
@@ -96,7 +140,7 @@ class LatencyModel:
             fp_class = select_class(store, device, keys).fp_class
         # Whole networks measured for calibration, validation or speedups share the class but are
         # not LUT entries: a prediction must never be a network's own measurement.
-        table = {k: m.latency_ms for k, m in store.lut(fp_class).items() if not k.startswith(NOT_LUT_PREFIXES)}
+        table = {k: v for k, v in lut_latencies(store, fp_class).items() if not k.startswith(NOT_LUT_PREFIXES)}
         params = store.load_model(fp_class, CALIBRATION_MODEL)
         cal = NetworkCalibration(params["scale"], params["offset_ms"], params["fitted_on"]) if params else None
         return cls(table, device, fp_class, cal)

@@ -40,6 +40,10 @@ class ErrorKind(str, Enum):
 # Settings that decide what is re-measured (noise policy) and when results are kept (slices), not
 # how one measurement is taken: kept out of the fingerprint class.
 POLICY_FIELDS = ("cv_threshold", "max_attempts", "max_time_s", "slice_s")
+# Which workloads level the slices (`MeasureSettings.level_keys`) is chosen by the build from the
+# space; the records say whether they were leveled (`metrics.slice`), so it names no class of its own
+# and validation, anchors and speedups find the build's LUT with their own settings.
+NOT_IN_CLASS = (*POLICY_FIELDS, "level_keys")
 # An interleaved request is timed in slices of about `MeasureSettings.slice_s` seconds and at least
 # MIN_SLICE workloads (host normalization needs neighbours); each slice's records are sent as it
 # ends, so a kill loses at most the slice being timed. Validation cuts its passes the same way.
@@ -77,14 +81,23 @@ class MeasureSettings:
     # conditions). Like the noise policy it says when results are kept, not how one is taken: not in
     # the class.
     slice_s: float | None = 10.0
+    # Keys of workloads of a request that are timed in *every* slice of the interleaved schedule, as
+    # the slice's level: slices ~10 s apart meet host speeds ~4% apart (sd, docs/MEASUREMENT.md), so
+    # every record also carries its slice's level medians (`metrics.slice`) and a LUT entry is read
+    # at the build's typical level (hil.latency.lut_latencies). Empty: no leveling.
+    level_keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "level_keys", tuple(self.level_keys))  # a list when read from JSON
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     def shaping_json(self) -> dict[str, Any]:
         """The parameters that shape a measurement, for the fingerprint class: without the noise
-        policy and the slice length, which decide what is re-measured and when results are kept."""
-        return {k: v for k, v in self.to_json().items() if k not in POLICY_FIELDS}
+        policy and the slice length, which decide what is re-measured and when results are kept, and
+        without the level keys, which the records carry (NOT_IN_CLASS)."""
+        return {k: v for k, v in self.to_json().items() if k not in NOT_IN_CLASS}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> MeasureSettings:

@@ -109,6 +109,7 @@ class ValidationReport:
     fingerprint_class: str
     stored: Metrics  # the headline: LatencyModel.from_store's predictions, as an optimizer gets them
     raw_sum: Metrics  # plain sum of isolated block medians
+    unleveled: Metrics | None  # the stored model against the measurements as timed, each session's speed
     repeatability: dict[str, float]  # the same network measured in two sessions
     calibration: dict[str, Any]  # the stored calibration version that `stored` used
     speedup: dict[str, Any] = field(default_factory=dict)  # over the reference network, per session
@@ -122,6 +123,7 @@ class ValidationReport:
         return {"device": self.device, "space": self.space, "options": self.options,
                 "fingerprint_class": self.fingerprint_class, "model": "stored", **self.stored.to_json(),
                 "raw_sum": self.raw_sum.to_json(),
+                "unleveled": self.unleveled.to_json() if self.unleveled else None,
                 "reanchored_in_session": self.reanchored.to_json() if self.reanchored else None,
                 "speedup": self.speedup, "repeatability": self.repeatability, "calibration": self.calibration,
                 "drift_reference": self.drift_reference, "session_calibration": self.session_calibration,
@@ -252,27 +254,35 @@ def validate(
     if len(cal_nets) >= 2:
         # the calibration networks are all in part 0 (validation_parts), so each refit has one host state
         session_cals = [fit_session(model, cal_nets, pass_[0]) for pass_ in sessions]
-    pred_raw, pred_stored, pred_session, meas, rep = [], [], [], [], []
+    pred_raw, pred_stored, pred_session, meas, meas_unleveled, rep = [], [], [], [], [], []
     sp_pred, sp_meas, sp_raw = [], [], []
     points = []
     ref_pred = model.network(ref.layers)
     ref_sum = model.block_sum(ref.layers)
+    every = [sess for pass_ in sessions for sess in pass_]
+    # Leveling: the host's speed moves between the ~10 s sessions of a validation as it does between
+    # a build's slices (docs/MEASUREMENT.md), so each network is carried to the validation's typical
+    # speed through the reference network its session also timed. The raw times stay in `attempts_ms`
+    # and are scored too (`unleveled`).
+    ref_typical = _median([sess.latency_ms[ref.key] for sess in every])
     for n in nets:
         own = [pass_[part_of[n.key]] for pass_ in sessions]  # the session that timed n, per pass
         xs = [sess.latency_ms[n.key] for sess in own]
-        m = _median(xs)
+        lv = [sess.latency_ms[n.key] * ref_typical / sess.latency_ms[ref.key] for sess in own]
+        m = _median(lv)
         s = model.block_sum(n.layers)
         pred_raw.append(s)
         pred_stored.append(model.network(n.layers))
         if session_cals:
-            # each refit carried from part 0's host speed to n's part through the reference network,
-            # which every part times
-            pred_session.append(sum(c.apply(s) * sess.latency_ms[ref.key] / pass_[0].latency_ms[ref.key]
-                                    for c, sess, pass_ in zip(session_cals, own, sessions, strict=True))
+            # each refit carried from its part 0's host speed to the typical one through the reference
+            # network, which every part times
+            pred_session.append(sum(c.apply(s) * ref_typical / pass_[0].latency_ms[ref.key]
+                                    for c, pass_ in zip(session_cals, sessions, strict=True))
                                 / len(session_cals))
         meas.append(m)
-        if len(xs) >= 2:
-            rep.append(abs(xs[0] - xs[1]) / m)
+        meas_unleveled.append(_median(xs))
+        if len(lv) >= 2:
+            rep.append(abs(lv[0] - lv[1]) / m)
         # speedup over the reference, measured within each session (the host's drift cancels)
         sp = _median([sess.latency_ms[ref.key] / sess.latency_ms[n.key] for sess in own])
         sp_meas.append(sp)
@@ -280,9 +290,9 @@ def validate(
         sp_raw.append(ref_sum / s)
         points.append({"network": n.key, "measured_ms": m, "predicted_ms": pred_stored[-1], "block_sum_ms": s,
                        "reanchored_ms": pred_session[-1] if session_cals else None, "attempts_ms": xs,
+                       "leveled_ms": lv, "unleveled_ms": meas_unleveled[-1],
                        "measured_speedup": sp, "predicted_speedup": sp_pred[-1],
                        "sessions": [sess.id for sess in own]})
-    every = [sess for pass_ in sessions for sess in pass_]
     repeat = {
         "n": len(rep),
         "mape": 100 * sum(rep) / len(rep) if rep else float("nan"),
@@ -291,7 +301,9 @@ def validate(
         # repeatability tau: how two noisy passes rank the networks against each other. Not a
         # ceiling of a model's tau (a model that predicts the true latencies is compared with the
         # median of both passes, which is less noisy than either).
-        "kendall_tau": _tau([p["attempts_ms"][0] for p in points], [p["attempts_ms"][1] for p in points])
+        "kendall_tau": _tau([p["leveled_ms"][0] for p in points], [p["leveled_ms"][1] for p in points])
+        if passes >= 2 and len(points) > 1 else float("nan"),
+        "kendall_tau_unleveled": _tau([p["attempts_ms"][0] for p in points], [p["attempts_ms"][1] for p in points])
         if passes >= 2 and len(points) > 1 else float("nan"),
     }
     speedup = {"reference": ref.key, "reference_chosen": ref_how,
@@ -309,6 +321,7 @@ def validate(
     return ValidationReport(
         device=target.name, space=space.name, options=space.options(), fingerprint_class=cls,
         stored=metrics(pred_stored, meas), raw_sum=metrics(pred_raw, meas), repeatability=repeat,
+        unleveled=metrics(pred_stored, meas_unleveled),
         calibration=cal_info, speedup=speedup, drift_reference=drift_ref, points=points,
         reanchored=metrics(pred_session, meas) if session_cals else None,
         session_calibration=[c.to_json() for c in session_cals], sessions=[s.id for s in every],
@@ -338,17 +351,17 @@ def compare_luts(store: Store, device: str, against: str, keys: Sequence[str], b
     """Score `against`'s LUT entry by entry against `device`'s, on the keys of one space: what a user
     with a board checks first — does the simulation rank and size the layers as the board does?
     Reads the store only; nothing is measured."""
-    from hil.latency import select_class
+    from hil.latency import lut_latencies, select_class
 
     classes = {name: select_class(store, name, keys, batch=batch) for name in (device, against)}
-    luts = {name: store.lut(c.fp_class) for name, c in classes.items()}
+    luts = {name: lut_latencies(store, c.fp_class) for name, c in classes.items()}
     wanted = list(dict.fromkeys(keys))
     common = [k for k in wanted if k in luts[device] and k in luts[against]]
     if not common:
         raise StoreError(f"the LUTs of {device!r} and {against!r} in {store.path} share no entry of this space: "
                          "build both with the same space options (and --batch)")
-    pred = [luts[against][k].latency_ms for k in common]
-    meas = [luts[device][k].latency_ms for k in common]
+    pred = [luts[against][k] for k in common]
+    meas = [luts[device][k] for k in common]
     return LutComparison(
         device=device, against=against, fingerprint_classes={n: c.fp_class for n, c in classes.items()},
         only_device=[k for k in wanted if k in luts[device] and k not in luts[against]],

@@ -150,6 +150,14 @@ def test_interleaved_build_and_validation_time_each_request_as_one_slice(tmp_pat
     assert {r["fingerprint"]["class"]["protocol"]["schedule"] for r in recs} == {"interleaved"}
     blocks = [r for r in recs if not r["key"].startswith("network-")]
     assert len(blocks) == 70 and {r["metrics"]["slice_size"] for r in blocks} == {70}
+    # the build's level workloads were timed in its slice, and every block carries their medians there
+    from hil.lut_builder.build import level_workloads
+    from hil.lut_builder.spaces import make_space
+
+    levels = {w.key for w in level_workloads(make_space("proxyless-mobile", resolution=32).workloads())}
+    assert len(levels) == 3 and {r["key"] for r in blocks} >= levels
+    assert all(set(r["metrics"]["slice"]["level_ms"]) == levels for r in blocks)
+    assert len({r["metrics"]["slice"]["id"] for r in blocks}) == 1
     # each validation pass: the 3 networks, the reference network, the 3 calibration networks and the
     # drift reference in one session
     passes = [r for r in records(db) if r["ok"] and "validation_pass" in r["metrics"]]

@@ -200,6 +200,43 @@ def test_a_pass_is_cut_into_bounded_sessions_and_a_rerun_measures_only_the_part_
     assert r.reanchored is not None and r.reanchored.mape < 1e-6
 
 
+class DriftingDevice(FakeDevice):
+    """The host's speed changes from one request (session) to the next, as a VM's does."""
+
+    def __init__(self, speeds: Sequence[float], **kw: Any) -> None:
+        super().__init__(**kw)
+        self.speeds = list(speeds)
+
+    def measure(self, workloads: Sequence[Workload], settings: MeasureSettings) -> Iterator[Measurement]:
+        self.speed = self.speeds[len(self.requests) % len(self.speeds)]
+        yield from super().measure(workloads, settings)
+
+
+def test_each_network_is_leveled_to_the_validations_typical_speed_through_its_sessions_reference(tmp_path):
+    store, _, space, _ = built(tmp_path)
+    fine = replace(SETTINGS, slice_s=0.0)  # several sessions a pass
+    speeds = [1.0, 1.5, 1.4, 0.8]  # the second part slower in pass 0, faster in pass 1
+    drifting = DriftingDevice(speeds)
+    r = validate(store, drifting, space, fine, samples=12, seed=3)
+    val = [q for q in drifting.requests if space.reference_network().key in q]
+    assert len(val) >= 4  # two passes of two sessions or more, on different speeds
+    typical = sorted(speeds[i % len(speeds)] for i in range(len(val)))
+    typical = (typical[(len(typical) - 1) // 2] + typical[len(typical) // 2]) / 2
+    nets = {n.key: n for n in space.sample(40, 3)}
+    for p in r.points:
+        truth = FakeDevice().latency(nets[p["network"]])
+        # leveled: exactly the network at the typical speed; as timed: each session's own
+        assert p["measured_ms"] == pytest.approx(typical * truth)
+        assert sorted(x / truth for x in p["attempts_ms"]) != pytest.approx([typical] * 2)
+    # the stored model is exact up to that speed, so it ranks perfectly; as timed it does not
+    assert r.stored.kendall_tau == pytest.approx(1.0)
+    assert r.stored.mean_bias == pytest.approx(100 * (1 / typical - 1))
+    assert r.unleveled is not None and r.unleveled.kendall_tau < 0.99
+    assert r.repeatability["mape"] == pytest.approx(0, abs=1e-9)
+    assert r.repeatability["kendall_tau"] == pytest.approx(1.0)
+    assert r.repeatability["kendall_tau_unleveled"] < 0.95
+
+
 def test_anchor_stores_a_new_version_keeps_the_old_and_the_newest_is_used(tmp_path):
     store, dev, space, cls = built(tmp_path)
     v1 = store.model_versions(cls, CALIBRATION_MODEL)

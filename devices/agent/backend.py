@@ -10,6 +10,7 @@ Agent-side code: standard library + the runtime itself; no pydantic, no hil CLI.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -135,8 +136,22 @@ def run_backend(
         return
 
     assert isinstance(backend, PreparingBackend)
+    # The level workloads are built once and timed in every slice (MeasureSettings.level_keys); a
+    # request of nothing else is timed as plain workloads.
+    levels: list[tuple[Workload, Prepared]] = []
+    if any(w.key not in settings.level_keys for w in workloads):
+        for w in workloads:
+            if w.key in settings.level_keys:
+                try:
+                    levels.append((w, backend.prepare(w, settings)))
+                except MeasureFailure as e:
+                    yield failed(w, e.kind, str(e))
+                except Exception as e:
+                    yield failed(w, ErrorKind.RUN_ERROR, f"{type(e).__name__}: {e}")
+        workloads = [w for w in workloads if w.key not in settings.level_keys]
     batch: list[tuple[Workload, Prepared]] = []
     expected_s = 0.0
+    first = True
     for n, w in enumerate(workloads):
         try:
             p = backend.prepare(w, settings)
@@ -153,8 +168,9 @@ def run_backend(
         full = (settings.slice_s is not None and expected_s >= settings.slice_s
                 and len(batch) >= MIN_SLICE and left >= MIN_SLICE)
         if batch and (left == 0 or full):
-            yield from _time_slice(backend, batch, settings, failed, done)
-            batch, expected_s = [], 0.0
+            # the level workloads' own records come with the first slice only: one attempt each
+            yield from _time_slice(backend, batch, settings, failed, done, levels, report_levels=first)
+            batch, expected_s, first = [], 0.0, False
 
 
 def _expected_timing_s(p: Prepared, settings: MeasureSettings) -> float:
@@ -170,15 +186,23 @@ def _time_slice(
     settings: MeasureSettings,
     failed: Callable[[Workload, ErrorKind, str], Measurement],
     done: Callable[[Workload, Stats, dict[str, Any]], Measurement],
+    levels: Sequence[tuple[Workload, Prepared]] = (),
+    report_levels: bool = False,
 ) -> Iterator[Measurement]:
     errors: dict[int, Exception] = {}
+    timed = [*levels, *ready]
     with backend.timing_context():
-        stats = time_interleaved([p.run for _, p in ready], settings, seed=len(ready),
+        stats = time_interleaved([p.run for _, p in timed], settings, seed=len(ready),
                                  on_error=lambda i, e: errors.__setitem__(i, e))
-    for i, ((w, p), st) in enumerate(zip(ready, stats, strict=True)):
+    level_ms = {w.key: st.stats.median_ms for (w, _), st in zip(levels, stats, strict=False) if st is not None}
+    slice_ = {"id": uuid.uuid4().hex[:16], "level_ms": level_ms} if level_ms else None
+    for i, ((w, p), st) in enumerate(zip(timed, stats, strict=True)):
+        if i < len(levels) and not report_levels:
+            continue
         if st is None:
             e = errors[i]
             yield failed(w, ErrorKind.RUN_ERROR, f"{type(e).__name__}: {e}")
         else:
-            yield done(w, st.stats, {**p.metrics, "schedule": "interleaved", "slice_size": len(ready),
-                                     "host_normalized": st.normalized, "raw_stats": st.raw.to_json()})
+            yield done(w, st.stats, {**p.metrics, "schedule": "interleaved", "slice_size": len(timed),
+                                     "host_normalized": st.normalized, "raw_stats": st.raw.to_json(),
+                                     **({"slice": slice_} if slice_ else {})})

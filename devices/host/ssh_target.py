@@ -378,8 +378,12 @@ class SshTarget:
     def measure(self, workloads: Sequence[Workload], settings: MeasureSettings) -> Iterator[Measurement]:
         """One request per batch; each Measurement is yielded as soon as the agent reports it."""
         size = ARTIFACT_BATCH if self._models is not None else max(1, len(workloads))
-        for i in range(0, len(workloads), size):
-            chunk, artifacts, failed = self._prepare(workloads[i : i + size], settings)
+        # every request of a leveled build carries the level workloads (MeasureSettings.level_keys)
+        levels = [w for w in workloads if w.key in settings.level_keys]
+        rest = [w for w in workloads if w.key not in settings.level_keys] if len(levels) < len(workloads) else []
+        for i in range(0, max(len(rest), 1), size):
+            part = [*levels, *rest[i : i + size]] if rest else list(workloads)
+            chunk, artifacts, failed = self._prepare(part, settings)
             yield from failed
             if not chunk:
                 continue

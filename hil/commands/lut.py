@@ -204,8 +204,8 @@ def _progress_bar(total: int, as_json: bool) -> Any:
     return progress_bar(total, "wl", "measuring") if progress_enabled(as_json) else None
 
 
-def _load_lut(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], list[Any]]:
-    from hil.latency import CALIBRATION_MODEL, select_class
+def _load_lut(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], dict[str, float], list[Any]]:
+    from hil.latency import CALIBRATION_MODEL, lut_latencies, select_class
     from hil.store import open_store
 
     if args.batch is not None and args.batch < 1:
@@ -217,10 +217,11 @@ def _load_lut(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any], list[
         cls = select_class(store, args.device, keys, batch=args.batch)
         lut = store.lut(cls.fp_class)
         entries = {k: lut[k] for k in keys if k in lut}
+        latencies = lut_latencies(store, cls.fp_class, entries)
         versions = store.model_versions(cls.fp_class, CALIBRATION_MODEL)
     finally:
         store.close()
-    return space, cls, entries, versions
+    return space, cls, entries, latencies, versions
 
 
 def _version_line(v: Any) -> str:
@@ -236,12 +237,15 @@ def _version_line(v: Any) -> str:
                else ""))
 
 
-def _rows(entries: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows(entries: dict[str, Any], latencies: dict[str, float]) -> list[dict[str, Any]]:
+    """One row per entry: `latency_ms` is what LatencyModel reads (leveled where the build leveled),
+    `median_ms` the accepted attempt's own median."""
     rows = []
     for key, m in entries.items():
         st = m.stats
         rows.append({
-            "key": key, "latency_ms": st.median_ms, "n": st.n, "mean_ms": st.mean_ms, "std_ms": st.std_ms,
+            "key": key, "latency_ms": latencies[key], "median_ms": st.median_ms, "n": st.n, "mean_ms": st.mean_ms,
+            "std_ms": st.std_ms,
             "min_ms": st.min_ms, "p10_ms": st.p10_ms, "p90_ms": st.p90_ms, "iqr_ms": st.iqr_ms, "cv": st.cv,
             "noisy": m.noisy, "provenance": m.provenance, "attempt": m.attempt, **{
                 f"metric_{k}": v for k, v in m.metrics.items() if isinstance(v, (int, float))},
@@ -250,8 +254,8 @@ def _rows(entries: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _show(args: argparse.Namespace) -> int:
-    space, cls, entries, versions = _load_lut(args)
-    rows = _rows(entries)
+    space, cls, entries, latencies, versions = _load_lut(args)
+    rows = _rows(entries, latencies)
     total = len(space.workloads())
     out = {"device": args.device, "space": space.name, "options": space.options(), "fingerprint_class": cls.fp_class,
            "fingerprint": cls.fingerprint_class, "entries": len(rows), "total": total,
@@ -268,7 +272,7 @@ def _show(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from hil.lut_builder.export import export_lut
 
-    space, cls, entries, versions = _load_lut(args)
+    space, cls, entries, latencies, versions = _load_lut(args)
     if not entries:
         raise ConfigError(f"the LUT of device {args.device!r} (class {cls.fp_class}) has no entry of {space.name} "
                           f"{space.options()}: build it first (hil lut build --device {args.device} "
@@ -277,7 +281,7 @@ def _export(args: argparse.Namespace) -> int:
             "fingerprint_class": cls.fp_class, "fingerprint": cls.fingerprint_class}
     cal = {"version": versions[-1].version, "created_at": versions[-1].created_at, **versions[-1].params} \
         if versions else None
-    written, note = export_lut(_rows(entries), meta, args.format, args.output, cal, fold=not args.raw)
+    written, note = export_lut(_rows(entries, latencies), meta, args.format, args.output, cal, fold=not args.raw)
     print(f"wrote {len(entries)} entries to {', '.join(written)}" + (f" ({note})" if note else ""))
     return 0
 
