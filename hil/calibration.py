@@ -170,8 +170,10 @@ def calibration_networks(space: SampledSpace, params: dict[str, Any]) -> list[Ne
 
 def fit_session(model: LatencyModel, nets: Sequence[Network], session: Session) -> NetworkCalibration:
     """The calibration that makes the LUT's block sums match this session's networks."""
+    weights = [w for w in (model.weight_sum(n.layers) for n in nets) if w is not None]
     return NetworkCalibration.fit([model.block_sum(n.layers) for n in nets],
-                                  [session.latency_ms[n.key] for n in nets])
+                                  [session.latency_ms[n.key] for n in nets],
+                                  weights if len(weights) == len(nets) else None)
 
 
 def _save(store: Store, cls: str, cal: NetworkCalibration, nets: Sequence[Network], seed: int, kind: str,

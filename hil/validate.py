@@ -166,7 +166,8 @@ def _calibration_info(store: Store, cls: str) -> dict[str, Any]:
     v = versions[-1]
     return {"version": v.version, "versions": len(versions), "created_at": v.created_at,
             "kind": v.params.get("kind", "build"), "scale": v.params["scale"], "offset_ms": v.params["offset_ms"],
-            "fitted_on": v.params["fitted_on"], "drift_reference": v.params.get("drift_reference"),
+            "per_weight_byte_ms": v.params.get("per_weight_byte_ms", 0.0), "fitted_on": v.params["fitted_on"],
+            "drift_reference": v.params.get("drift_reference"),
             "build_drift_reference": next((x.params.get("drift_reference") for x in versions
                                            if x.params.get("kind", "build") == "build"), None)}
 
@@ -276,7 +277,8 @@ def validate(
         if session_cals:
             # each refit carried from its part 0's host speed to the typical one through the reference
             # network, which every part times
-            pred_session.append(sum(c.apply(s) * ref_typical / pass_[0].latency_ms[ref.key]
+            pred_session.append(sum(c.apply(s, model.weight_sum(n.layers) or 0.0) * ref_typical
+                                    / pass_[0].latency_ms[ref.key]
                                     for c, pass_ in zip(session_cals, sessions, strict=True))
                                 / len(session_cals))
         meas.append(m)

@@ -3,13 +3,14 @@ stored network calibration (the newest version), so a consumer predicts what `La
 
 - proxyless-yaml: `{key: {count, mean, var}}` in ms, the format ProxylessNAS's LatencyEstimator reads
   (it reads `mean` as the latency and sums it over a network's layers). The calibration is *folded
-  in*, because that consumer reads nothing else: every `mean` is `scale · median`, and the offset is
+  in*, because that consumer reads nothing else: every `mean` is `scale · median` (plus the weight
+  term, `per_weight_byte_ms · metric_weight_bytes`, where the calibration has one), and the offset is
   added to the one key every network of the space has exactly once (the `Logits` key), so the
   estimator's sum equals our calibrated prediction `scale · Σ + offset`. `var` is scaled by scale².
   The sidecar says `calibration.folded: true` and the key that holds the offset. `--raw` writes
   the plain medians instead (then the sidecar holds the calibration, `folded: false`).
 - csv: one row per entry (plain medians) + the same sidecar; the consumer applies the sidecar's
-  `calibration` (`scale · Σ latency_ms + offset_ms`) itself.
+  `calibration` (`scale · Σ latency_ms + per_weight_byte_ms · Σ metric_weight_bytes + offset_ms`) itself.
 - parquet: one row per entry (plain medians), the fingerprint and calibration in the file's
   key-value metadata (`hil.fingerprint`).
 
@@ -48,7 +49,9 @@ def fold_calibration(rows: list[dict[str, Any]], calibration: dict[str, Any]) ->
         raise ConfigError("cannot fold the calibration into proxyless-yaml: the LUT has no single Logits key that "
                           "every network holds once; export with --raw (the sidecar then carries the calibration)")
     scale, offset = float(calibration["scale"]), float(calibration["offset_ms"])
-    table = {r["key"]: {"count": r["n"], "mean": scale * r["latency_ms"] + (offset if r["key"] == key else 0.0),
+    beta = float(calibration.get("per_weight_byte_ms", 0.0))
+    table = {r["key"]: {"count": r["n"], "mean": scale * r["latency_ms"] + beta * r.get("metric_weight_bytes", 0.0)
+                        + (offset if r["key"] == key else 0.0),
                         "var": (scale * r["std_ms"]) ** 2} for r in rows}
     return table, key
 

@@ -40,6 +40,10 @@ def block_ms(w: Workload) -> float:
     return 0.1 + (zlib.crc32(w.key.encode()) % 1000) / 1000
 
 
+def block_weight_bytes(w: Workload) -> float:
+    return 1000.0 + zlib.crc32(w.key[::-1].encode()) % 100_000
+
+
 class FakeDevice:
     """Block latency: a fixed function of the key. A network: `net_scale` x its blocks' sum +
     `net_offset_ms` (what a whole network adds). Everything times `speed` (the host's drift)."""
@@ -47,17 +51,20 @@ class FakeDevice:
     provenance = "measured"
 
     def __init__(self, name: str = "fake", speed: float = 1.0, net_scale: float = 1.2, net_offset_ms: float = 0.5,
-                 interrupt_after: int | None = None) -> None:
+                 interrupt_after: int | None = None, per_weight_byte_ms: float | None = None) -> None:
         self.name = name
         self.speed = speed
         self.net_scale = net_scale
         self.net_offset_ms = net_offset_ms
+        # set: blocks report their weight bytes, and a network costs that much per byte more
+        self.per_weight_byte_ms = per_weight_byte_ms
         self.interrupt_after = interrupt_after
         self.requests: list[list[str]] = []
 
     def latency(self, w: Workload) -> float:
         if isinstance(w, Network):
-            return self.speed * (self.net_scale * sum(block_ms(x) for x in w.layers) + self.net_offset_ms)
+            extra = (self.per_weight_byte_ms or 0.0) * sum(block_weight_bytes(x) for x in w.layers)
+            return self.speed * (self.net_scale * sum(block_ms(x) for x in w.layers) + extra + self.net_offset_ms)
         return self.speed * block_ms(w)
 
     def describe(self, settings: MeasureSettings) -> dict[str, Any]:
@@ -69,17 +76,20 @@ class FakeDevice:
         for i, w in enumerate(workloads):
             if self.interrupt_after is not None and i >= self.interrupt_after:
                 raise KeyboardInterrupt
-            yield Measurement(self.name, w.key, w.to_json(), fp, self.provenance, summarize([self.latency(w)] * 3))
+            metrics = {"weight_bytes": block_weight_bytes(w)} \
+                if self.per_weight_byte_ms is not None and not isinstance(w, Network) else {}
+            yield Measurement(self.name, w.key, w.to_json(), fp, self.provenance, summarize([self.latency(w)] * 3),
+                              metrics)
 
     def close(self) -> None:
         pass
 
 
-def built(tmp_path: Path, name: str = "db", **device: Any) -> tuple[SqliteStore, FakeDevice, Any, str]:
+def built(tmp_path: Path, name: str = "db", nets: int = 4, **device: Any) -> tuple[SqliteStore, FakeDevice, Any, str]:
     store = SqliteStore(tmp_path / f"{name}.db")
     dev = FakeDevice(**device)
     space = make_space("proxyless-mobile", resolution=32)
-    res = build_on_target(store, dev, space, SETTINGS, seed=0, calibration_nets=4)
+    res = build_on_target(store, dev, space, SETTINGS, seed=0, calibration_nets=nets)
     assert res.status == "ok" and res.calibration is not None
     return store, dev, space, lut_class(store, dev, SETTINGS)
 
@@ -326,6 +336,45 @@ def test_proxyless_yaml_folds_the_calibration_so_a_plain_sum_of_means_is_the_sto
     raw = yaml.safe_load(out.read_text())
     assert all(raw[r["key"]]["mean"] == r["latency_ms"] for r in rows)
     assert json.loads(Path(written[1]).read_text())["calibration"]["folded"] is False
+
+
+def test_the_calibrations_weight_term_is_fitted_stored_predicted_exported_and_validated(tmp_path):
+    import yaml
+
+    from hil.latency import NetworkCalibration
+
+    beta = 2e-6  # ms per weight byte a network costs beyond its blocks timed alone
+    store, dev, space, cls = built(tmp_path, nets=8, per_weight_byte_ms=beta)
+    model = LatencyModel.from_store(store, dev.name, cls)
+    assert model.calibration.per_weight_byte_ms == pytest.approx(beta, rel=1e-6)
+    assert model.calibration.scale == pytest.approx(dev.net_scale, rel=1e-6)
+    net = space.sample(1, 21)[0]
+    assert model.network(net.layers) == pytest.approx(dev.latency(net), rel=1e-9)
+    assert model.network(net.layers) == pytest.approx(
+        model.calibration.apply(model.block_sum(net.layers), model.weight_sum(net.layers)))
+    # E[LAT] at a one-hot choice is that network's prediction (ProxylessNAS's expectation)
+    one_hot = model.expected(net.layers[:2], [[None, w] for w in net.layers[2:]], [[0.0, 1.0]] * (len(net.layers) - 2))
+    assert one_hot == pytest.approx(model.network(net.layers))
+    # validation scores it: the stored model is exact on this device
+    r = validate(store, dev, space, SETTINGS, samples=6, seed=1)
+    assert r.stored.mape == pytest.approx(0, abs=1e-6)
+    # the folded proxyless-yaml carries the term in every mean
+    lut = store.lut(cls)
+    rows = [{"key": k, "latency_ms": m.latency_ms, "n": m.stats.n, "std_ms": m.stats.std_ms,
+             "metric_weight_bytes": m.metrics["weight_bytes"]}
+            for k, m in lut.items() if not k.startswith(NOT_LUT_PREFIXES)]
+    out = tmp_path / "lut.yaml"
+    export_lut(rows, {"device": dev.name}, "proxyless-yaml", str(out), store.load_model(cls, CALIBRATION_MODEL))
+    table = yaml.safe_load(out.read_text())
+    assert sum(table[w.key]["mean"] for w in net.layers) == pytest.approx(model.network(net.layers))
+    # without the device's term the fit keeps none; a version stored before the term reads as 0
+    plain, _, _, cls_p = built(tmp_path, "plain", nets=8)
+    assert LatencyModel.from_store(plain, "fake", cls_p).calibration.per_weight_byte_ms == 0.0
+    assert NetworkCalibration.from_json({"scale": 1.1, "offset_ms": 0.2, "fitted_on": 5}).per_weight_byte_ms == 0.0
+    # a fit whose weight coefficient comes out negative falls back to scale and offset
+    cal = NetworkCalibration.fit([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [1.5, 2.5, 3.5, 4.5, 5.5, 6.5],
+                                 [6.0, 5.0, 4.0, 3.0, 2.0, 1.1])
+    assert cal.per_weight_byte_ms == 0.0 and cal.scale == pytest.approx(1.0) and cal.offset_ms == pytest.approx(0.5)
 
 
 def test_speedup_arch_from_a_train_checkpoint_is_its_architecture_in_the_space(tmp_path):

@@ -70,7 +70,8 @@ class TorchCpuBackend:
 
         with torch.inference_mode():
             run()
-        return Prepared(run, {"rotated_copies": copies})
+        # the weight bytes feed the network calibration's weight term (hil.latency.NetworkCalibration)
+        return Prepared(run, {"rotated_copies": copies, "weight_bytes": weights})
 
     def timing_context(self) -> AbstractContextManager[Any]:
         return torch.inference_mode()

@@ -231,7 +231,9 @@ def _version_line(v: Any) -> str:
     drift = (p.get("drift_reference") or {}).get("latency_ms")
     return (f"  calibration v{v.version} ({p.get('kind', 'build')}, "
             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(v.created_at))}): scale {p['scale']:.4f} "
-            f"offset {p['offset_ms']:+.3f} ms on {p['fitted_on']} networks"
+            f"offset {p['offset_ms']:+.3f} ms"
+            + (f" + {1e6 * p['per_weight_byte_ms']:.3f} ms/MB of weights" if p.get("per_weight_byte_ms") else "")
+            + f" on {p['fitted_on']} networks"
             + (f", drift reference {drift:.4f} ms" if drift else "")
             + (f", load {p['state']['loadavg'][0]:.2f}" if isinstance((p.get("state") or {}).get("loadavg"), list)
                else ""))

@@ -60,7 +60,10 @@ def _validate(args: argparse.Namespace) -> int:
     cal = report.calibration
     cal_line = ("none stored (identity)" if not cal["version"] else
                 f"version {cal['version']} ({cal['kind']}, {_when(cal['created_at'])}): scale {cal['scale']:.4f} "
-                f"offset {cal['offset_ms']:.3f} ms, fitted on {cal['fitted_on']} held-out networks")
+                f"offset {cal['offset_ms']:.3f} ms"
+                + (f", {1e6 * cal['per_weight_byte_ms']:.3f} ms per MB of weights" if cal.get("per_weight_byte_ms")
+                   else "")
+                + f", fitted on {cal['fitted_on']} held-out networks")
     dr = report.drift_reference
     drift_line = ""
     if dr and dr.get("calibration_ms"):

@@ -89,11 +89,9 @@ class SearchLatency:
 
     def range(self) -> LatencyRange:
         """The fastest and the slowest architecture of the space on this device (ms, calibrated)."""
-        fixed = self.model.block_sum(self.space.fixed)
-        lats = [[0.0 if w is None else self.model.latency(w) for w in ops] for ops in self.candidates]
-        lo = fixed + sum(min(x) for x in lats)
-        hi = fixed + sum(max(x) for x in lats)
-        return LatencyRange(float(self.model.calibration.apply(lo)), float(self.model.calibration.apply(hi)))
+        fixed = sum(self.model.cost(w) for w in self.space.fixed) + self.model.calibration.offset_ms
+        costs = [[0.0 if w is None else self.model.cost(w) for w in ops] for ops in self.candidates]
+        return LatencyRange(float(fixed + sum(min(x) for x in costs)), float(fixed + sum(max(x) for x in costs)))
 
     def arch(self, arch: Sequence[str]) -> tuple[float, float]:
         """(predicted ms, calibrated; plain LUT sum ms) of one architecture."""
