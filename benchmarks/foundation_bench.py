@@ -53,6 +53,8 @@ def main() -> None:
     ap.add_argument("--min-repeats", type=int, default=None,
                     help="the protocol's minimum timed runs per workload (default: the CLI's)")
     ap.add_argument("--tag", default="", help="suffix of the output files")
+    ap.add_argument("--keep-stores", metavar="DIR", default=None,
+                    help="write each run's store into DIR and keep it (default: a temporary folder)")
     args = ap.parse_args()
     rows: list[dict] = []
     name = f"foundation-bench-{'-'.join(map(str, args.resolutions))}{args.tag}.json"
@@ -60,7 +62,7 @@ def main() -> None:
     out_json.parent.mkdir(parents=True, exist_ok=True)
     for run, res in [(k, r) for k in range(args.runs) for r in args.resolutions]:
         with tempfile.TemporaryDirectory() as tmp:
-            db = os.path.join(tmp, "bench.db")
+            db = os.path.join(args.keep_stores or tmp, f"bench-{res}-run{run}{args.tag}.db")
             space = ["--space", "proxyless-mobile", "--resolution", str(res), "--db", db, "--clock", args.clock,
                      "--schedule", args.schedule]
             if args.min_repeats:

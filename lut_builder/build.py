@@ -110,12 +110,16 @@ def build_on_target(
             batch = [workloads[k] for k in todo if tried.get(k, 0) < settings.max_attempts]
             if not batch:
                 break
-            # the level workloads are timed in every slice whether or not they are still missing
-            batch += [w for w in levels if w.key not in {b.key for b in batch}]
+            # the level workloads are timed in every slice whether or not they are still missing; the
+            # record of one that is not missing is dropped (its medians are in every other record)
+            wanted = {b.key for b in batch}
+            batch += [w for w in levels if w.key not in wanted]
             ref_times += _time_reference(store, target, ref, settings, cls)
             for m in target.measure(batch, settings):
                 if fingerprint_class(m.fingerprint) != cls:
                     raise DeviceError(target.name, "fingerprint changed during the build (runtime or host changed)")
+                if m.key not in wanted:
+                    continue
                 tried[m.key] = tried.get(m.key, 0) + 1
                 m.attempt = store.attempt_count(cls, m.key) + 1
                 store.add(m)
