@@ -107,7 +107,7 @@ def test_reinforce_moves_alpha_toward_faster_ops(latency, data):
         rewards.append(-update.step(net, latency, opt, (x, torch.zeros(len(x), dtype=torch.long))))
     after = [p.detach().clone() for p in net.probs()]
     assert update.baseline is not None and update.baseline > 0
-    lat = [torch.tensor([0.0 if w is None else latency.model.latency(w) for w in ops]) for ops in latency.candidates]
+    lat = [torch.tensor([0.0 if w is None else latency.model.cost(w) for w in ops]) for ops in latency.candidates]
     gain = [float(a[int(t.argmin())] - b[int(t.argmin())]) for a, b, t in zip(after, before, lat, strict=True)]
     # The fastest op's mass rose, on average over the blocks by more than 0.15 (from 1/6 or 1/7). Within
     # a block whose fastest op is barely faster than the next (3x3 expand 3 vs 6: 0.027 ms of ~2.5 ms)
