@@ -7,9 +7,9 @@ A build that leveled its slices (MeasureSettings.level_keys) is read at its typi
 
 Summing isolated block latencies misses what a whole network adds: per-network framework overhead
 and the colder caches a block meets when its neighbours ran before it. `NetworkCalibration` models
-that as `measured ≈ scale · Σ blocks + offset`, fitted on whole networks measured on the same
-target (see hil/validate.py and docs/LATENCY_MODEL.md) and stored with the LUT; it is identity until
-fitted.
+that as `measured ≈ scale · Σ blocks + β · Σ weight bytes + offset`, fitted on whole networks
+measured on the same target (see hil/validate.py and docs/LATENCY_MODEL.md) and stored with the
+LUT; it is identity until fitted.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ NOT_LUT_PREFIXES = ("drift:", "network-")
 class NetworkCalibration:
     """`measured ≈ scale · Σ blocks + per_weight_byte_ms · Σ weight bytes + offset_ms`.
 
-    The weight term is what a block's weights cost inside a network beyond what they cost timed alone
-    (there the block's few weights are reread while they are still near; in a network every block's
-    weights come after the others'): on the 128 space it took the held-out networks' error from
-    1.0–1.45% to 0.8–1.0% (sd) with four builds' own calibrations (docs/LATENCY_MODEL.md). It is fitted
-    only where the backend records each block's weight bytes (`metrics.weight_bytes`), else 0.
+    The weight term is what a block's weights cost inside a network beyond what they cost timed alone:
+    after scale and offset, a network's error grows with its weight bytes (the mechanism, presumably
+    where in the cache hierarchy the weights are found, is not measured). On the 128 space it took the
+    held-out networks' error from 1.0–1.45% to 0.8–1.0% (sd) with four builds' own calibrations
+    (docs/LATENCY_MODEL.md). It is fitted only where the backend records each block's weight bytes
+    (`metrics.weight_bytes`), else 0.
     """
 
     scale: float = 1.0
