@@ -47,6 +47,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--resolution", type=int, default=128)
     ap.add_argument("--out", default="/tmp/lut-slices")
+    ap.add_argument("--reread", action="store_true",
+                    help="read the two stores of an earlier run in --out again (after a change of the reader)")
     args = ap.parse_args()
     from hil.latency import NOT_LUT_PREFIXES, lut_latencies, slice_levels
     from hil.store import open_store
@@ -57,9 +59,10 @@ def main() -> None:
     for name in ("a", "b"):
         db = out / f"{name}.db"
         t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-m", "hil", "lut", "build", "-d", "local-cpu", "--space",
-                            "proxyless-mobile", "--resolution", str(args.resolution), "--db", str(db), "--json"],
-                           capture_output=True, text=True, cwd=ROOT)
+        build = [sys.executable, "-m", "hil", "lut", "build", "-d", "local-cpu", "--space", "proxyless-mobile",
+                 "--resolution", str(args.resolution), "--db", str(db), "--json"]
+        p = subprocess.CompletedProcess(build, 0) if args.reread else \
+            subprocess.run(build, capture_output=True, text=True, cwd=ROOT)
         if p.returncode != 0:
             raise SystemExit(f"build {name} failed:\n{p.stderr}")
         store = open_store(str(db), readonly=True)
@@ -68,14 +71,16 @@ def main() -> None:
         recs = [m for m in store.attempts(cls) if m.ok and m.key in lut]
         leveled = {k: v for k, v in lut_latencies(store, cls).items() if k in lut}
         levels = slice_levels(recs)
-        builds.append({"wall_s": round(time.perf_counter() - t0, 1), "fit": slice_fit(recs),
+        builds.append({"wall_s": None if args.reread else round(time.perf_counter() - t0, 1),
+                       "fit": slice_fit(recs),
                        "level_sd": statistics.pstdev(math.log(x) for x in levels.values()),
                        "accepted": {k: m.latency_ms for k, m in lut.items()}, "leveled": leveled})
         store.close()
     keys = sorted(set(builds[0]["accepted"]) & set(builds[1]["accepted"]))
     agree = {how: statistics.pstdev(math.log(builds[0][how][k] / builds[1][how][k]) for k in keys)
              for how in ("accepted", "leveled")}
-    report = {"resolution": args.resolution, "entries": len(keys), "at": time.strftime("%Y-%m-%d %H:%M"),
+    report = {"resolution": args.resolution, "entries": len(keys), "read_at": time.strftime("%Y-%m-%d %H:%M"),
+              "reread": args.reread,
               "builds": [{k: v for k, v in b.items() if k not in ("accepted", "leveled")} for b in builds],
               "between_builds_entry_sd": agree}
     (out / "lut-slices.json").write_text(json.dumps(report, indent=2))

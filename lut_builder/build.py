@@ -98,7 +98,8 @@ def build_on_target(
     rng = random.Random(seed)
     ref = _reference(list(workloads.values()))
     levels = level_workloads(list(workloads.values())) if _interleaved(fp) else []
-    settings = replace(settings, level_keys=tuple(w.key for w in levels))
+    # the blocks' requests only: the calibration's session of whole networks is not leveled
+    leveled = replace(settings, level_keys=tuple(w.key for w in levels))
     ref_times: list[float] = []
     attempts_left = settings.max_attempts
     # Keys that fail again in this run are not retried forever: each key gets max_attempts tries.
@@ -115,7 +116,7 @@ def build_on_target(
             wanted = {b.key for b in batch}
             batch += [w for w in levels if w.key not in wanted]
             ref_times += _time_reference(store, target, ref, settings, cls)
-            for m in target.measure(batch, settings):
+            for m in target.measure(batch, leveled):
                 if fingerprint_class(m.fingerprint) != cls:
                     raise DeviceError(target.name, "fingerprint changed during the build (runtime or host changed)")
                 if m.key not in wanted:

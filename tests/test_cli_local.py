@@ -158,6 +158,8 @@ def test_interleaved_build_and_validation_time_each_request_as_one_slice(tmp_pat
     assert len(levels) == 3 and {r["key"] for r in blocks} >= levels
     assert all(set(r["metrics"]["slice"]["level_ms"]) == levels for r in blocks)
     assert len({r["metrics"]["slice"]["id"] for r in blocks}) == 1
+    # the build's calibration session of whole networks is not leveled
+    assert not [r for r in recs if r["key"].startswith("network-") and "slice" in r["metrics"]]
     # each validation pass: the 3 networks, the reference network, the 3 calibration networks and the
     # drift reference in one session
     passes = [r for r in records(db) if r["ok"] and "validation_pass" in r["metrics"]]

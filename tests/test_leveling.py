@@ -3,6 +3,7 @@ and the LUT read at the build's typical host speed (hil.latency.lut_latencies)."
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 
@@ -81,8 +82,9 @@ def test_a_key_with_an_unleveled_attempt_is_not_leveled(tmp_path):
                        _rec("b", 4.5, None, None)])
         cls = store.classes("d")[0].fp_class
         lat = lut_latencies(store, cls)
-        # a's slice is the median level of the two slices (1.25): leveled; b mixes both kinds: as stored
-        assert lat["a"] == pytest.approx(3.0 / (1.0 / 1.25))
+        # two slices 1.5x apart: the typical speed is their geometric middle, so a's slice ran 1/sqrt(1.5)
+        # of it; b mixes both kinds of attempt: as stored
+        assert lat["a"] == pytest.approx(3.0 * math.sqrt(1.5))
         assert lat["b"] == pytest.approx(store.lut(cls)["b"].latency_ms)
     finally:
         store.close()
