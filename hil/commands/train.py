@@ -144,7 +144,12 @@ def run_ranked(args: argparse.Namespace, device: str | None, body: Callable[[Dis
 
     dist = Dist.from_env(device)
     try:
-        return body(dist)
+        code = body(dist)
+        # Every rank done before any tears its process group down: a gloo rank whose peer closes
+        # while work is still in flight can abort at exit ("terminate called without an active
+        # exception", seen once in CI on `hil amc finetune --nproc 2`).
+        dist.barrier()
+        return code
     except HilError:
         if dist.main:
             raise
