@@ -1,7 +1,7 @@
 """How far a build's slices sit apart, and how much leveling them buys: two LUT builds back to back.
 
-Each build is the user's `hil lut build` with the defaults. For each build, a fit of log latency =
-key + slice over every attempt gives the sd of the slice effects (how much the host's speed moved
+Each build is the user's `hil lut build` with the defaults. For each build, the reader's fit of log
+latency = key + slice (`hil.latency.fit_slices`) gives the sd of the slice effects (how much the host's speed moved
 between the ~10 s slices) and what is left per attempt; then the two builds' LUTs are compared entry
 by entry, as read before leveling (the accepted attempt) and as read now (`lut_latencies`).
 
@@ -22,27 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def slice_fit(records: list) -> dict[str, float]:
-    """log latency = key effect + slice effect, fitted by alternating means over every attempt."""
-    by_slice: dict[str, list] = {}
-    for m in records:
-        by_slice.setdefault(m.metrics["slice"]["id"], []).append(m)
-    by_key: dict[str, list] = {}
-    for m in records:
-        by_key.setdefault(m.key, []).append(m)
-    eff = dict.fromkeys(by_slice, 0.0)
-    mu = {k: statistics.fmean(math.log(m.latency_ms) for m in v) for k, v in by_key.items()}
-    for _ in range(30):
-        eff = {s: statistics.fmean(math.log(m.latency_ms) - mu[m.key] for m in v) for s, v in by_slice.items()}
-        mean = statistics.fmean(eff.values())
-        eff = {s: e - mean for s, e in eff.items()}
-        mu = {k: statistics.fmean(math.log(m.latency_ms) - eff[m.metrics["slice"]["id"]] for m in v)
-              for k, v in by_key.items()}
-    resid = [math.log(m.latency_ms) - mu[m.key] - eff[m.metrics["slice"]["id"]] for m in records]
-    return {"slices": len(by_slice), "slice_effect_sd": statistics.pstdev(eff.values()),
-            "attempt_residual_sd": statistics.pstdev(resid)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--resolution", type=int, default=128)
@@ -50,7 +29,7 @@ def main() -> None:
     ap.add_argument("--reread", action="store_true",
                     help="read the two stores of an earlier run in --out again (after a change of the reader)")
     args = ap.parse_args()
-    from hil.latency import NOT_LUT_PREFIXES, lut_latencies, slice_levels
+    from hil.latency import NOT_LUT_PREFIXES, fit_slices, lut_latencies
     from hil.store import open_store
 
     out = Path(args.out)
@@ -70,10 +49,11 @@ def main() -> None:
         lut = {k: m for k, m in store.lut(cls).items() if not k.startswith(NOT_LUT_PREFIXES)}
         recs = [m for m in store.attempts(cls) if m.ok and m.key in lut]
         leveled = {k: v for k, v in lut_latencies(store, cls).items() if k in lut}
-        levels = slice_levels(recs)
+        fit = fit_slices(recs)  # the reader's own fit
         builds.append({"wall_s": None if args.reread else round(time.perf_counter() - t0, 1),
-                       "fit": slice_fit(recs),
-                       "level_sd": statistics.pstdev(math.log(x) for x in levels.values()),
+                       "fit": {"slices": len(fit.slice_log),
+                               "slice_effect_sd": statistics.pstdev(fit.slice_log.values()),
+                               "attempt_residual_sd": fit.residual_sd},
                        "accepted": {k: m.latency_ms for k, m in lut.items()}, "leveled": leveled})
         store.close()
     keys = sorted(set(builds[0]["accepted"]) & set(builds[1]["accepted"]))

@@ -85,16 +85,24 @@ class NetworkCalibration:
 MIN_NETS_WEIGHT_TERM = 6
 
 
-def slice_levels(records: Iterable[Measurement]) -> dict[str, float]:
-    """Each leveled slice's host slowness relative to the class's typical one.
+@dataclass
+class SliceFit:
+    """log latency = workload + slice, fitted over a class's leveled attempts (`fit_slices`)."""
 
-    Fitted by least squares as log latency = workload + slice over every attempt timed in a leveled
-    slice (`metrics.slice`) and every slice's level-workload medians (alternating means until they
-    settle), then centred so the median slice is 1. The level workloads, timed in every slice, tie
-    the slices together; every other workload timed in several slices (a noisy key's attempts)
-    sharpens the estimate. Two builds at 128 agreed entry by entry to 2.4–3.8% (sd) read this way,
-    against 3.3–4.9% with the level workloads' ratio alone and 5.0–5.1% unleveled (docs/MEASUREMENT.md).
-    """
+    workload_log: dict[str, float]  # per workload key (level workloads as `level:<key>`)
+    slice_log: dict[str, float]  # per slice id, 0 at the median slice of its build
+    residual_sd: float  # what is left per observation
+
+
+def fit_slices(records: Iterable[Measurement]) -> SliceFit:
+    """Least squares over every attempt timed in a leveled slice (`metrics.slice`) and every slice's
+    level-workload medians. The level workloads, timed in every slice of a build, tie its slices
+    together; a workload timed in several slices (a noisy key's attempts) sharpens the estimate.
+    Slices that share no workload (two builds levelled by different workloads: another space in the
+    class, AMC's entries measured as it goes) are fitted apart, each group centred on its own median
+    slice, so one build never shifts another's entries."""
+    import numpy as np
+
     obs: list[tuple[str, str, float]] = []  # (workload, slice, log ms)
     seen: set[str] = set()
     for m in records:
@@ -106,24 +114,44 @@ def slice_levels(records: Iterable[Measurement]) -> dict[str, float]:
         if sid not in seen:
             seen.add(sid)
             obs += [(f"level:{k}", sid, math.log(v)) for k, v in s["level_ms"].items() if v and v > 0]
-    if not obs:
-        return {}
-    by_key: dict[str, list[tuple[str, float]]] = {}
-    by_slice: dict[str, list[tuple[str, float]]] = {}
-    for k, sid, y in obs:
-        by_key.setdefault(k, []).append((sid, y))
-        by_slice.setdefault(sid, []).append((k, y))
-    eff = dict.fromkeys(by_slice, 0.0)
-    for _ in range(500):
-        key = {k: statistics.fmean(y - eff[sid] for sid, y in v) for k, v in by_key.items()}
-        new = {sid: statistics.fmean(y - key[k] for k, y in v) for sid, v in by_slice.items()}
-        centre = statistics.median(new.values())
-        new = {sid: e - centre for sid, e in new.items()}
-        settled = max(abs(new[sid] - eff[sid]) for sid in new) < 1e-12
-        eff = new
-        if settled:
-            break
-    return {sid: math.exp(e) for sid, e in eff.items()}
+    # slices joined by a shared workload form one group (union-find over slice ids)
+    parent = {sid: sid for _, sid, _ in obs}
+
+    def root(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    first: dict[str, str] = {}
+    for k, sid, _ in obs:
+        parent[root(sid)] = root(first.setdefault(k, sid))
+    fit = SliceFit({}, {}, 0.0)
+    residuals: list[float] = []
+    for group in {root(sid) for sid in parent}:
+        rows = [o for o in obs if root(o[1]) == group]
+        keys = sorted({k for k, _, _ in rows})
+        sids = sorted({sid for _, sid, _ in rows})
+        col = {k: i for i, k in enumerate(keys)} | {sid: len(keys) + j for j, sid in enumerate(sids)}
+        a = np.zeros((len(rows), len(col)))
+        for i, (k, sid, _) in enumerate(rows):
+            a[i, col[k]] = a[i, col[sid]] = 1.0
+        y = np.array([v for _, _, v in rows])
+        # the design fixes workload + slice, not each alone: any solution, then centred on the median slice
+        x, *_ = np.linalg.lstsq(a, y, rcond=None)
+        centre = float(np.median(x[len(keys):]))
+        fit.workload_log.update({k: float(x[i]) + centre for i, k in enumerate(keys)})
+        fit.slice_log.update({sid: float(x[len(keys) + j]) - centre for j, sid in enumerate(sids)})
+        residuals += list(y - a @ x)
+    fit.residual_sd = float(np.std(residuals)) if residuals else 0.0
+    return fit
+
+
+def slice_levels(records: Iterable[Measurement]) -> dict[str, float]:
+    """Each leveled slice's host slowness relative to its build's typical one (`fit_slices`). Two
+    builds at 128 agreed entry by entry to 2.4–3.8% (sd) read this way, against 3.3–4.9% with the
+    level workloads' ratio alone and 5.0–5.1% unleveled (docs/MEASUREMENT.md)."""
+    return {sid: math.exp(e) for sid, e in fit_slices(records).slice_log.items()}
 
 
 def lut_latencies(store: Store, fp_class: str, lut: Mapping[str, Measurement] | None = None) -> dict[str, float]:

@@ -9,9 +9,10 @@ stored network calibration (the newest version), so a consumer predicts what `La
   estimator's sum equals our calibrated prediction `scale · Σ + offset`. `var` is scaled by scale².
   The sidecar says `calibration.folded: true` and the key that holds the offset. `--raw` writes
   the plain medians instead (then the sidecar holds the calibration, `folded: false`).
-- csv: one row per entry (plain medians) + the same sidecar; the consumer applies the sidecar's
-  `calibration` (`scale · Σ latency_ms + per_weight_byte_ms · Σ metric_weight_bytes + offset_ms`) itself.
-- parquet: one row per entry (plain medians), the fingerprint and calibration in the file's
+- csv: one row per entry (`latency_ms` as LatencyModel reads it, uncalibrated) + the same sidecar;
+  the consumer applies the sidecar's `calibration` (`scale · Σ latency_ms + per_weight_byte_ms ·
+  Σ metric_weight_bytes + offset_ms`) itself.
+- parquet: one row per entry (as csv), the fingerprint and calibration in the file's
   key-value metadata (`hil.fingerprint`).
 
 The fingerprint goes to a `.fingerprint.json` sidecar so the YAML and CSV stay readable by others.

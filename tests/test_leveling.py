@@ -88,3 +88,19 @@ def test_a_key_with_an_unleveled_attempt_is_not_leveled(tmp_path):
         assert lat["b"] == pytest.approx(store.lut(cls)["b"].latency_ms)
     finally:
         store.close()
+
+
+def test_builds_that_share_no_level_workload_are_each_read_at_their_own_typical_speed(tmp_path):
+    # two builds into one class (another space, or AMC's incremental entries) levelled by different
+    # workloads: nothing ties their slices together, so neither may shift the other's entries
+    store = SqliteStore(str(tmp_path / "s.db"))
+    try:
+        store.add_all([
+            _rec("a", 3.0, "fast", {"L": 1.0}), _rec("b", 6.0, "slow", {"L": 1.2}),
+            _rec("c", 5.0, "also-fast", {"L": 1.0}),
+            _rec("d", 2.0, "t1", {"M": 5.0}), _rec("e", 4.0, "t2", {"M": 5.0}),
+        ])
+        cls = store.classes("d")[0].fp_class
+        assert lut_latencies(store, cls) == pytest.approx({"a": 3.0, "b": 5.0, "c": 5.0, "d": 2.0, "e": 4.0})
+    finally:
+        store.close()

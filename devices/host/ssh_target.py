@@ -380,9 +380,8 @@ class SshTarget:
         size = ARTIFACT_BATCH if self._models is not None else max(1, len(workloads))
         # every request of a leveled build carries the level workloads (MeasureSettings.level_keys)
         levels = [w for w in workloads if w.key in settings.level_keys]
-        rest = [w for w in workloads if w.key not in settings.level_keys] if len(levels) < len(workloads) else []
-        for i in range(0, max(len(rest), 1), size):
-            part = [*levels, *rest[i : i + size]] if rest else list(workloads)
+        rest = [w for w in workloads if w.key not in settings.level_keys]
+        for part in [[*levels, *rest[i : i + size]] for i in range(0, len(rest), size)] or [list(workloads)]:
             chunk, artifacts, failed = self._prepare(part, settings)
             yield from failed
             if not chunk:
