@@ -101,8 +101,6 @@ def fit_slices(records: Iterable[Measurement]) -> SliceFit:
     Slices that share no workload (two builds levelled by different workloads: another space in the
     class, AMC's entries measured as it goes) are fitted apart, each group centred on its own median
     slice, so one build never shifts another's entries."""
-    import numpy as np
-
     obs: list[tuple[str, str, float]] = []  # (workload, slice, log ms)
     seen: set[str] = set()
     for m in records:
@@ -114,6 +112,16 @@ def fit_slices(records: Iterable[Measurement]) -> SliceFit:
         if sid not in seen:
             seen.add(sid)
             obs += [(f"level:{k}", sid, math.log(v)) for k, v in s["level_ms"].items() if v and v > 0]
+    return fit_levels(obs)
+
+
+def fit_levels(obs: Sequence[tuple[str, str, float]]) -> SliceFit:
+    """log value = workload + slice by least squares over (workload, slice, log value) observations:
+    each slice's level of the host's speed, fitted from every workload it timed. Slices joined by no
+    shared workload are fitted apart, each group centred on its own median slice. Used for a build's
+    slices (`fit_slices`) and a validation's sessions (hil.validate)."""
+    import numpy as np
+
     # slices joined by a shared workload form one group (union-find over slice ids)
     parent = {sid: sid for _, sid, _ in obs}
 

@@ -19,6 +19,7 @@ Metrics follow MEASUREMENT.md: MAPE, RMSPE, RMSE, ±5% / ±10% accuracy (nn-Mete
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,7 +35,7 @@ from hil.calibration import (
     reference_network,
 )
 from hil.errors import ConfigError, StoreError
-from hil.latency import CALIBRATION_MODEL, LatencyModel, NetworkCalibration
+from hil.latency import CALIBRATION_MODEL, LatencyModel, NetworkCalibration, fit_levels
 from hil.measure import MIN_SLICE, Measurement, MeasureSettings, expected_timing_s
 from hil.store import Store
 from hil.target import Target, fingerprint_class
@@ -118,6 +119,7 @@ class ValidationReport:
     reanchored: Metrics | None = None  # calibration refitted in each validation session (secondary)
     session_calibration: list[dict[str, Any]] = field(default_factory=list)  # one per pass
     sessions: list[str] = field(default_factory=list)
+    leveling: dict[str, Any] = field(default_factory=dict)  # the sessions' fitted levels
 
     def to_json(self) -> dict[str, Any]:
         return {"device": self.device, "space": self.space, "options": self.options,
@@ -127,7 +129,7 @@ class ValidationReport:
                 "reanchored_in_session": self.reanchored.to_json() if self.reanchored else None,
                 "speedup": self.speedup, "repeatability": self.repeatability, "calibration": self.calibration,
                 "drift_reference": self.drift_reference, "session_calibration": self.session_calibration,
-                "sessions": self.sessions, "points": self.points}
+                "sessions": self.sessions, "leveling": self.leveling, "points": self.points}
 
 
 def _tau(a: Sequence[float], b: Sequence[float]) -> float:
@@ -179,6 +181,7 @@ def validation_parts(
     model: LatencyModel,
     settings: MeasureSettings,
     with_drift: bool = True,
+    order_seed: int | None = None,
 ) -> list[list[Network]]:
     """A validation pass cut into sessions (parts) the way a request is cut into slices: about
     `settings.slice_s` seconds of expected timing each (the stored model's prediction under the
@@ -186,12 +189,19 @@ def validation_parts(
     reference that every part also times. The calibration's networks open part 0, together, so an
     in-session refit sees one host state. `slice_s` None: the whole pass is one part.
 
-    Depends only on the networks, the stored model and the settings, so a rerun cuts the same parts
-    and reuses those that were stored whole.
+    With `order_seed`, the scored networks are shuffled by it first: each pass cuts its parts from
+    another order, so every session shares networks with sessions of the other pass and the sessions'
+    levels are fitted from all of them (`hil.latency.fit_levels`), not from the reference alone.
+
+    Depends only on the networks, the stored model, the settings and `order_seed`, so a rerun cuts
+    the same parts and reuses those that were stored whole.
     """
     extra = 1 + int(with_drift)  # the reference network and the drift reference
     ref_s = expected_timing_s(model.network(ref.layers) / 1e3, settings)
-    queue = [*cal_nets, *nets]
+    scored = list(nets)
+    if order_seed is not None:
+        random.Random(order_seed).shuffle(scored)
+    queue = [*cal_nets, *scored]
     parts: list[list[Network]] = []
     part: list[Network] = []
     spent = ref_s
@@ -241,14 +251,17 @@ def validate(
     cal_nets = [] if simulated else calibration_networks(space, cal_params)
     drift = None if simulated else drift_reference(space)
     reuse_after = float(cal_info.get("created_at", 0.0))
-    parts = validation_parts(nets, cal_nets, ref, model, settings, with_drift=drift is not None)
-    part_of = {n.key: k for k, part in enumerate(parts) for n in part}
+    # pass 0 in the sampled order, every later pass in its own: sessions that overlap across passes
+    parts = [validation_parts(nets, cal_nets, ref, model, settings, with_drift=drift is not None,
+                              order_seed=None if p == 0 else seed + p)
+             for p in range(passes)]
+    part_of = [{n.key: k for k, part in enumerate(pp) for n in part} for pp in parts]
     # sessions[p][k]: pass p, part k. A kill loses at most the part being timed; a rerun reuses
     # every part that was stored whole.
     sessions: list[list[Session]] = [
         [measure_session(store, target, [*part, ref], settings, "validation", p, drift, seed + p + 1000 * k,
                          reuse_after=reuse_after, progress=progress)
-         for k, part in enumerate(parts)]
+         for k, part in enumerate(parts[p])]
         for p in range(passes)
     ]
     session_cals: list[NetworkCalibration] = []
@@ -262,23 +275,29 @@ def validate(
     ref_sum = model.block_sum(ref.layers)
     every = [sess for pass_ in sessions for sess in pass_]
     # Leveling: the host's speed moves between the ~10 s sessions of a validation as it does between
-    # a build's slices (docs/MEASUREMENT.md), so each network is carried to the validation's typical
-    # speed through the reference network its session also timed. The raw times stay in `attempts_ms`
-    # and are scored too (`unleveled`).
+    # a build's slices (docs/MEASUREMENT.md), so each session's level is fitted from every network it
+    # timed (log time = network + session, `fit_levels`: the reference network is in every session,
+    # and the passes' different cuts put each network beside other networks in each pass), and each
+    # network is carried to the validation's typical speed (the median session). The raw times stay
+    # in `attempts_ms` and are scored too (`unleveled`), as is the leveling through the reference
+    # network alone (`leveling.reference_only`).
+    level_fit = fit_levels([(k, sess.id, math.log(v)) for sess in every for k, v in sess.latency_ms.items()
+                            if not k.startswith(DRIFT_PREFIX) and v > 0])
+    level = {sess.id: math.exp(level_fit.slice_log[sess.id]) for sess in every}
     ref_typical = _median([sess.latency_ms[ref.key] for sess in every])
+    meas_by_ref = []
     for n in nets:
-        own = [pass_[part_of[n.key]] for pass_ in sessions]  # the session that timed n, per pass
+        own = [pass_[part_of[p][n.key]] for p, pass_ in enumerate(sessions)]  # the session that timed n, per pass
         xs = [sess.latency_ms[n.key] for sess in own]
-        lv = [sess.latency_ms[n.key] * ref_typical / sess.latency_ms[ref.key] for sess in own]
+        lv = [sess.latency_ms[n.key] / level[sess.id] for sess in own]
+        meas_by_ref.append(_median([sess.latency_ms[n.key] * ref_typical / sess.latency_ms[ref.key] for sess in own]))
         m = _median(lv)
         s = model.block_sum(n.layers)
         pred_raw.append(s)
         pred_stored.append(model.network(n.layers))
         if session_cals:
-            # each refit carried from its part 0's host speed to the typical one through the reference
-            # network, which every part times
-            pred_session.append(sum(c.apply(s, model.weight_sum(n.layers) or 0.0) * ref_typical
-                                    / pass_[0].latency_ms[ref.key]
+            # each refit carried from its part 0's host speed to the typical one by that session's level
+            pred_session.append(sum(c.apply(s, model.weight_sum(n.layers) or 0.0) / level[pass_[0].id]
                                     for c, pass_ in zip(session_cals, sessions, strict=True))
                                 / len(session_cals))
         meas.append(m)
@@ -293,6 +312,7 @@ def validate(
         points.append({"network": n.key, "measured_ms": m, "predicted_ms": pred_stored[-1], "block_sum_ms": s,
                        "reanchored_ms": pred_session[-1] if session_cals else None, "attempts_ms": xs,
                        "leveled_ms": lv, "unleveled_ms": meas_unleveled[-1],
+                       "reference_ms": [sess.latency_ms[ref.key] for sess in own],
                        "measured_speedup": sp, "predicted_speedup": sp_pred[-1],
                        "sessions": [sess.id for sess in own]})
     repeat = {
@@ -327,6 +347,11 @@ def validate(
         calibration=cal_info, speedup=speedup, drift_reference=drift_ref, points=points,
         reanchored=metrics(pred_session, meas) if session_cals else None,
         session_calibration=[c.to_json() for c in session_cals], sessions=[s.id for s in every],
+        leveling={"method": "fit: log time = network + session", "residual_sd": level_fit.residual_sd,
+                  "session_levels": level,
+                  # the stored model against each network carried through its session's reference
+                  # network only, as validation leveled before the fit
+                  "reference_only": metrics(pred_stored, meas_by_ref).to_json()},
     )
 
 @dataclass

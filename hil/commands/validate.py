@@ -75,8 +75,8 @@ def _validate(args: argparse.Namespace) -> int:
         f"  stored model : ±10% {100 * c.within_10pct:5.1f}%  ±5% {100 * c.within_5pct:5.1f}%  "
         f"tau {c.kendall_tau:.3f}  MAPE {c.mape:.2f}%  RMSPE {c.rmspe:.2f}%  RMSE {c.rmse_ms:.3f} ms  "
         f"bias {c.mean_bias:+.2f}%  (what an optimizer gets: the LUT + stored calibration)\n"
-        + (f"    (measured: each network at the validation's typical host speed, leveled through the reference "
-           f"network of its session; as timed: ±10% {100 * u.within_10pct:5.1f}%  ±5% {100 * u.within_5pct:5.1f}%  "
+        + (f"    (measured: each network at the validation's typical host speed, its session's level fitted "
+           f"from every network it timed; as timed: ±10% {100 * u.within_10pct:5.1f}%  ±5% {100 * u.within_5pct:5.1f}%  "
            f"tau {u.kendall_tau:.3f}  MAPE {u.mape:.2f}%)\n" if u and rep["n"] else "")
         + f"  plain sum    : ±10% {100 * r.within_10pct:5.1f}%  ±5% {100 * r.within_5pct:5.1f}%  "
         f"tau {r.kendall_tau:.3f}  MAPE {r.mape:.2f}%  bias {r.mean_bias:+.2f}%\n"
