@@ -36,8 +36,8 @@ def hil(*args: str) -> dict:
 def _val_row(val: dict, wall_s: float) -> dict:
     keep = ("n", "within_10pct", "within_5pct", "kendall_tau", "mape", "rmspe", "rmse_ms", "mean_bias", "raw_sum",
             "unleveled", "reanchored_in_session", "speedup", "repeatability", "calibration", "drift_reference",
-            "points")
-    return {**{k: val[k] for k in keep}, "wall_s": round(wall_s, 1), "loadavg": os.getloadavg()}
+            "leveling", "points")
+    return {**{k: val.get(k) for k in keep}, "wall_s": round(wall_s, 1), "loadavg": os.getloadavg()}
 
 
 def main() -> None:

@@ -4,8 +4,8 @@ The prediction scored is exactly the one an optimizer receives: `LatencyModel.fr
 the LUT with the newest stored calibration version. Nothing measured during validation changes it.
 
 Networks are sampled from the space with a fixed seed (never the calibration's networks), measured
-end to end with the same protocol in two passes, so repeatability can be told apart from model
-error. A pass is cut into sessions of about `--slice-time` seconds (docs/MEASUREMENT.md), so a kill
+end to end with the same protocol in three passes (`DEFAULT_PASSES`), so repeatability can be told
+apart from model error. A pass is cut into sessions of about `--slice-time` seconds (docs/MEASUREMENT.md), so a kill
 loses at most one of them. Each session also times:
 - the space's reference network, for speedups: a ratio of two networks timed in one session
   cancels the host's drift, which is what a search relies on;
@@ -18,8 +18,10 @@ Metrics follow MEASUREMENT.md: MAPE, RMSPE, RMSE, ±5% / ±10% accuracy (nn-Mete
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -138,10 +140,23 @@ def _tau(a: Sequence[float], b: Sequence[float]) -> float:
     return float(kendalltau(a, b).statistic)
 
 
+def _pairwise_tau(points: Sequence[dict[str, Any]], field_: str, passes: int) -> float:
+    if passes < 2 or len(points) < 2:
+        return float("nan")
+    return statistics.fmean(_tau([p[field_][i] for p in points], [p[field_][j] for p in points])
+                            for i, j in itertools.combinations(range(passes), 2))
+
+
 def _median(xs: Sequence[float]) -> float:
     s = sorted(xs)
     mid = len(s) // 2
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+# Passes a measured device's networks are timed in. Three, so that a network's median is robust to a
+# transient that slowed it in one pass alone: at 224 one network read 17.2 ms in one pass and 15.9 ms
+# in the other, the reference network steady beside it (2026-12-04, docs/BENCHMARKS.md).
+DEFAULT_PASSES = 3
 
 
 def lut_class(store: Store, target: Target, settings: MeasureSettings) -> str:
@@ -225,6 +240,7 @@ def validate(
     samples: int,
     seed: int = 0,
     progress: Callable[[Measurement], None] | None = None,
+    passes: int = DEFAULT_PASSES,
 ) -> ValidationReport:
     """Predicted (the stored model) vs measured on `samples` networks the calibration never saw.
 
@@ -247,7 +263,10 @@ def validate(
     # A simulation is deterministic: measuring twice would only show that it is, and it has no
     # session drift to calibrate away.
     simulated = target.provenance == "simulated"
-    passes = 1 if simulated else 2
+    if not simulated and passes < 2:
+        raise ConfigError(f"validation needs at least 2 passes on a measured device (got {passes}): "
+                          "repeatability is two passes against each other")
+    passes = 1 if simulated else passes
     cal_nets = [] if simulated else calibration_networks(space, cal_params)
     drift = None if simulated else drift_reference(space)
     reuse_after = float(cal_info.get("created_at", 0.0))
@@ -303,7 +322,7 @@ def validate(
         meas.append(m)
         meas_unleveled.append(_median(xs))
         if len(lv) >= 2:
-            rep.append(abs(lv[0] - lv[1]) / m)
+            rep.append(statistics.fmean(abs(a - b) / m for a, b in itertools.combinations(lv, 2)))
         # speedup over the reference, measured within each session (the host's drift cancels)
         sp = _median([sess.latency_ms[ref.key] / sess.latency_ms[n.key] for sess in own])
         sp_meas.append(sp)
@@ -320,13 +339,12 @@ def validate(
         "mape": 100 * sum(rep) / len(rep) if rep else float("nan"),
         "within_5pct": sum(r <= 0.05 for r in rep) / len(rep) if rep else float("nan"),
         "within_10pct": sum(r <= 0.10 for r in rep) / len(rep) if rep else float("nan"),
-        # repeatability tau: how two noisy passes rank the networks against each other. Not a
-        # ceiling of a model's tau (a model that predicts the true latencies is compared with the
-        # median of both passes, which is less noisy than either).
-        "kendall_tau": _tau([p["leveled_ms"][0] for p in points], [p["leveled_ms"][1] for p in points])
-        if passes >= 2 and len(points) > 1 else float("nan"),
-        "kendall_tau_unleveled": _tau([p["attempts_ms"][0] for p in points], [p["attempts_ms"][1] for p in points])
-        if passes >= 2 and len(points) > 1 else float("nan"),
+        # repeatability tau: how two noisy passes rank the networks against each other (the mean
+        # over pairs of passes). Not a ceiling of a model's tau (a model that predicts the true
+        # latencies is compared with the median of the passes, which is less noisy than any one).
+        "kendall_tau": _pairwise_tau(points, "leveled_ms", passes),
+        "kendall_tau_unleveled": _pairwise_tau(points, "attempts_ms", passes),
+        "passes": passes,
     }
     speedup = {"reference": ref.key, "reference_chosen": ref_how,
                "reference_measured_ms": [sess.latency_ms[ref.key] for sess in every],

@@ -91,12 +91,12 @@ def test_build_resume_show_export_validate(tmp_path):
         assert field in v
     assert v["n"] == 4 and v["calibration"]["fitted_on"] == 3
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the validation networks are stored measurements too (measured twice each)
+    # the validation networks are stored measurements too (measured in three passes)
     nets = [k for k in keys_in(db) if k.startswith("network-")]
     # (each pass measures the 4 validation networks with the reference and the 3 calibration networks)
-    assert len(nets) == 3 + 2 * (4 + 1 + 3)
+    assert len(nets) == 3 + 3 * (4 + 1 + 3)
     assert v["model"] == "stored" and v["calibration"]["version"] == 1
-    assert v["reanchored_in_session"]["n"] == 4 and len(v["session_calibration"]) == 2
+    assert v["reanchored_in_session"]["n"] == 4 and len(v["session_calibration"]) == 3
     assert -1 <= v["repeatability"]["kendall_tau"] <= 1
     assert v["speedup"]["n"] == 4 and v["speedup"]["reference_chosen"] == "named by the space"
 
@@ -163,10 +163,10 @@ def test_interleaved_build_and_validation_time_each_request_as_one_slice(tmp_pat
     # each validation pass: the 3 networks, the reference network, the 3 calibration networks and the
     # drift reference in one session
     passes = [r for r in records(db) if r["ok"] and "validation_pass" in r["metrics"]]
-    assert sorted(r["metrics"]["validation_pass"] for r in passes) == [0] * 8 + [1] * 8
+    assert sorted(r["metrics"]["validation_pass"] for r in passes) == [0] * 8 + [1] * 8 + [2] * 8
     assert {r["metrics"]["slice_size"] for r in passes} == {8}
-    assert len({r["metrics"]["session"] for r in passes}) == 2
-    assert len(v["session_calibration"]) == 2 and v["n"] == 3
+    assert len({r["metrics"]["session"] for r in passes}) == 3
+    assert len(v["session_calibration"]) == 3 and v["n"] == 3
 
 
 def test_bad_inputs_are_one_line_errors_and_leave_the_store_alone(tmp_path):
