@@ -113,7 +113,7 @@ class ValidationReport:
     stored: Metrics  # the headline: LatencyModel.from_store's predictions, as an optimizer gets them
     raw_sum: Metrics  # plain sum of isolated block medians
     unleveled: Metrics | None  # the stored model against the measurements as timed, each session's speed
-    repeatability: dict[str, float]  # the same network measured in two sessions
+    repeatability: dict[str, float]  # the same networks' passes against each other, pairwise
     calibration: dict[str, Any]  # the stored calibration version that `stored` used
     speedup: dict[str, Any] = field(default_factory=dict)  # over the reference network, per session
     drift_reference: dict[str, Any] = field(default_factory=dict)  # the host's speed: stored vs now
