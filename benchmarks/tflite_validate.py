@@ -50,8 +50,9 @@ def inventory(path: Path, precisions: list[str], threads: int) -> None:
 
 def summarize(val: dict[str, Any], build: dict[str, Any] | None, wall_s: float) -> dict[str, Any]:
     keep = ("n", "within_10pct", "within_5pct", "kendall_tau", "mape", "rmspe", "rmse_ms", "mean_bias",
-            "raw_sum", "repeatability", "calibration", "speedup", "drift_reference", "reanchored_in_session")
-    row = {k: val[k] for k in keep}
+            "raw_sum", "repeatability", "calibration", "speedup", "drift_reference", "reanchored_in_session",
+            "unleveled", "leveling", "points")
+    row = {k: val.get(k) for k in keep}
     row["wall_s"] = round(wall_s, 1)
     if build:
         dev = build["devices"][0]

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from hil.calibration import SampledSpace, anchor, measure_session
-from hil.errors import StoreError
+from hil.errors import ConfigError, StoreError
 from hil.latency import CALIBRATION_MODEL, NOT_LUT_PREFIXES, LatencyModel
 from hil.lut_builder.build import build_on_target
 from hil.lut_builder.export import export_lut, offset_key
@@ -295,6 +295,17 @@ def test_the_passes_cut_different_sessions_and_their_levels_come_from_every_netw
     assert fitted < through_ref / 3
     assert r.stored.kendall_tau > r.leveling["reference_only"]["kendall_tau"]
     assert set(r.leveling["session_levels"]) == set(r.sessions)
+
+
+def test_one_pass_on_a_measured_device_is_refused_before_anything_is_measured(tmp_path):
+    store, _, space, cls = built(tmp_path)
+    before = len(list(store.attempts(cls)))
+    dev = FakeDevice()
+    with pytest.raises(ConfigError, match="at least 2 passes"):
+        validate(store, dev, space, SETTINGS, samples=4, seed=3, passes=1)
+    assert dev.requests == [] and len(list(store.attempts(cls))) == before
+    # two passes are allowed, and the repeatability says how many it compared
+    assert validate(store, dev, space, SETTINGS, samples=4, seed=3, passes=2).repeatability["passes"] == 2
 
 
 def test_anchor_stores_a_new_version_keeps_the_old_and_the_newest_is_used(tmp_path):
