@@ -72,9 +72,10 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=40, help="networks scored")
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--out", default="/tmp/in-context")
-    ap.add_argument("--compare-store", metavar="DB",
+    ap.add_argument("--compare-store", metavar="DB", action="append", default=[],
                     help="a store with a `hil lut build` of this space on local-cpu: its entries, as the product "
-                         "reads them, are compared with this run's isolated ones and scored on the same test networks")
+                         "reads them, are compared with this run's isolated ones and scored on the same test "
+                         "networks (repeat to score several)")
     args = ap.parse_args()
 
     from hil.devices.agent.host_info import l2_cache_bytes, pin_allocator, rotation_copies
@@ -198,19 +199,20 @@ def main() -> None:
     # entry precision of this run: each key's median over even rounds against odd rounds
     halves_iso = [np.array([statistics.median(iso[k][i::4] + iso[k][i + 1::4]) for k in blocks]) for i in (0, 2)]
     entry_halves_sd = 100 * float(np.log(halves_iso[0] / halves_iso[1]).std())
-    product = None
-    if args.compare_store:
+    product = []
+    for db in args.compare_store:
         from hil.latency import lut_latencies, select_class
         from hil.store import open_store
-        store = open_store(args.compare_store, readonly=True)
+        store = open_store(db, readonly=True)
         cls = select_class(store, "local-cpu", keys=list(blocks))
         stored = lut_latencies(store, cls.fp_class)
         common = [k for k in blocks if k in stored]
         ratio = np.log(np.array([stored[k] for k in common]) / np.array([lut_iso[k] for k in common]))
         c = fit([sums(stored, build)], b["y"])
-        product = {"store": args.compare_store, "keys": len(common),
-                   "entries_vs_this_run_sd_pct": round(100 * float(ratio.std()), 2),
-                   "scored_here_after_fit_on_build": score(c[0] * sums(stored, covered) + c[1], t["y"])}
+        product.append({"store": db, "keys": len(common),
+                        "min_run_ms": cls.fingerprint_class.get("protocol", {}).get("min_run_ms"),
+                        "entries_vs_this_run_sd_pct": round(100 * float(ratio.std()), 2),
+                        "scored_here_after_fit_on_build": score(c[0] * sums(stored, covered) + c[1], t["y"])})
     own_sum = np.array([1e3 * statistics.median(own[n.key]) for n in build])
     c_iso = fit([b["iso"]], b["y"])
     c_isow = fit([b["iso"], b["w"]], b["y"])

@@ -139,17 +139,20 @@ def records(db) -> list[dict]:
 @pytest.mark.slow
 def test_interleaved_build_and_validation_time_each_request_as_one_slice(tmp_path):
     db = tmp_path / "hil.db"
+    # --min-run 0.5: the grouping the build asked for is the one its records' class carries (and validation
+    # must ask for the same to find the LUT)
     build = hil("lut", "build", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--max-attempts", "1",
-                "--calibration-nets", "3", "--json")
+                "--calibration-nets", "3", "--min-run", "0.5", "--json")
     assert build.returncode == 0, build.stderr
     p = hil("validate", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--max-attempts", "1",
-            "--samples", "3", "--json")
+            "--samples", "3", "--min-run", "0.5", "--json")
     assert p.returncode == 0, p.stderr
     v = json.loads(p.stdout)
     recs = [r for r in records(db) if r["ok"] and not r["key"].startswith("drift:")]
     assert {r["fingerprint"]["class"]["protocol"]["schedule"] for r in recs} == {"interleaved"}
     blocks = [r for r in recs if not r["key"].startswith("network-")]
     assert len(blocks) == 70 and {r["metrics"]["slice_size"] for r in blocks} == {70}
+    assert {r["fingerprint"]["class"]["protocol"]["min_run_ms"] for r in blocks} == {0.5}
     # the build's level workloads were timed in its slice, and every block carries their medians there
     from hil.lut_builder.build import level_workloads
     from hil.lut_builder.spaces import make_space
@@ -180,6 +183,7 @@ def test_bad_inputs_are_one_line_errors_and_leave_the_store_alone(tmp_path):
                       "unknown search space 'nope'")
     assert_user_error(hil("lut", "build", "-d", "local-cpu", "--space", "proxyless-mobile", "--resolution",
                           "-5", "--db", str(db)), "resolution")
+    assert_user_error(hil(*build, "-d", "local-cpu", "--min-run", "-1"), "--min-run", "-1")
     assert not db.exists()  # nothing created by failed commands
     text = tmp_path / "text.db"
     text.write_text("not a database " * 200)

@@ -46,6 +46,9 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-repeats", type=int, default=CLI_MIN_REPEATS,
                    help=f"timed runs per workload at least (default {CLI_MIN_REPEATS}: see docs/MEASUREMENT.md)")
     g.add_argument("--min-time", type=float, default=d.min_time_s, metavar="S")
+    g.add_argument("--min-run", type=float, default=d.min_run_ms, metavar="MS",
+                   help="group a workload's calls until one timed run lasts MS milliseconds (0: every call timed "
+                        f"alone; default {d.min_run_ms:g}; part of the LUT's fingerprint class)")
     g.add_argument("--warmup-runs", type=int, default=d.warmup_runs)
     g.add_argument("--warmup-time", type=float, default=d.warmup_s, metavar="S")
     g.add_argument("--cv-threshold", type=float, default=d.cv_threshold)
@@ -67,10 +70,12 @@ def protocol_from_args(args: argparse.Namespace) -> MeasureSettings:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if args.min_time < 0 or args.warmup_time < 0 or not 0 < args.cv_threshold < 10:
         raise ConfigError("--min-time and --warmup-time must be >= 0 and --cv-threshold within (0, 10)")
+    if not 0 <= args.min_run <= 1000:
+        raise ConfigError(f"--min-run must be within 0..1000 milliseconds, got {args.min_run:g}")
     if not 0 <= args.slice_time <= 3600:
         raise ConfigError(f"--slice-time must be within 0..3600 seconds, got {args.slice_time:g}")
     return replace(
-        MeasureSettings(), min_repeats=args.min_repeats, min_time_s=args.min_time,
+        MeasureSettings(), min_repeats=args.min_repeats, min_time_s=args.min_time, min_run_ms=args.min_run,
         warmup_runs=args.warmup_runs, warmup_s=args.warmup_time, cv_threshold=args.cv_threshold,
         max_attempts=args.max_attempts, schedule=args.schedule, slice_s=args.slice_time,
     )
