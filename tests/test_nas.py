@@ -337,7 +337,7 @@ def test_hinge_loss_binds_at_the_target():
         loss = LatencyLoss("add#hinge", target_ms=0.8, lam=10.0)(ce, lat)
         g_lat, g_ce = torch.autograd.grad(loss, [lat, ce])
         assert float(g_lat) == pytest.approx(slope) and float(g_ce) == 1.0
-        assert float(loss) == pytest.approx(1.5 + 10.0 * max(0.0, ms - 0.8) / 0.8)
+        assert loss.item() == pytest.approx(1.5 + 10.0 * max(0.0, ms - 0.8) / 0.8)
     lat = torch.tensor(0.5, requires_grad=True)
     g_lin, = torch.autograd.grad(LatencyLoss("add#linear", target_ms=0.8, lam=10.0)(ce, lat), [lat])
     assert float(g_lin) == pytest.approx(10.0 / 0.8)
