@@ -199,10 +199,11 @@ def main() -> None:
     # entry precision of this run: each key's median over even rounds against odd rounds
     halves_iso = [np.array([statistics.median(iso[k][i::4] + iso[k][i + 1::4]) for k in blocks]) for i in (0, 2)]
     entry_halves_sd = 100 * float(np.log(halves_iso[0] / halves_iso[1]).std())
+    from hil.latency import lut_latencies, select_class
+    from hil.store import open_store
+
     product = []
     for db in args.compare_store:
-        from hil.latency import lut_latencies, select_class
-        from hil.store import open_store
         store = open_store(db, readonly=True)
         cls = select_class(store, "local-cpu", keys=list(blocks))
         stored = lut_latencies(store, cls.fp_class)
