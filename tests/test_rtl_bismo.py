@@ -208,6 +208,21 @@ def test_weight_stationary_reuse_and_counters(edge: BismoAccelerator) -> None:
     assert parts["array"] == pytest.approx(r.compute_cycles * 117.55e-6)
 
 
+@pytest.mark.parametrize("config", ["bismo-edge", "bismo-cloud"])
+def test_words_written_count_every_operand_beat(config: str) -> None:
+    """The buffer-word counters (the energy model's buffer writes) against the DRAM beats that carry
+    operands: one word per beat on the edge, four per 1024-bit beat on the cloud array."""
+    acc = make_accelerator(config)
+    try:
+        for m, k, n, wb, ab in ((64, 512, 4096, 4, 4), (200, 1000, 300, 3, 7)):
+            c = acc.time_gemm(m, k, n, wb, ab).extra["counters"]
+            words = c["lhs_words_written"] + c["rhs_words_written"]
+            assert words > 0
+            assert words * acc.cfg.dk == (c["dram_read_beats"] - c["instruction_read_beats"]) * acc.cfg.dram_bits
+    finally:
+        acc.close()
+
+
 def test_split_k_when_a_stripe_exceeds_half_a_buffer(edge: BismoAccelerator) -> None:
     # 8-bit rows of 512 words need 4096 buffer words > bm/2 = 512
     rng = np.random.default_rng(3)

@@ -153,6 +153,7 @@ module bismo_top #(
   logic [DM-1:0] lwe;
   logic [LAW-1:0] lwaddr;
   logic [DN-1:0] rwe;
+  logic [7:0] l_words, r_words;  // words written this cycle (the counters')
   logic [RAW-1:0] rwaddr;
   logic [DK-1:0] f_word;
   wire f_rsp = mem_rd_rsp_valid && mem_rd_rsp_id == 8'd0;
@@ -164,7 +165,8 @@ module bismo_top #(
       .fill_l_send(tok_send[0]), .fill_r_send(tok_send[1]),
       .req_valid(f_req), .req_grant(f_grant), .req_addr(f_addr),
       .rsp_valid(f_rsp), .rsp_data(mem_rd_rsp_data),
-      .lwe(lwe), .lwaddr(lwaddr), .rwe(rwe), .rwaddr(rwaddr), .word(f_word),
+      .lwe(lwe), .lwaddr(lwaddr), .rwe(rwe), .rwaddr(rwaddr), .lwords(l_words), .rwords(r_words),
+      .word(f_word),
       .idle(f_idle), .tok_stall(f_tok)
   );
 
@@ -270,8 +272,8 @@ module bismo_top #(
   assign inc[CNT_RD_BEATS] = 64'(rd_fire);
   assign inc[CNT_WR_BYTES] = (mem_wr_valid && mem_wr_ready) ? 64'(r_bytes) : 64'd0;
   assign inc[CNT_INS_BEATS] = 64'(rd_fire && mem_rd_req_id != 8'd0);
-  assign inc[CNT_LHS_WORDS] = 64'($countones(lwe));
-  assign inc[CNT_RHS_WORDS] = 64'($countones(rwe));
+  assign inc[CNT_LHS_WORDS] = 64'(l_words);
+  assign inc[CNT_RHS_WORDS] = 64'(r_words);
   assign inc[CNT_FETCH_WAIT] = 64'(!f_idle && !f_rsp);
   assign inc[CNT_RES_TILES] = 64'(q_valid[2] && q_ready[2]);
 

@@ -198,6 +198,9 @@ async def gemm_every_bit_pair(dut):
             assert np.array_equal(c, w @ a), (wb, ab, ws, as_, m, k, n)
             want = -(-m // cfg.dm) * -(-n // cfg.dn) * -(-k // cfg.dk) * wb * ab
             assert res.compute_cycles == want == res.extra["formula_compute_cycles"], (wb, ab, res.compute_cycles)
+            cnt = res.extra["counters"]  # every operand beat fills buffer words (DW < DK here: gathered)
+            words = cnt["lhs_words_written"] + cnt["rhs_words_written"]
+            assert words * cfg.dk == (cnt["dram_read_beats"] - cnt["instruction_read_beats"]) * cfg.dram_bits
 
 
 @cocotb.test()
