@@ -31,6 +31,18 @@ def _copy(hw: SimHarness, src: int, dst: int, beats: int, limit: int = 1_000_000
     return hw.run_until_done(limit)
 
 
+def _assert_same_copy(a: Path, b: Path, dram: DramConfig, beats: int, seed: int) -> None:
+    """Two harness binaries of the copy engine count the same cycles, move the same bytes and report
+    the same DRAM statistics for one copy."""
+    data = np.random.default_rng(seed).integers(0, 256, beats * BEAT, dtype=np.uint8)
+    results = []
+    for binary in (a, b):
+        with SimHarness(binary, dram) as hw:
+            hw.write_mem(0x100, data)
+            results.append((_copy(hw, 0x100, 0x10000, beats), hw.read_mem(0x10000, data.size).tobytes(), hw.stats()))
+    assert results[0] == results[1] and results[1][1] == data.tobytes()
+
+
 def test_copy_moves_bytes_and_takes_latency_plus_one_beat_per_cycle(memcopy_exe: Path) -> None:
     with SimHarness(memcopy_exe, DramConfig(bytes_per_cycle=64, latency=20, size=1 << 20)) as hw:
         assert hw.read_reg(0) == 0x4D435059 and hw.beat_bytes == BEAT
@@ -157,14 +169,7 @@ def test_host_flags_and_pgo_change_the_binary_not_the_model(monkeypatch: pytest.
     monkeypatch.setenv("HIL_RTL_CACHE", str(tmp_path / "cache"))
     exe = build_harness(other)
     assert exe.parent.name == f"memcopy-{other.digest()}" and exe != memcopy_exe
-    dram = DramConfig(bytes_per_cycle=8, latency=5, size=1 << 20)
-    data = np.random.default_rng(2).integers(0, 256, 96 * BEAT, dtype=np.uint8)
-    results = []
-    for binary in (memcopy_exe, exe):
-        with SimHarness(binary, dram) as hw:
-            hw.write_mem(0x100, data)
-            results.append((_copy(hw, 0x100, 0x10000, 96), hw.read_mem(0x10000, data.size).tobytes(), hw.stats()))
-    assert results[0] == results[1] and results[1][1] == data.tobytes()
+    _assert_same_copy(memcopy_exe, exe, DramConfig(bytes_per_cycle=8, latency=5, size=1 << 20), 96, seed=2)
 
 
 def test_pgo_is_opt_in_and_keyed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,11 +204,5 @@ def test_pgo_build_trains_rebuilds_and_simulates_the_same(monkeypatch: pytest.Mo
     spec = replace(plain, train=train, train_key="memcopy-test:1")
     exe = build_harness(spec)
     assert len(trained) == 1 and exe != memcopy_exe
-    data = np.random.default_rng(1).integers(0, 256, 128 * BEAT, dtype=np.uint8)
-    results = []
-    for binary in (memcopy_exe, exe):
-        with SimHarness(binary, dram) as hw:
-            hw.write_mem(0x100, data)
-            results.append((_copy(hw, 0x100, 0x10000, 128), hw.read_mem(0x10000, data.size).tobytes(), hw.stats()))
-    assert results[0] == results[1] and results[1][1] == data.tobytes()
+    _assert_same_copy(memcopy_exe, exe, dram, 128, seed=1)
     assert build_harness(spec) == exe and len(trained) == 1  # cached: no second training
