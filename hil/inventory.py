@@ -110,6 +110,21 @@ class RtlConfig(_Strict):
         return v
 
 
+class CudaConfig(_Strict):
+    """How a torch-cuda device runs its workloads (devices/agent/torch_cuda.py's `CudaOptions`, the
+    same names). Every field is part of the fingerprint class: LUTs built one way never mix with
+    another's."""
+
+    cuda_graphs: bool = Field(
+        False, description="replay each workload as a CUDA graph: the GPU's time without the host's kernel "
+                           "issue (docs/GPU.md: at batch 1, eager mode times the host)")
+    cudnn_benchmark: bool = Field(True, description="let cuDNN pick its fastest algorithms (at warm-up)")
+    rotate_inputs: bool = Field(True, description="rotate inputs through more than twice the L2 (cold caches)")
+    channels_last: bool = Field(False, description="NHWC memory format")
+    device_index: int = Field(0, ge=0, description="which visible GPU")
+    min_warmup_s: float = Field(1.0, ge=0, description="warm-up before timing, at least (clocks ramp up)")
+
+
 class Device(_Strict):
     backend: BackendName
     description: str = ""
@@ -121,6 +136,7 @@ class Device(_Strict):
     clock: Literal["wall", "thread"] = Field(
         "wall", description="wall: host clock; thread: CPU time of the one runtime thread (shared hosts)")
     rtl: RtlConfig | None = None
+    cuda: CudaConfig | None = Field(None, description="torch-cuda: how workloads run (graphs, cuDNN, ...)")
     substitute: str | None = Field(None, description="device that stands in when this one is absent")
     allow_substitute: bool = Field(
         False, description="measure on `substitute` when this device is absent, without --allow-substitute")
@@ -138,6 +154,8 @@ class Device(_Strict):
             raise ValueError("backend 'pynq' needs 'rtl.bitstream': the overlay's .bit file on the board")
         if self.backend != "pynq" and self.rtl is not None and (self.rtl.bitstream or self.rtl.ip):
             raise ValueError("'rtl.bitstream' and 'rtl.ip' are for backend 'pynq' (a board)")
+        if self.cuda is not None and self.backend != "torch-cuda":
+            raise ValueError(f"a 'cuda:' section is for backend 'torch-cuda', not {self.backend!r}")
         if self.allow_substitute and self.substitute is None:
             raise ValueError("'allow_substitute' without a 'substitute' to stand in")
         return self
@@ -145,6 +163,16 @@ class Device(_Strict):
     @property
     def remote(self) -> bool:
         return self.ssh is not None
+
+    def backend_options(self) -> dict[str, Any]:
+        """What the backend is configured with when it is opened, here or by a remote agent
+        (`Backend.configure`): a board's `rtl:` section, a GPU's `cuda:` section."""
+        options: dict[str, Any] = {}
+        if self.backend == "pynq" and self.rtl is not None:
+            options["rtl"] = self.rtl.model_dump(exclude={"workers"})
+        if self.cuda is not None:
+            options["cuda"] = self.cuda.model_dump()
+        return options
 
 
 class Inventory(_Strict):

@@ -3,13 +3,16 @@ reason, and what can be checked without a GPU is: a GPU device without CUDA give
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 
 from hil.devices.agent.local import LocalTarget
 from hil.devices.agent.registry import make_backend
 from hil.devices.agent.torch_cuda import CudaOptions, TorchCudaBackend, cuda_unavailable_reason, pool_size
+from hil.devices.host.targets import open_target
+from hil.errors import ConfigError
+from hil.inventory import CudaConfig, load_inventory
 from hil.measure import MeasureSettings
 from hil.target import fingerprint_class
 from hil.workload import ConvLayer, Gemm, Logits, MBConv, Network
@@ -87,3 +90,53 @@ def test_cuda_refuses_int8_and_unknown_kinds_per_workload() -> None:
     gemm, ok = target.measure([Gemm(4, 4, 4, 8, 8), STEM], QUICK)
     assert (gemm.ok, gemm.error_kind) == (False, "unsupported") and "gemm" in gemm.error
     assert ok.ok, ok.error
+
+
+# ------------------------------------------------------------------ the inventory's `cuda:` section
+def test_inventory_cuda_section_has_the_backend_options_names_and_defaults() -> None:
+    assert CudaConfig().model_dump() == asdict(CudaOptions())
+
+
+def test_inventory_cuda_section_reaches_the_backend_here_and_its_class(tmp_path) -> None:
+    inv = tmp_path / "inv.yaml"
+    inv.write_text("devices:\n"
+                   "  gpu-graphs:\n    backend: torch-cuda\n    cuda: {cuda_graphs: true, min_warmup_s: 2}\n"
+                   "  gpu-eager:\n    backend: torch-cuda\n")
+    targets = {n: open_target(load_inventory(inv), n) for n in ("gpu-graphs", "gpu-eager")}
+    try:
+        opts = {n: t.backend.options for n, t in targets.items()}  # type: ignore[attr-defined]
+        assert opts["gpu-graphs"] == CudaOptions(cuda_graphs=True, min_warmup_s=2.0)
+        assert opts["gpu-eager"] == CudaOptions()
+        fps = {n: t.describe(QUICK) for n, t in targets.items()}
+        assert fps["gpu-graphs"]["class"]["runtime"]["options"]["cuda_graphs"] is True
+        assert fps["gpu-eager"]["class"]["runtime"]["options"]["cuda_graphs"] is False
+    finally:
+        for t in targets.values():
+            t.close()
+
+
+@pytest.mark.parametrize(("device", "words"), [
+    ("backend: torch-cpu\n    cuda: {cuda_graphs: true}", ["'cuda:' section is for backend 'torch-cuda'"]),
+    ("backend: torch-cuda\n    cuda: {graphs: true}", ["'gpu'", "'cuda.graphs'"]),
+    ("backend: torch-cuda\n    cuda: {device_index: -1}", ["'gpu'", "cuda.device_index"]),
+])
+def test_inventory_cuda_section_is_checked(tmp_path, device: str, words: list[str]) -> None:
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(f"devices:\n  gpu:\n    {device}\n")
+    with pytest.raises(ConfigError) as e:
+        load_inventory(inv)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_a_remote_agent_refuses_unknown_or_mistyped_options() -> None:
+    b = TorchCudaBackend()
+    b.configure({})
+    assert b.options == CudaOptions()
+    with pytest.raises(ConfigError, match=r"unknown option.*graphs"):
+        b.configure({"cuda": {"graphs": True}})
+    with pytest.raises(ConfigError, match="cuda_graphs must be of type bool"):
+        b.configure({"cuda": {"cuda_graphs": "yes"}})
+    with pytest.raises(ConfigError, match="device_index must be of type int"):
+        b.configure({"cuda": {"device_index": 1.5}})
+    assert b.options == CudaOptions()  # a refused configuration changes nothing

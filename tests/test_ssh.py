@@ -203,6 +203,20 @@ def test_handshake_capabilities_ping_and_measure(ssh_farm: dict[str, SshdHost]) 
         t.close()
 
 
+def test_a_gpu_devices_cuda_section_reaches_the_remote_agent(ssh_farm: dict[str, SshdHost]) -> None:
+    """The agent configures its torch-cuda backend with the inventory's `cuda:` section (CUDA graphs
+    here), and the fingerprint class it reports records them; no GPU is needed to get that far."""
+    dev = Device.model_validate({"backend": "torch-cuda", "ssh": ssh_farm["a"].ssh_section(sys.executable),
+                                 "cuda": {"cuda_graphs": True, "channels_last": True}})
+    t = SshTarget("ssh-gpu", dev)
+    try:
+        options = t.describe(QUICK)["class"]["runtime"]["options"]
+        assert options["cuda_graphs"] is True and options["channels_last"] is True
+        assert options["cudnn_benchmark"] is True  # the rest stay at their defaults
+    finally:
+        t.close()
+
+
 def test_damaged_bundle_is_replaced_never_half_used(ssh_farm: dict[str, SshdHost]) -> None:
     dev = _device(ssh_farm["a"])
     SshTarget("ssh-a", dev).close()

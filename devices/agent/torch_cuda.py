@@ -30,10 +30,11 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from hil.devices.agent.backend import MeasureFailure
+from hil.errors import ConfigError
 from hil.measure import MeasureSettings, Stats, summarize
 from hil.nets.torch_build import build_module, input_shape
 from hil.workload import Workload
@@ -128,6 +129,22 @@ class TorchCudaBackend:
 
     def __init__(self, options: CudaOptions | None = None) -> None:
         self.options = options or CudaOptions()
+
+    def configure(self, options: dict[str, Any]) -> None:
+        """Take the inventory's `cuda:` section (hil/inventory.py's CudaConfig, the same names), here or
+        in a remote agent; without one, the defaults. Nothing here touches the GPU."""
+        cuda = dict(options.get("cuda") or {})
+        defaults = asdict(CudaOptions())
+        unknown = sorted(set(cuda) - set(defaults))
+        if unknown:
+            raise ConfigError(f"torch-cuda: unknown option(s) {', '.join(unknown)} (known: {', '.join(defaults)})")
+        for key, value in cuda.items():
+            want = type(defaults[key])
+            if want is float and type(value) is int:
+                cuda[key] = value = float(value)
+            if type(value) is not want:
+                raise ConfigError(f"torch-cuda: option {key} must be of type {want.__name__}, not {value!r}")
+        self.options = replace(CudaOptions(), **cuda)
 
     # --- what the device is ---------------------------------------------------------------------
 

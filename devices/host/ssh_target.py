@@ -302,9 +302,7 @@ class SshTarget:
         self._ids = itertools.count(1)
         self._artifact_cache: dict[str, str] = {}
         self._models: ModelSource | None = None  # the host's builder, for backends that time host-built models
-        options: dict[str, Any] = {}
-        if device.backend == "pynq" and device.rtl is not None:
-            options["rtl"] = device.rtl.model_dump(exclude={"workers"})
+        options = device.backend_options()
         try:
             opened = self.session.request(
                 {"op": "open", "device": name, "backend": device.backend, "cpus": device.cpus,

@@ -143,13 +143,17 @@ def _open(inventory: Inventory, name: str) -> Target:
         return SshTarget(name, dev)
     if dev.backend == "pynq":  # the inventory guarantees an ssh: section for pynq
         raise ConfigError(f"device {name!r}: a PYNQ board is reached over SSH; add an 'ssh:' section")
-    return LocalTarget(name, local_backend(dev.backend), dev.cpus)
+    return LocalTarget(name, local_backend(dev.backend, dev.backend_options()), dev.cpus)
 
 
-def local_backend(name: str) -> Backend:
-    """A backend to run in this process. One that times host-built models gets this host's builder
-    as its model source: here the host and the target are the same machine."""
+def local_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
+    """A backend to run in this process, configured with the device's `options` as a remote agent
+    would be. One that times host-built models gets this host's builder as its model source: here the
+    host and the target are the same machine."""
     backend = make_backend(name)
+    configure = getattr(backend, "configure", None)
+    if configure is not None:
+        configure(dict(options or {}))
     if isinstance(backend, HostBuiltModels):
         backend.use_model_source(model_source(name))
     return backend
