@@ -69,11 +69,8 @@ class HarnessDriver:
         """Build (or take from the cache) and start the native harness now, if it is not up yet."""
         if self._regs is not None:
             return
-        from hil.rtl.sim_harness import SimHarness
-        from hil.rtl.verilator_build import build_harness
-
         assert self._spec is not None
-        regs = SimHarness(build_harness(self._spec), self.cfg.dram(), name=self.cfg.name)
+        regs, _ = start_harness(self._spec, self.cfg.dram(), self.cfg.name)
         self._regs = regs
         try:
             self._check_hardware()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from hil.devices.agent.backend import Backend
 from hil.errors import ConfigError
@@ -16,10 +17,16 @@ BACKENDS = {
 }
 
 
-def make_backend(name: str) -> Backend:
+def make_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
+    """The backend `name`, configured with the device's options (`Device.backend_options()`: a board's
+    `rtl:`, a GPU's `cuda:`) if it takes any; the same here and in a remote agent."""
     try:
         spec = BACKENDS[name]
     except KeyError:
         raise ConfigError(f"unknown backend {name!r} (known: {', '.join(sorted(BACKENDS))})") from None
     module, cls = spec.split(":")
-    return getattr(importlib.import_module(module), cls)()
+    backend = getattr(importlib.import_module(module), cls)()
+    configure = getattr(backend, "configure", None)
+    if configure is not None:
+        configure(dict(options or {}))
+    return backend

@@ -166,17 +166,11 @@ class Agent:
         self.idle_timeout_s = float(req.get("idle_timeout_s", self.idle_timeout_s))
         name = str(req["backend"])
         try:
-            backend = make_backend(name)
-        except (ImportError, HilError) as e:  # the runtime is missing here, or no such backend
+            backend = make_backend(name, dict(req.get("options") or {}))
+        except NoBoardError as e:  # no PYNQ, no device, no bitstream: absent, not misconfigured
+            raise RequestError("no_board", str(e)) from None
+        except (ImportError, HilError) as e:  # the runtime is missing here, no such backend, bad options
             raise RequestError("backend_unavailable", str(e)) from None
-        configure = getattr(backend, "configure", None)
-        if configure is not None:
-            try:
-                configure(dict(req.get("options") or {}))
-            except NoBoardError as e:  # no PYNQ, no device, no bitstream: absent, not misconfigured
-                raise RequestError("no_board", str(e)) from None
-            except HilError as e:
-                raise RequestError("backend_unavailable", str(e)) from None
         self.backend = backend
         self.device = str(req["device"])
         cpus = req.get("cpus")

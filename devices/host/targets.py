@@ -150,10 +150,7 @@ def local_backend(name: str, options: dict[str, Any] | None = None) -> Backend:
     """A backend to run in this process, configured with the device's `options` as a remote agent
     would be. One that times host-built models gets this host's builder as its model source: here the
     host and the target are the same machine."""
-    backend = make_backend(name)
-    configure = getattr(backend, "configure", None)
-    if configure is not None:
-        configure(dict(options or {}))
+    backend = make_backend(name, options)
     if isinstance(backend, HostBuiltModels):
         backend.use_model_source(model_source(name))
     return backend
