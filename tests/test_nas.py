@@ -294,13 +294,21 @@ def test_large_latency_weight_moves_alpha_toward_faster_ops(latency, data, kind,
     loss = LatencyLoss(kind, target_ms=latency.range().min_ms, beta=20.0, lam=100.0)
     _, before, after = _arch_steps(latency, data, loss, grad_mode, steps=8)
     assert float(latency.expected(after)) < float(latency.expected(before))
-    # fastest by the calibrated cost E[LAT] is made of (the LUT with the calibration's weight term)
-    fastest = [min(range(len(ops)), key=lambda i: 0.0 if ops[i] is None else latency.model.cost(ops[i]))
-               for ops in latency.candidates]
-    rose = sum(float(a[i]) > float(b[i]) for a, b, i in zip(after, before, fastest, strict=True))
-    # the fastest op of (nearly) every block gained probability; the two-path mode moves a block's mass
+    # Fastest by the calibrated cost E[LAT] is made of (the LUT with the calibration's weight term). At
+    # this tiny geometry the six convolutions of a block time within a few per cent of each other, so
+    # which one is "fastest" is the fast protocol's noise and CE may outweigh the latency pull there (a
+    # CI run saw two such blocks fall). Judge the blocks with a clear fastest op: 10 % ahead of the next.
+    clear = []
+    for ops, b, a in zip(latency.candidates, before, after, strict=True):
+        costs = [0.0 if w is None else latency.model.cost(w) for w in ops]
+        order = sorted(range(len(costs)), key=costs.__getitem__)
+        if costs[order[0]] <= 0.9 * costs[order[1]]:
+            clear.append(float(a[order[0]]) > float(b[order[0]]))
+    assert len(clear) >= 15, len(clear)  # at least the 15 skippable blocks, whose zero op costs nothing
+    rose = sum(clear)
+    # the clear fastest op of every block gained probability; the two-path mode moves a block's mass
     # only between its two sampled paths, so fewer blocks move in a few steps
-    assert rose >= (len(fastest) - 1 if grad_mode == "full_v2" else 0.75 * len(fastest)), rose
+    assert rose >= (len(clear) if grad_mode == "full_v2" else 0.75 * len(clear)), (rose, len(clear))
 
 
 def test_zero_latency_weight_leaves_alpha_to_ce_alone(latency, data):
