@@ -32,7 +32,7 @@ def test_build_resume_show_export_validate(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.05)
         if db.exists() and len(keys_in(db)) >= 10:
             break
     assert proc.poll() is None, "the build finished before it could be interrupted"
@@ -140,9 +140,9 @@ def records(db) -> list[dict]:
 def test_interleaved_build_and_validation_time_each_request_as_one_slice(tmp_path):
     db = tmp_path / "hil.db"
     # --min-run 0.5: the grouping the build asked for is the one its records' class carries (and validation
-    # must ask for the same to find the LUT)
+    # must ask for the same to find the LUT); --slice-time 3600: one slice however slow the machine
     build = hil("lut", "build", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--max-attempts", "1",
-                "--calibration-nets", "3", "--min-run", "0.5", "--json")
+                "--calibration-nets", "3", "--min-run", "0.5", "--slice-time", "3600", "--json")
     assert build.returncode == 0, build.stderr
     p = hil("validate", "-d", "local-cpu", *SPACE, "--db", str(db), *FAST, "--max-attempts", "1",
             "--samples", "3", "--min-run", "0.5", "--json")

@@ -7,6 +7,7 @@ that counting records is exact (no noisy re-measure on this shared, noisy machin
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from hil.inventory import Device
 from hil.latency import lut_latencies
 from hil.lease import FileLease, LeaseBusy, LeaseBusyError, local_lease_path, this_holder
 from hil.store import SqliteStore
-from tests.hilcli import ROOT, hil
+from tests.hilcli import ROOT, hil, keys_in
 from tests.sshd import SshdFactory, SshdHost, keygen, write_inventory
 
 SPACE = ["--space", "proxyless-mobile", "--resolution", "32", "--calibration-nets", "0"]
@@ -126,9 +127,27 @@ def test_two_concurrent_builds_on_one_device_are_serialized(
     inv = write_inventory(tmp_path / "inv.yaml", {"ssh-a": _ssh_dev(ssh_farm["a"])})
     dbs = [tmp_path / "one.db", tmp_path / "two.db"]  # two users, two stores: each measures everything
     env = {**os.environ, "HIL_LEASE_DIR": str(lease_dir)}
-    procs = [subprocess.Popen(_build_cmd(inv, db, device), cwd=ROOT, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for db in dbs]
-    outs = [p.communicate(timeout=300) for p in procs]
+    errs = [tmp_path / "one.err", tmp_path / "two.err"]
+
+    def start(i: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(_build_cmd(inv, dbs[i], device), cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=errs[i].open("w"))
+
+    # The second build starts while the first holds the device, whatever the start-up times: the first
+    # is stopped once it has measured something (so it holds the lease) until the second says it waits.
+    procs = [start(0)]
+    deadline = time.time() + 300
+    while time.time() < deadline and procs[0].poll() is None and not (dbs[0].exists() and keys_in(dbs[0])):
+        time.sleep(0.02)
+    procs[0].send_signal(signal.SIGSTOP)
+    try:
+        assert procs[0].poll() is None, "the first build ended before the second started"
+        procs.append(start(1))
+        while time.time() < deadline and procs[1].poll() is None and "is leased by" not in errs[1].read_text():
+            time.sleep(0.05)
+    finally:
+        procs[0].send_signal(signal.SIGCONT)
+    outs = [(p.communicate(timeout=300)[0], e.read_text()) for p, e in zip(procs, errs, strict=True)]
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
         assert json.loads(out)["devices"][0]["status"] == "ok"
@@ -175,8 +194,6 @@ def test_busy_device_fails_naming_the_holder(
 @pytest.mark.slow
 def test_ssh_lut_equals_local_lut_and_drives_a_nas_search(ssh_farm: dict[str, SshdHost], tmp_path: Path,
                                                            lease_dir: Path) -> None:
-    from scipy.stats import kendalltau
-
     inv = write_inventory(tmp_path / "inv.yaml", {"ssh-a": _ssh_dev(ssh_farm["a"])})
     db = tmp_path / "lut.db"
     better = ("--min-time", "0.05", "--min-repeats", "10", "--warmup-runs", "5", "--warmup-time", "0.02")
@@ -196,8 +213,15 @@ def test_ssh_lut_equals_local_lut_and_drives_a_nas_search(ssh_farm: dict[str, Ss
     # the same magnitude (a unit or batch mistake would be 10x off); the two builds run minutes
     # apart on a host whose speed itself moves by up to 1.7x (docs/MEASUREMENT.md), so no tighter
     assert 0.4 < ratios[len(ratios) // 2] < 2.5, ratios
-    tau = kendalltau([local[k] for k in sorted(local)], [remote[k] for k in sorted(local)]).statistic
-    assert tau > 0.6, tau  # the same workloads, ranked the same way
+    # The same workloads, ranked the same way. Judged on the pairs the local LUT tells clearly apart
+    # (1.5x): many of the 70 entries lie within a few per cent of each other, and their order between
+    # two builds minutes apart is the host's noise (Kendall's tau over all pairs fell to ~0.6 at 10 %
+    # per-entry noise). Swapped keys, or a unit or batch mistake on some entries, break these pairs.
+    keys = sorted(local)
+    clear = [(a, b) for a, b in itertools.combinations(keys, 2)
+             if max(local[a], local[b]) >= 1.5 * min(local[a], local[b])]
+    agree = sum((local[a] < local[b]) == (remote[a] < remote[b]) for a, b in clear)
+    assert len(clear) > 500 and agree >= 0.95 * len(clear), (agree, len(clear))
     # ProxylessNAS searches against the farm device's LUT as against any other (issue 16)
     out = tmp_path / "nas"
     p = hil("nas", "search", "--device", "ssh-a", "--space", "proxyless-mobile", "--resolution", "32",

@@ -53,7 +53,6 @@ def test_two_coordinators_one_killed_mid_build_nothing_lost_nothing_twice(pg_url
 
     def start(name: str, seed: int) -> tuple[subprocess.Popen[str], Path]:
         err = tmp_path / f"{name}.err"
-        # timed long enough per workload that alpha is still building when beta has started
         p = subprocess.Popen([sys.executable, "-m", "hil", *BUILD, "--min-time", "0.1", "--db", pg_url,
                               "--seed", str(seed), "--json"],
                              cwd=ROOT, env={**os.environ, **env_of(name, tmp_path)}, text=True,
@@ -64,13 +63,18 @@ def test_two_coordinators_one_killed_mid_build_nothing_lost_nothing_twice(pg_url
     deadline = time.time() + 300
     while time.time() < deadline and alpha.poll() is None and len(lut_rows(pg_url)) < 8:
         time.sleep(0.05)
-    beta, beta_err = start("beta", 2)
-    # beta waits for the device: the store's lease names who holds it
-    while time.time() < deadline and beta.poll() is None and "leased by" not in beta_err.read_text():
-        time.sleep(0.05)
-    assert "coordinator alpha" in beta_err.read_text(), beta_err.read_text()
-    alpha.send_signal(signal.SIGKILL)
-    alpha.wait()
+    # Stopped, alpha keeps its connection and so its lease, however long beta takes to start on a busy
+    # machine; otherwise alpha could finish the rest of its build first.
+    alpha.send_signal(signal.SIGSTOP)
+    try:
+        beta, beta_err = start("beta", 2)
+        # beta waits for the device: the store's lease names who holds it
+        while time.time() < deadline and beta.poll() is None and "leased by" not in beta_err.read_text():
+            time.sleep(0.05)
+        assert "coordinator alpha" in beta_err.read_text(), beta_err.read_text()
+    finally:
+        alpha.send_signal(signal.SIGKILL)
+        alpha.wait()
     committed_by_alpha = {k for k, c in lut_rows(pg_url) if c == "alpha"}
     assert 8 <= len(committed_by_alpha) < WORKLOADS, "alpha finished before it was killed"
     print(f"alpha killed with {len(committed_by_alpha)} of {WORKLOADS} committed")

@@ -11,7 +11,9 @@ from hil.commands.common import progress_bar
 def test_progress_bar_redraws_without_updates_and_stops_when_closed():
     out = io.StringIO()
     bar = progress_bar(10, "wl", "measuring", file=out)
-    time.sleep(2.5)  # no update: only the ticker draws
+    deadline = time.monotonic() + 20  # no update: only the ticker draws (once a second, on a busy machine later)
+    while out.getvalue().count("\r") < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
     drawn = out.getvalue().count("\r")
     bar.close()
     after_close = out.getvalue().count("\r")

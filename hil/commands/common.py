@@ -68,14 +68,19 @@ def progress_bar(total: int | None, unit: str, desc: str, file: Any = None) -> A
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self._stop = threading.Event()
-            threading.Thread(target=self._tick, name="progress-tick", daemon=True).start()
+            self._ticker = threading.Thread(target=self._tick, name="progress-tick", daemon=True)
+            self._ticker.start()
 
         def _tick(self) -> None:
             while not self._stop.wait(1.0):
                 self.refresh()
 
         def close(self) -> None:
-            self._stop.set()
+            ticker = getattr(self, "_ticker", None)  # None when tqdm's __init__ failed before it started
+            if ticker is not None:
+                self._stop.set()
+                if ticker is not threading.current_thread():
+                    ticker.join()  # a redraw under way ends before the bar does, not after
             super().close()
 
     return Ticking(total=total, unit=unit, desc=desc, dynamic_ncols=True, file=file)
