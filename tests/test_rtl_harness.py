@@ -7,6 +7,7 @@ for the Verilator build.
 from __future__ import annotations
 
 import platform
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from hil.rtl.sim_harness import DramConfig, SimError, SimHarness, SimTimeoutError, harness_spec
-from hil.rtl.verilator_build import RtlBuildError, build_harness
+from hil.rtl.verilator_build import RtlBuildError, build_harness, runtime_key, runtime_library, verilator_command
 
 HERE = Path(__file__).resolve().parents[1] / "rtl" / "harness" / "tests"
 BEAT = 16  # DW = 128
@@ -117,7 +118,31 @@ def test_build_failure_shows_compiler_message_and_does_not_poison_cache(
     spec = harness_spec("broken", "hil_memcopy", [bad], HERE / "memcopy_main.cpp", {"DW": 128})
     with pytest.raises(RtlBuildError, match=r"broken\.sv"):
         build_harness(spec)
-    assert not any((tmp_path / "cache").iterdir())
+    # nothing of the broken design; Verilator's runtime, compiled first, is every design's
+    assert all(p.name.startswith("runtime-") for p in (tmp_path / "cache").iterdir())
+
+
+def test_the_runtime_is_compiled_once_per_flag_set_and_linked_into_every_design(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memcopy_exe: Path
+) -> None:
+    monkeypatch.setenv("HIL_RTL_CACHE", str(tmp_path / "cache"))
+    narrow = harness_spec("memcopy", "hil_memcopy", [HERE / "hil_memcopy.sv"], HERE / "memcopy_main.cpp", {"DW": 128})
+    wide = replace(narrow, parameters={"DW": 256})
+    other_flags = replace(narrow, cxx_flags=[*narrow.cxx_flags, "-CFLAGS", "-O1"])
+    env = verilator_command()[1]
+    assert runtime_key(narrow, env) == runtime_key(wide, env) != runtime_key(other_flags, env)
+
+    exe = build_harness(narrow)
+    assert exe != memcopy_exe
+    _assert_same_copy(memcopy_exe, exe, DramConfig(bytes_per_cycle=8, latency=5, size=1 << 20), 64, seed=3)
+    [runtime] = (tmp_path / "cache").glob("runtime-*/libverilated.a")
+    assert runtime == runtime_library(narrow) == runtime_library(wide)
+    # The next design links that archive rather than compiling the runtime: emptied, its link fails.
+    subprocess.run(["ar", "rc", str(runtime.with_name("empty.a"))], check=True)
+    runtime.with_name("empty.a").replace(runtime)
+    with pytest.raises(RtlBuildError, match="undefined reference"):
+        build_harness(wide)
+    assert [p.parent for p in (tmp_path / "cache").glob("memcopy-*/harness")] == [exe.parent]
 
 
 def test_simulation_slots_are_served_in_arrival_order() -> None:
