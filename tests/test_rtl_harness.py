@@ -146,7 +146,7 @@ def test_the_runtime_is_compiled_once_per_flag_set_and_linked_into_every_design(
 
 
 def test_simulation_slots_are_served_in_arrival_order() -> None:
-    # The rtl-sim devices of one build share one slot per core; a worker that releases its slot and
+    # The rtl-sim devices of one build share two slots per core; a worker that releases its slot and
     # asks again must queue behind one that was already waiting (no device starves the others).
     import threading
     import time
