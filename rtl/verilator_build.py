@@ -227,8 +227,11 @@ def _compiler_identity(env: Mapping[str, str]) -> str:
     if root:
         mk = Path(root) / "include" / "verilated.mk"
         parts.append(hashlib.sha256(mk.read_bytes()).hexdigest() if mk.exists() else "")
-    out = subprocess.run(["c++", "--version"], capture_output=True, text=True, env=dict(env), check=False)
-    parts.append(out.stdout.strip())
+    try:
+        out = subprocess.run(["c++", "--version"], capture_output=True, text=True, env=dict(env), check=False)
+        parts.append(out.stdout.strip())
+    except OSError:  # no c++ on PATH: the build itself says so
+        parts.append("")
     return "\n".join(parts)
 
 
@@ -272,7 +275,10 @@ def runtime_library(spec: HarnessSpec, jobs: int | None = None) -> Path:
             make = ["make", "-C", str(obj), "-f", f"V{_RUNTIME_TOP}.mk", "-j", str(jobs or os.cpu_count() or 1),
                     *make_vars, *make_overrides(env), RUNTIME_ARCHIVE]
             for step in (gen, make):
-                proc = subprocess.run(step, capture_output=True, text=True, env=env, check=False)
+                try:
+                    proc = subprocess.run(step, capture_output=True, text=True, env=env, check=False)
+                except OSError as e:  # make (or verilator) missing
+                    raise RtlBuildError(f"building Verilator's runtime library failed: {e}") from e
                 if proc.returncode != 0:
                     tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-25:])
                     raise RtlBuildError(f"building Verilator's runtime library failed:\n{tail}")
