@@ -7,6 +7,9 @@
    bits) on all three configurations at once, into a fresh store (a stored entry is never simulated
    again, so timing into a used store would time nothing). `--cold` builds the harnesses inside the
    timed run too, in a fresh cache, as after a change to the RTL.
+   Part `builds` (not in the default parts) times the three harness builds alone: built at once into
+   an empty cache, as a cold build does them, once with nothing cached (a fresh machine) and once with
+   Verilator's runtime library already built (an RTL or preset change).
 3. 8-bit MobileNet-V1/V2 latency from the LUT (per-layer sum) next to HAQ's published figures.
 4. `hil validate` per device: per-layer LUT sum vs one continuous whole-network simulation.
 
@@ -16,6 +19,7 @@ on the others, the full table on all three in <= 300 s.
 
     .venv/bin/python benchmarks/rtl_bench.py [--bits 2..8] [--samples 5] [--db out/rtl-bench.db]
     .venv/bin/python benchmarks/rtl_bench.py --parts speed,table [--cold]     # issue 19's table only
+    .venv/bin/python benchmarks/rtl_bench.py --parts builds                   # cold harness builds alone
 """
 
 from __future__ import annotations
@@ -92,6 +96,41 @@ def children_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def cold_builds() -> dict:
+    """Wall and compiler CPU-seconds of the three harnesses built at once (one thread each, as the
+    devices of a cold `hil lut build` build them) into an empty cache: with nothing cached, and with
+    Verilator's runtime library built before the clock starts."""
+    import shutil
+    import threading
+
+    sys.path.insert(0, str(ROOT))
+    from hil.rtl.presets import make_accelerator
+    from hil.rtl.verilator_build import build_harness, runtime_library
+
+    specs = [make_accelerator(d)._harness_spec() for d in DEVICES]
+    out = {}
+    for runtime_cached in (False, True):
+        cache = tempfile.mkdtemp(prefix="rtl-bench-builds-")
+        os.environ["HIL_RTL_CACHE"] = cache
+        try:
+            if runtime_cached:
+                runtime_library(specs[0])
+            t0, c0 = time.perf_counter(), children_cpu_s()
+            threads = [threading.Thread(target=build_harness, args=(s,)) for s in specs]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            built = sorted(p.parent.name for p in Path(cache).glob("*/harness"))
+            out["runtime_cached" if runtime_cached else "fresh"] = {
+                "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(children_cpu_s() - c0, 1),
+                "built": built}
+        finally:
+            os.environ.pop("HIL_RTL_CACHE")
+            shutil.rmtree(cache, ignore_errors=True)
+    return out
+
+
 def summary(report: dict) -> list[str]:
     avx512 = "avx512f" in report["machine"]
     lines = [f"machine: {report['machine']}",
@@ -108,6 +147,9 @@ def summary(report: dict) -> list[str]:
         met = ("met" if t["wall_s"] <= TABLE_TARGET_S else "NOT met") if t["bits"] == "2..8" else "set for 2..8 bits"
         lines.append(f"full table ({t['bits']}, {how}): {t['wall_s']:.1f} s wall, {t['cpu_s']:.1f} CPU-s "
                      f"({done}); target {TABLE_TARGET_S:.0f} s: {met}")
+    for how, b in report.get("builds", {}).items():
+        lines.append(f"three harness builds at once ({how.replace('_', ' ')}): {b['wall_s']:.1f} s wall, "
+                     f"{b['cpu_s']:.1f} CPU-s")
     return lines
 
 
@@ -130,8 +172,9 @@ def main() -> None:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         import rtl_no_avx512  # noqa: F401  (patches the harness flags of this process too)
     parts = set(args.parts.split(","))
-    if parts - {"speed", "table", "mobilenet", "validate"}:
-        raise SystemExit(f"--parts: unknown {sorted(parts - {'speed', 'table', 'mobilenet', 'validate'})}")
+    known = {"speed", "table", "mobilenet", "validate", "builds"}
+    if parts - known:
+        raise SystemExit(f"--parts: unknown {sorted(parts - known)}")
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     report: dict = {"machine": f"{platform.node()} · {os.cpu_count()} cores · {_cpu()}",
                     "without_avx512": args.without_avx512,
@@ -140,6 +183,10 @@ def main() -> None:
     if "speed" in parts:
         report["speed"] = [speed_median(d, args.gemm_runs) for d in DEVICES]
         print(json.dumps(report["speed"]), file=sys.stderr)
+
+    if "builds" in parts:
+        report["builds"] = cold_builds()
+        print(json.dumps(report["builds"]), file=sys.stderr)
 
     devs = [x for d in DEVICES for x in ("-d", d)]
     if "table" in parts:

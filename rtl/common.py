@@ -70,7 +70,7 @@ class HarnessDriver:
         if self._regs is not None:
             return
         assert self._spec is not None
-        regs, _ = start_harness(self._spec, self.cfg.dram(), self.cfg.name)
+        regs = start_harness(self._spec, self.cfg.dram(), self.cfg.name)
         self._regs = regs
         try:
             self._check_hardware()
@@ -136,11 +136,9 @@ def model_facts(spec: HarnessSpec) -> dict[str, Any]:
     return {"rtl_hash": spec.model_digest(), "verilator": verilator_version(), "substrate": "verilator"}
 
 
-def start_harness(spec: HarnessSpec, dram: DramConfig, name: str) -> tuple[RegisterInterface, dict[str, Any]]:
-    """Build (or reuse from the cache) the harness of `spec` and start it; the interface and its
-    `model_facts`."""
+def start_harness(spec: HarnessSpec, dram: DramConfig, name: str) -> RegisterInterface:
+    """Build (or reuse from the cache) the harness of `spec` and start it."""
     from hil.rtl.sim_harness import SimHarness
     from hil.rtl.verilator_build import build_harness
 
-    exe = build_harness(spec)
-    return SimHarness(exe, dram, name=name), model_facts(spec)
+    return SimHarness(build_harness(spec), dram, name=name)

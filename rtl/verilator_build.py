@@ -89,10 +89,18 @@ def verilator_command() -> tuple[list[str], dict[str, str]]:
     return [str(root / "bin" / "verilator")], env
 
 
+_VERSIONS: dict[tuple[str, ...], str] = {}
+
+
 def verilator_version() -> str:
+    """`verilator --version`, asked once per executable and process: every digest and fingerprint
+    needs it, and each call is a ~40 ms subprocess."""
     cmd, env = verilator_command()
-    out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, env=env, check=False)
-    return out.stdout.strip() or out.stderr.strip()
+    key = (*cmd, env.get("VERILATOR_ROOT", ""))
+    if key not in _VERSIONS:
+        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, env=env, check=False)
+        _VERSIONS[key] = out.stdout.strip() or out.stderr.strip()
+    return _VERSIONS[key]
 
 
 def make_overrides(env: Mapping[str, str]) -> list[str]:

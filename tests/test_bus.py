@@ -24,7 +24,7 @@ def test_same_driver_on_the_verilator_bus_matches_numpy_and_direct_cycles() -> N
     rng = np.random.default_rng(17)
     w = rng.integers(-4, 4, (20, 300))
     a = rng.integers(0, 8, (300, 11))
-    harness, _ = start_harness(cfg.harness_spec(), cfg.dram(), cfg.name)
+    harness = start_harness(cfg.harness_spec(), cfg.dram(), cfg.name)
     bus = VerilatorBus(harness)
     on_bus = BismoAccelerator(cfg, regs=BusRegisters(bus, harness.mem_bytes))
     try:
