@@ -132,7 +132,9 @@ class TorchCudaBackend:
 
     def configure(self, options: dict[str, Any]) -> None:
         """Take the inventory's `cuda:` section (hil/inventory.py's CudaConfig, the same names), here or
-        in a remote agent; without one, the defaults. Nothing here touches the GPU."""
+        in a remote agent; without one, the defaults. Nothing here touches the GPU. Checked by hand: the
+        host checked the section already, but an agent has no pydantic (devices/agent/backend.py) and
+        may be sent options by another host's version."""
         cuda = dict(options.get("cuda") or {})
         defaults = asdict(CudaOptions())
         unknown = sorted(set(cuda) - set(defaults))
