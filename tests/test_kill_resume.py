@@ -37,13 +37,15 @@ def test_interleaved_build_killed_at_a_random_moment_resumes_exactly(tmp_path, s
             "--calibration-nets", "0", "--slice-time", "0", "--seed", str(seed)]
     proc = subprocess.Popen([sys.executable, "-m", "hil", *args, "--json"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for = rng.randrange(0, WORKLOADS - 8)  # committed records to wait for, then a random delay
+    # committed records to wait for, then a random delay shorter than the three slices (~1 s) still to
+    # come, so the kill lands inside the build, never after it
+    wait_for = rng.randrange(0, WORKLOADS - 3 * 8)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and len(keys_in(db)) < wait_for:
         time.sleep(0.05)
-    time.sleep(rng.uniform(0, 0.5))
+    time.sleep(rng.uniform(0, 0.3))
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, "the build ended before the kill: the test tested nothing"
     before = keys_in(db)
     assert len(before) == len(set(before)), "a key was committed twice before the kill"
     print(f"killed with {len(before)} of {WORKLOADS} committed")
@@ -95,7 +97,7 @@ def test_validation_killed_at_a_random_moment_loses_one_part_at_most(tmp_path, c
         time.sleep(0.05)
     time.sleep(rng.uniform(0, 0.5))
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, "the validation ended before the kill: the test tested nothing"
     before = Counter(validation_records(db))
     print(f"killed with {sum(before.values())} network records committed")
 
