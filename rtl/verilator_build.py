@@ -221,9 +221,15 @@ RUNTIME_PREBUILT = ("VM_GLOBAL_FAST=", "VM_GLOBAL_SLOW=")
 _RUNTIME_TOP = "hil_runtime"
 
 
+def _runtime_flags(spec: HarnessSpec) -> list[str]:
+    """The spec's flags that reach Verilator's runtime: host tuning and its own. Not its headers'
+    folders: the runtime includes none of them, and their paths would tie the runtime to a checkout."""
+    return [*spec.cxx_flags, *spec.extra_flags]
+
+
 def _compile_flags(spec: HarnessSpec) -> list[str]:
     """The spec's flags that reach the C++ compiler: host tuning, its own, and its headers' folders."""
-    args = [*spec.cxx_flags, *spec.extra_flags]
+    args = _runtime_flags(spec)
     for inc in sorted({str(Path(h).resolve().parent) for h in spec.headers}):
         args += ["-CFLAGS", f"-I{inc}"]
     return args
@@ -246,9 +252,9 @@ def _compiler_identity(env: Mapping[str, str]) -> str:
 
 def runtime_key(spec: HarnessSpec, env: Mapping[str, str]) -> str:
     """Everything that reaches the runtime's compilation: Verilator, the compiler and every flag of the
-    build, none of the design (its sources, top and parameters)."""
+    build, none of the design (its sources, top, parameters and where its headers are)."""
     h = hashlib.sha256()
-    for item in (verilator_version(), _compiler_identity(env), BUILD_FLAGS, _compile_flags(spec),
+    for item in (verilator_version(), _compiler_identity(env), BUILD_FLAGS, _runtime_flags(spec),
                  make_overrides(env)):
         h.update(repr(item).encode())
     return h.hexdigest()[:20]
@@ -275,9 +281,9 @@ def runtime_library(spec: HarnessSpec, jobs: int | None = None) -> Path:
             sv.write_text(f"module {_RUNTIME_TOP}(input logic clk); endmodule\n")
             obj = work / "obj"
             gen = [*cmd, "--cc", *BUILD_FLAGS, "--top-module", _RUNTIME_TOP, "-Mdir", str(obj),
-                   *_compile_flags(spec), str(sv)]
+                   *_runtime_flags(spec), str(sv)]
             # -MAKEFLAGS reach make only with --build: this make is run here, so they are given to it
-            make_vars = [v for flags in (BUILD_FLAGS, _compile_flags(spec))
+            make_vars = [v for flags in (BUILD_FLAGS, _runtime_flags(spec))
                          for a, v in zip(flags, list(flags)[1:], strict=False) if a == "-MAKEFLAGS"]
             make = ["make", "-C", str(obj), "-f", f"V{_RUNTIME_TOP}.mk", "-j", str(jobs or os.cpu_count() or 1),
                     *make_vars, *make_overrides(env), RUNTIME_ARCHIVE]

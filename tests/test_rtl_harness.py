@@ -129,8 +129,10 @@ def test_the_runtime_is_compiled_once_per_flag_set_and_linked_into_every_design(
     narrow = harness_spec("memcopy", "hil_memcopy", [HERE / "hil_memcopy.sv"], HERE / "memcopy_main.cpp", {"DW": 128})
     wide = replace(narrow, parameters={"DW": 256})
     other_flags = replace(narrow, cxx_flags=[*narrow.cxx_flags, "-CFLAGS", "-O1"])
+    other_checkout = replace(narrow, headers=[tmp_path / "elsewhere" / Path(h).name for h in narrow.headers])
     env = verilator_command()[1]
-    assert runtime_key(narrow, env) == runtime_key(wide, env) != runtime_key(other_flags, env)
+    assert runtime_key(narrow, env) == runtime_key(wide, env) == runtime_key(other_checkout, env)
+    assert runtime_key(narrow, env) != runtime_key(other_flags, env)
 
     exe = build_harness(narrow)
     assert exe != memcopy_exe
