@@ -154,7 +154,9 @@ def _summary(rep: dict[str, Any]) -> str:
         lines.append(f"  simulated whole network: {sim['latency_ms']:.4f} ms, {sim['energy_uj']:.2f} uJ "
                      f"({sim['cycles']} cycles, one continuous run)")
     if "budget_target" in rep:
-        lines.append(f"  budget {rep['budget']}: {rep['budget_target']:.6g} (8/8 network: {rep['full_8_8_cost']:.6g})")
+        held = rep.get("lowered_on_simulation")
+        lines.append(f"  budget {rep['budget']}: {rep['budget_target']:.6g} (8/8 network: {rep['full_8_8_cost']:.6g})"
+                     + (f"; {held} bit steps lowered to hold it on the whole-network simulation" if held else ""))
     if "val_after_finetune" in acc:
         lines.append(f"  accuracy: val {100 * acc['val_before_finetune']:.2f}% -> "
                      f"{100 * acc['val_after_finetune']:.2f}% "

@@ -30,6 +30,7 @@ import torch
 
 from hil.errors import ConfigError
 from hil.inventory import Inventory
+from hil.measure import Measurement
 from hil.nets.models import ModelSpec, make_model
 from hil.optimizers.data import Batches, DataSplits, fashion_mnist
 from hil.optimizers.haq.env import Budget, CostModel, EnvConfig, HaqEnv
@@ -269,8 +270,8 @@ def fixed(cfg: SearchConfig, bits: int, out: str | os.PathLike[str], store: Stor
     setup = prepare(SearchConfig(**{**asdict(cfg), "budget": "latency=1.0",
                                     "classifier_bits": cfg.classifier_bits}), out, store, inventory, log)
     try:
-        report = finish(setup, setup.qmodel.uniform(bits, bits), out, log=log)
-        for k in ("budget", "budget_target", "budget_kind"):  # a baseline has no budget
+        report = finish(setup, setup.qmodel.uniform(bits, bits), out, log=log, hold_budget=False)
+        for k in ("budget", "budget_target", "budget_kind", "lowered_on_simulation"):  # a baseline has no budget
             report.pop(k)
         report["fixed_bits"] = bits
         (out / "policy.json").write_text(json.dumps(report, indent=1))
@@ -304,9 +305,16 @@ def transfer(source: str | os.PathLike[str], cfg: SearchConfig, out: str | os.Pa
         setup.costs.close()
 
 
-def finish(setup: Setup, policy: Policy, out: Path, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Final fine-tune of `policy`, checkpoint, predicted vs whole-network simulated cost, plots."""
+def finish(setup: Setup, policy: Policy, out: Path, log: Callable[[str], None] | None = None, *,
+           hold_budget: bool = True) -> dict[str, Any]:
+    """Final fine-tune of `policy`, checkpoint, predicted vs whole-network simulated cost, plots.
+    With `hold_budget` the policy is first held to the budget on the whole-network simulation."""
     cfg, env, q, costs = setup.cfg, setup.env, setup.qmodel, setup.costs
+    simulated, held = None, 0
+    if hold_budget:
+        policy, held, simulated = env.enforce_on_simulation(policy)
+        if held:
+            _log_to(log, f"the whole network simulated over the budget: {held} more bit steps lowered")
     env.restore()
     q.set_policy(policy)
     before = evaluate(q.model, setup.data.val, device="cpu", channels_last=False).accuracy
@@ -319,10 +327,11 @@ def finish(setup: Setup, policy: Policy, out: Path, log: Callable[[str], None] |
     ckpt = out / CHECKPOINT
     save_checkpoint(ckpt, q.model, {**haq_meta(q, device=cfg.device, budget=cfg.budget, data=setup.data),
                                     "val_acc": after, "test_acc": test})
-    report = cost_report(setup.spec, q, costs, policy, simulate=True)
+    report = cost_report(setup.spec, q, costs, policy, simulate=True, simulated=simulated)
     report.update({
         "format": POLICY_FORMAT, "budget": cfg.budget, "budget_target": env.target,
         "budget_kind": env.budget.kind, "full_8_8_cost": env.full_cost, "min_bits_cost": env.min_cost,
+        "lowered_on_simulation": held,
         "accuracy": {"reference_8_8_val": env.reference_accuracy, "val_before_finetune": before,
                      "val_after_finetune": after, "test_after_finetune": test,
                      "val_images": len(setup.data.val), "test_images": len(setup.data.test)},
@@ -338,8 +347,9 @@ def finish(setup: Setup, policy: Policy, out: Path, log: Callable[[str], None] |
 
 
 def cost_report(spec: ModelSpec, q: QuantizedModel, costs: CostModel, policy: Policy, *,
-                simulate: bool) -> dict[str, Any]:
-    """Per-layer bits and predicted costs on `costs`'s device; with `simulate`, the whole network run."""
+                simulate: bool, simulated: Measurement | None = None) -> dict[str, Any]:
+    """Per-layer bits and predicted costs on `costs`'s device; with `simulate`, the whole network run
+    (`simulated`, when that run of `policy` was already made)."""
     per = costs.per_layer(policy)
     layers = []
     for name, (w, a) in policy.items():
@@ -354,7 +364,7 @@ def cost_report(spec: ModelSpec, q: QuantizedModel, costs: CostModel, policy: Po
     report: dict[str, Any] = {"model": spec.name, "options": spec.options, "device": costs.device,
                               "batch": costs.batch, "layers": layers, "predicted": predicted}
     if simulate:
-        rec = costs.simulate_network(policy)
+        rec = simulated or costs.simulate_network(policy)
         report["simulated"] = {"latency_ms": rec.latency_ms, "energy_uj": rec.metrics.get("energy_uj"),
                                "cycles": rec.metrics.get("cycles"), "provenance": rec.provenance,
                                "continuous_run": True}
