@@ -204,7 +204,7 @@ class CostModel:
         return rec
 
 
-def _simulated_cost(rec: Measurement, kind: str) -> float | None:
+def simulated_cost(rec: Measurement, kind: str) -> float | None:
     """A whole-network simulation's cost in a budget's units; None for size (not simulated) or a
     device that reports no energy."""
     if kind == "latency":
@@ -385,7 +385,7 @@ class HaqEnv:
         lowered = 0
         rec = self.costs.simulate_network(pol)
         for _ in range(rounds):
-            simulated = _simulated_cost(rec, self.budget.kind)
+            simulated = simulated_cost(rec, self.budget.kind)
             if simulated is None or simulated <= self.target:
                 break
             pol, n = self.enforce(pol, self.target * self.costs.cost(pol, self.budget.kind) / simulated)

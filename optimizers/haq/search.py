@@ -33,7 +33,7 @@ from hil.inventory import Inventory
 from hil.measure import Measurement
 from hil.nets.models import ModelSpec, make_model
 from hil.optimizers.data import Batches, DataSplits, fashion_mnist
-from hil.optimizers.haq.env import Budget, CostModel, EnvConfig, HaqEnv
+from hil.optimizers.haq.env import Budget, CostModel, EnvConfig, HaqEnv, simulated_cost
 from hil.optimizers.haq.finetune import CHECKPOINT, FinetuneConfig, finetune_quantized, haq_meta, load_quantized
 from hil.optimizers.haq.plots import plot_bits, plot_roofline
 from hil.optimizers.haq.quantize import Policy, QuantizedModel, QuantOptions, check_bits, quantize
@@ -315,6 +315,9 @@ def finish(setup: Setup, policy: Policy, out: Path, log: Callable[[str], None] |
         policy, held, simulated = env.enforce_on_simulation(policy)
         if held:
             _log_to(log, f"the whole network simulated over the budget: {held} more bit steps lowered")
+        over = simulated_cost(simulated, env.budget.kind)
+        if over is not None and over > env.target:  # every bit at the minimum, or four rounds not enough
+            _log_to(log, f"the whole network still simulates over the budget: {over:.6g} > {env.target:.6g}")
     env.restore()
     q.set_policy(policy)
     before = evaluate(q.model, setup.data.val, device="cpu", channels_last=False).accuracy
