@@ -59,6 +59,12 @@ class HarnessDriver:
             self._check_hardware()
 
     @property
+    def spec(self) -> HarnessSpec | None:
+        """The harness this driver builds and starts (with its PGO training); None when it was given
+        its registers."""
+        return self._spec
+
+    @property
     def regs(self) -> RegisterInterface:
         if self._regs is None:
             self.start()
